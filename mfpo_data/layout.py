@@ -1,0 +1,77 @@
+"""Where a build puts its files, in one place.
+
+```
+OUT/
+  data/train-00000-of-00003.parquet   final shards (FEATURES, difficulty_bucket filled); what publish uploads
+  staging/00000.parquet               one shard per rank, written atomically (temp file, then rename)
+  staging/00000.rejects.jsonl         the rank's dropped samples: {"id", "stage", "reason"}
+  staging/00000.stats.json            the rank's counts
+  logs/                               datatrove's logging dir: logs/, stats/, completions/00000 markers
+  rejects.jsonl                       every dropped sample of the build, sorted by id
+  stats.json                          merged counts: rows, pair types, categories, buckets, drops per reason
+  recipe.resolved.yaml                the fully resolved recipe plus package versions
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def logging_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def stats_file(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def rejects_file(self) -> Path:
+        return self.root / "rejects.jsonl"
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.root / "recipe.resolved.yaml"
+
+    def staging_shard(self, rank: int) -> Path:
+        return self.staging_dir / f"{rank:05d}.parquet"
+
+    def staging_rejects(self, rank: int) -> Path:
+        return self.staging_dir / f"{rank:05d}.rejects.jsonl"
+
+    def staging_stats(self, rank: int) -> Path:
+        return self.staging_dir / f"{rank:05d}.stats.json"
+
+    def final_shard(self, rank: int, tasks: int) -> Path:
+        return self.data_dir / f"train-{rank:05d}-of-{tasks:05d}.parquet"
+
+    def completion_marker(self, rank: int) -> Path:
+        return self.logging_dir / "completions" / f"{rank:05d}"
+
+    def missing_ranks(self, tasks: int) -> list[int]:
+        """Ranks whose completion marker or staging shard is missing."""
+        return [r for r in range(tasks) if not (self.completion_marker(r).is_file() and self.staging_shard(r).is_file())]
+
+    def read_stats(self) -> dict:
+        return json.loads(self.stats_file.read_text())
+
+    def final_shards(self) -> list[Path]:
+        return sorted(self.data_dir.glob("train-*.parquet"))
