@@ -223,7 +223,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     return obj
 
 
-def check_kwargs(fn: Any, options: Mapping[str, Any], path: str) -> dict:
+def check_kwargs(fn: Any, options: Mapping[str, Any], path: str, exclude: frozenset[str] | set[str] = frozenset()) -> dict:
     """Validate `options` against the keyword parameters of `fn` (a backend class): names and types."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     sig = inspect.signature(target)
@@ -234,7 +234,7 @@ def check_kwargs(fn: Any, options: Mapping[str, Any], path: str) -> dict:
     params = {
         n: p
         for n, p in sig.parameters.items()
-        if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not n.startswith("_")
+        if n != "self" and n not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
     unknown = [k for k in options if k not in params]
     if unknown:

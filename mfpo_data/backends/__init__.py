@@ -1,0 +1,47 @@
+"""Backends by name, as recipes choose them: `section -> backend name -> "module:Class"`.
+
+Modules are imported only when a backend is used, so a heavy backend's library is needed only by the
+recipes that ask for it. Issue-specific heavy backends register here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mfpo_data.errors import ConfigError
+
+
+REGISTRY: dict[str, dict[str, str]] = {
+    "source": {
+        "coco": "mfpo_data.stages.sources:CocoSource",
+    },
+    "keywords": {
+        "vocabulary": "mfpo_data.backends.vocabulary:VocabularyKeywords",
+    },
+    "grounding": {
+        "coco_gt": "mfpo_data.backends.coco_gt:CocoGtGrounder",
+    },
+    "segmentation": {
+        "coco_gt": "mfpo_data.backends.coco_gt:CocoGtSegmenter",
+        "box": "mfpo_data.backends.coco_gt:BoxSegmenter",
+    },
+    "perturbation": {
+        "diffusion_noise": "mfpo_data.backends.perturbers:DiffusionNoisePerturber",
+        "gaussian_noise": "mfpo_data.backends.perturbers:GaussianNoisePerturber",
+        "blur": "mfpo_data.backends.perturbers:BlurPerturber",
+        "opencv_inpaint": "mfpo_data.backends.perturbers:OpenCVInpaintPerturber",
+    },
+    "scoring": {
+        "heuristic": "mfpo_data.backends.heuristic:HeuristicDifficulty",
+    },
+}
+
+
+def resolve(section: str, name: str) -> type:
+    """The class registered as `name` in `section`; a ConfigError naming the choices otherwise."""
+    choices = REGISTRY.get(section, {})
+    if name not in choices:
+        key = "kind" if section == "source" else "backend"
+        raise ConfigError(f"'{section}.{key}' is '{name}', expected one of: {', '.join(sorted(choices))}")
+    module_name, _, attr = choices[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,63 @@
+"""Grounding and segmentation from the source's ground-truth annotations (COCO instances)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mfpo_data.imaging import box_mask, mask_from_segmentation
+from mfpo_data.schema import KeyObject, Sample
+from mfpo_data.vocabulary import category_of
+
+
+class CocoGtGrounder:
+    """Every annotated instance of the phrase's COCO category is a region of the key object (score 1)."""
+
+    def ground(self, samples: list[Sample], phrases: list[list[str]]) -> list[list[KeyObject]]:
+        out = []
+        for sample, sample_phrases in zip(samples, phrases, strict=True):
+            objects = []
+            for phrase in sample_phrases:
+                category = category_of(phrase)
+                for index, ann in enumerate(sample.annotations):
+                    if category is not None and ann.category == category:
+                        objects.append(KeyObject(phrase, ann.box_xyxy, 1.0, category=category, annotation_index=index))
+            out.append(objects)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "coco_gt", "model_id": None, "revision": None}
+
+
+class CocoGtSegmenter:
+    """The instance masks of the annotations the grounder picked (polygons or RLE decoded)."""
+
+    def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
+        out = []
+        for sample in samples:
+            masks = []
+            for obj in sample.key_objects:
+                if obj.annotation_index is None:
+                    masks.append(box_mask(obj.box_xyxy, sample.height, sample.width))
+                    continue
+                segmentation = sample.annotations[obj.annotation_index].segmentation
+                if segmentation is None:
+                    masks.append(box_mask(obj.box_xyxy, sample.height, sample.width))
+                else:
+                    masks.append(mask_from_segmentation(segmentation, sample.height, sample.width))
+            out.append(masks)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "coco_gt", "model_id": None, "revision": None}
+
+
+class BoxSegmenter:
+    """The box itself as the mask: no weights, no image content used."""
+
+    def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
+        return [[box_mask(o.box_xyxy, s.height, s.width) for o in s.key_objects] for s in samples]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "box", "model_id": None, "revision": None}

@@ -1,0 +1,108 @@
+"""Light perturbations that need no weights: forward-diffusion noise (the paper's), Gaussian noise,
+blur and OpenCV inpainting. Each returns the edited full image; the stage keeps pixels outside the
+key-object mask bit-identical by compositing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from mfpo_data.schema import Sample
+
+
+def linear_alpha_bar(t: int, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> float:
+    """abar_t = prod_{s<=t} (1 - beta_s) of DDPM's linear schedule, with diffusers' 0-based timestep index."""
+    if not 0 <= t < num_train_timesteps:
+        raise ValueError(f"t={t} must be in [0, {num_train_timesteps})")
+    betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
+    return float(np.prod(1.0 - betas[: t + 1]))
+
+
+class DiffusionNoisePerturber:
+    """`x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps` in [-1, 1] pixel space (MFPO; t=500 works best)."""
+
+    def __init__(self, t: int = 500, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        self.t, self.num_train_timesteps, self.beta_start, self.beta_end = t, num_train_timesteps, beta_start, beta_end
+        self.alpha_bar = linear_alpha_bar(t, num_train_timesteps, beta_start, beta_end)
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        out = []
+        a, b = np.float32(np.sqrt(self.alpha_bar)), np.float32(np.sqrt(1.0 - self.alpha_bar))
+        for sample, seed in zip(samples, seeds, strict=True):
+            x0 = sample.image.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+            eps = np.random.default_rng(seed).standard_normal(x0.shape, dtype=np.float32)
+            xt = np.clip(a * x0 + b * eps, -1.0, 1.0)
+            edited = np.rint((xt + 1.0) * 127.5).astype(np.uint8)
+            out.append((edited, {"t": self.t, "alpha_bar": round(self.alpha_bar, 8), "seed": seed}))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "diffusion_noise",
+            "t": self.t,
+            "num_train_timesteps": self.num_train_timesteps,
+            "schedule": "linear",
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+        }
+
+
+class GaussianNoisePerturber:
+    """Additive Gaussian noise with standard deviation `sigma` in 0-255 pixel units."""
+
+    def __init__(self, sigma: float = 50.0):
+        self.sigma = sigma
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        out = []
+        for sample, seed in zip(samples, seeds, strict=True):
+            noise = np.random.default_rng(seed).standard_normal(sample.image.shape, dtype=np.float32) * np.float32(self.sigma)
+            edited = np.clip(np.rint(sample.image.astype(np.float32) + noise), 0, 255).astype(np.uint8)
+            out.append((edited, {"sigma": self.sigma, "seed": seed}))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "gaussian_noise", "sigma": self.sigma}
+
+
+class BlurPerturber:
+    """Gaussian blur with standard deviation `sigma` pixels (deterministic: the seed is recorded only)."""
+
+    def __init__(self, sigma: float = 15.0):
+        self.sigma = sigma
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        import cv2
+
+        return [
+            (cv2.GaussianBlur(s.image, (0, 0), sigmaX=self.sigma, sigmaY=self.sigma), {"sigma": self.sigma, "seed": seed})
+            for s, seed in zip(samples, seeds, strict=True)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "blur", "sigma": self.sigma}
+
+
+class OpenCVInpaintPerturber:
+    """Fill the key region from its surroundings with OpenCV inpainting (Telea or Navier-Stokes)."""
+
+    def __init__(self, radius: int = 5, method: Literal["telea", "ns"] = "telea", dilate: int = 3):
+        self.radius, self.method, self.dilate = radius, method, dilate
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        import cv2
+
+        flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
+        out = []
+        for sample, seed in zip(samples, seeds, strict=True):
+            mask = sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], dtype=bool)
+            m = mask.astype(np.uint8) * 255
+            if self.dilate > 0:  # fill from outside the object's edge; the stage still keeps outside pixels
+                m = cv2.dilate(m, np.ones((2 * self.dilate + 1,) * 2, np.uint8))
+            edited = cv2.inpaint(sample.image, m, self.radius, flag)
+            out.append((edited, {"radius": self.radius, "method": self.method, "dilate": self.dilate, "seed": seed}))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "opencv_inpaint", "radius": self.radius, "method": self.method, "dilate": self.dilate}

@@ -1,0 +1,112 @@
+"""`mfpo-data`: build, validate, list recipes, inspect and publish MFPO image-preference datasets.
+
+Commands are thin: parse, call one library function, print a one-line message for known problems
+(exit code 1). Heavy imports happen inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name (see `recipes`) or path to a YAML file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe key: --set a.b=value (repeatable).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _known_errors():
+    from mfpo_data.errors import MfpoError
+
+    return (MfpoError,)
+
+
+@app.command()
+def build(
+    recipe: RecipeOpt = "coco",
+    set_: SetOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+) -> None:
+    """Build a dataset from a recipe. Rerunning the same command resumes an interrupted build."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from mfpo_data.pipeline.build import build_dataset
+
+        layout = build_dataset(recipe, set_ or (), output)
+    except _known_errors() as e:
+        raise _fail(str(e)) from None
+    stats = layout.read_stats()
+    dropped = sum(stats.get("dropped", {}).values())
+    pair_types = ", ".join(f"{k} {v}" for k, v in stats.get("pair_types", {}).items())
+    typer.echo(
+        f"built {stats['rows']} pairs ({pair_types}) over {len(stats.get('categories', {}))} key-object categories; "
+        f"{dropped} dropped (see {layout.rejects_file})"
+    )
+    typer.echo(f"dataset: {layout.data_dir}")
+
+
+@app.command()
+def validate(recipe: RecipeOpt = "coco", set_: SetOpt = None) -> None:
+    """Check a recipe (keys, types, backends, inputs) without loading any model."""
+    try:
+        from mfpo_data.config import find_recipe, load_recipe
+        from mfpo_data.pipeline.build import make_source
+
+        loaded = load_recipe(recipe, tuple(set_ or ()))
+        source = make_source(loaded)
+        if hasattr(source, "check"):
+            source.check()
+    except _known_errors() as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"ok: {find_recipe(recipe)}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the recipes found in ./recipes and shipped with mfpo."""
+    from mfpo_data.config import list_recipes
+
+    for name, path, header in list_recipes():
+        typer.echo(f"{name:<20} {header}  ({path})")
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A build output folder, a dataset folder or a parquet file.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG grid.")] = Path("inspect.png"),
+    n: Annotated[int, typer.Option("--n", help="Rows to draw.")] = 8,
+    seed: Annotated[int | None, typer.Option("--seed", help="Draw n random rows with this seed.")] = None,
+) -> None:
+    """Draw a PNG grid: original, mask overlay with the key object, perturbed image, chosen vs rejected."""
+    from mfpo_data.inspect import read_rows, render_grid
+
+    try:
+        rows = read_rows(path, n=n, seed=seed)
+        render_grid(rows, out, n=n)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"wrote {out}")
+
+
+def _register_publish() -> None:
+    try:
+        from mfpo_data.cli_publish import publish_command
+    except ImportError:  # pragma: no cover - publish is optional while it is being written
+        return
+    app.command("publish")(publish_command)
+
+
+_register_publish()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,197 @@
+"""The recipe schema: one dataclass per YAML section, strict loading, `--set` overrides.
+
+Sections that pick a backend (`keywords`, `grounding`, `segmentation`, `perturbation`, `scoring`)
+hold the stage's own keys (`backend`, `batch_size`, ...) and pass every other key to the backend's
+constructor; those keys are checked against the backend's signature when the recipe loads, so a
+typo fails `mfpo-data validate` before any model loads. `source` works the same with `kind`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mfpo_data.backends import resolve
+from mfpo_data.errors import ConfigError
+from mfpo_data.strict import apply_overrides, check_kwargs, from_dict, load_yaml, to_dict
+
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # the recipes shipped with the package
+RESERVED_OPTIONS = {"seed", "index_path"}  # set by the builder, not by recipes
+
+
+@dataclass
+class SourceConfig:
+    kind: str = "coco"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    backend: str
+    batch_size: int = 8
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KeywordsConfig(BackendConfig):
+    backend: str = "vocabulary"
+    top_k: int = 1
+
+
+@dataclass
+class GroundingConfig(BackendConfig):
+    backend: str = "coco_gt"
+
+
+@dataclass
+class SegmentationConfig(BackendConfig):
+    backend: str = "coco_gt"
+
+
+@dataclass
+class PerturbationConfig(BackendConfig):
+    backend: str = "diffusion_noise"
+
+
+@dataclass
+class ScoringConfig(BackendConfig):
+    backend: str = "heuristic"
+
+
+@dataclass
+class FiltersConfig:
+    no_region: Literal["fallback", "drop"] = "fallback"
+    min_mask_area_ratio: float = 0.0
+    max_mask_area_ratio: float = 1.0
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.min_mask_area_ratio <= self.max_mask_area_ratio <= 1.0:
+            raise ConfigError(f"'{path}.min_mask_area_ratio' and 'max_mask_area_ratio' must satisfy 0 <= min <= max <= 1")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "outputs/mfpo-coco"
+    png_compress_level: int = 6
+    row_group_size: int = 64
+    progress: bool = True
+
+    def check(self, path: str) -> None:
+        if not 0 <= self.png_compress_level <= 9:
+            raise ConfigError(f"'{path}.png_compress_level' must be in [0, 9]")
+        if self.row_group_size < 1:
+            raise ConfigError(f"'{path}.row_group_size' must be >= 1")
+
+
+@dataclass
+class ExecutorConfig:
+    kind: Literal["local"] = "local"
+    tasks: int = 1
+    workers: int = 1
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+
+    def check(self, path: str) -> None:
+        if self.tasks < 1:
+            raise ConfigError(f"'{path}.tasks' must be >= 1")
+        if self.workers < 1:
+            raise ConfigError(f"'{path}.workers' must be >= 1")
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    source: SourceConfig = field(default_factory=SourceConfig)
+    keywords: KeywordsConfig = field(default_factory=KeywordsConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def to_yaml_dict(self) -> dict:
+        """The resolved recipe as YAML data, backend options flattened back into their sections."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (SourceConfig, BackendConfig)):
+                d = to_dict(value)
+                d.update(d.pop("options"))
+                out[f.name] = d
+            else:
+                out[f.name] = to_dict(value)
+        return out
+
+
+_BACKEND_SECTIONS = {
+    "keywords": KeywordsConfig,
+    "grounding": GroundingConfig,
+    "segmentation": SegmentationConfig,
+    "perturbation": PerturbationConfig,
+    "scoring": ScoringConfig,
+}
+
+
+def _split_section(name: str, cls: type, data: Any, selector: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{name}' must be a mapping, got {data!r}")
+    own = {f.name for f in dataclasses.fields(cls)} - {"options"}
+    section = from_dict(cls, {k: v for k, v in data.items() if k in own}, name)
+    backend_cls = resolve(name, getattr(section, selector))
+    options = {k: v for k, v in data.items() if k not in own}
+    reserved = sorted(RESERVED_OPTIONS & set(options))
+    if reserved:
+        raise ConfigError(f"'{name}.{reserved[0]}' is set by mfpo, not by recipes")
+    section.options = check_kwargs(backend_cls, options, name, exclude=RESERVED_OPTIONS)
+    return section
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(f"unknown key '{unknown[0]}' (allowed: {', '.join(known)})")
+    plain = {k: v for k, v in data.items() if k in ("seed", "filters", "output", "executor")}
+    recipe = from_dict(Recipe, plain)
+    recipe.source = _split_section("source", SourceConfig, data.get("source"), "kind")
+    for name, cls in _BACKEND_SECTIONS.items():
+        setattr(recipe, name, _split_section(name, cls, data.get(name), "backend"))
+    return recipe
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file by path, or by name in ./recipes/ and then among the recipes shipped with mfpo."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no recipe named '{name_or_path}' (see `mfpo-data recipes`)")
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    data = load_yaml(find_recipe(name_or_path))
+    return recipe_from_dict(apply_overrides(data, list(overrides)))
+
+
+def list_recipes() -> list[tuple[str, Path, str]]:
+    """(name, path, first header comment line) of every recipe found, local ones first."""
+    seen, out = set(), []
+    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            header = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+            out.append((path.stem, path, header))
+    return out

@@ -1,0 +1,77 @@
+"""Stage base classes on datatrove's `PipelineStep` contract: `run(data, rank, world_size) -> Iterator`.
+
+Annotating stages (`MapStage`) add fields to each `Sample`; samples that an earlier stage dropped pass
+through untouched so the writer can record them. A backend call that fails for one sample drops
+that sample with the error as reason and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
+from datatrove.pipeline.base import PipelineStep
+
+from mfpo_data.schema import Sample
+
+
+logger = logging.getLogger(__name__)
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class Stage(PipelineStep):
+    """A build stage: consumes and yields `Sample`s."""
+
+    type = "mfpo"
+
+    def setup(self, rank: int, world_size: int) -> None:
+        """Called once per rank before the first sample (pick a device, nothing heavy)."""
+
+
+class MapStage(Stage):
+    """Annotates each live sample. Override `process_batch`; `batch_size` groups backend calls."""
+
+    batch_size: int = 1
+
+    def process_batch(self, batch: list[Sample]) -> None:
+        raise NotImplementedError
+
+    def run(self, data: Iterable[Sample], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
+        self.setup(rank, world_size)
+        pending: list[Sample] = []
+        for sample in data:
+            if sample.dropped is not None:
+                yield sample
+                continue
+            pending.append(sample)
+            if len(pending) >= self.batch_size:
+                yield from self._flush(pending)
+                pending = []
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, batch: list[Sample]) -> Iterator[Sample]:
+        with self.track_time("batch"):
+            try:
+                self.process_batch(batch)
+            except SampleError as e:
+                # A batch-level failure that names its sample: drop that one, retry the rest one by one.
+                if len(batch) == 1:
+                    batch[0].drop(self.name, str(e))
+                else:
+                    for sample in batch:
+                        yield from self._flush([sample])
+                    return
+        for sample in batch:
+            self.stat_update("dropped" if sample.dropped else "out")
+            yield sample
+
+
+class SampleError(ValueError):
+    """A per-sample problem (bad mask, box outside the image...): the sample is dropped with this reason."""

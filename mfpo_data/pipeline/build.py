@@ -1,0 +1,229 @@
+"""Assemble the stages from a recipe, run them on datatrove's executor, and finalize the output.
+
+This module and `config.py` are the only readers of recipes: stages and backends take flat keyword
+arguments and can be used from Python without YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from mfpo_data.backends import resolve
+from mfpo_data.config import Recipe, load_recipe
+from mfpo_data.errors import MfpoError
+from mfpo_data.layout import OutputLayout
+from mfpo_data.stages.filters import RegionFilter
+from mfpo_data.stages.grounding import GroundingStage
+from mfpo_data.stages.keywords import KeywordStage
+from mfpo_data.stages.perturbation import PerturbationStage
+from mfpo_data.stages.scoring import ScoringStage
+from mfpo_data.stages.segmentation import SegmentationStage
+from mfpo_data.stages.writer import ShardWriter
+
+
+logger = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("mfpo", "datasets", "datatrove", "numpy", "pillow", "pyarrow", "opencv-python-headless",
+                      "pycocotools", "torch", "transformers", "diffusers")  # fmt: skip
+
+
+def make_backends(recipe: Recipe) -> dict:
+    """Construct each backend from its section (cheap: models load lazily inside the workers)."""
+    out = {}
+    for name in ("keywords", "grounding", "segmentation", "perturbation", "scoring"):
+        section = getattr(recipe, name)
+        out[name] = resolve(name, section.backend)(**section.options)
+    return out
+
+
+def make_source(recipe: Recipe):
+    return resolve("source", recipe.source.kind)(**recipe.source.options, seed=recipe.seed)
+
+
+def build_pipeline(recipe: Recipe, source=None) -> list:
+    """The stage list, in pipeline order: source, keywords, grounding, segmentation, filters,
+    perturbation, scoring, writer."""
+    b = make_backends(recipe)
+    return [
+        source if source is not None else make_source(recipe),
+        KeywordStage(b["keywords"], top_k=recipe.keywords.top_k, batch_size=recipe.keywords.batch_size),
+        GroundingStage(b["grounding"], batch_size=recipe.grounding.batch_size),
+        SegmentationStage(b["segmentation"], batch_size=recipe.segmentation.batch_size),
+        RegionFilter(**vars(recipe.filters)),
+        PerturbationStage(b["perturbation"], kind=recipe.perturbation.backend, seed=recipe.seed,
+                          batch_size=recipe.perturbation.batch_size),  # fmt: skip
+        ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
+        ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress),
+    ]
+
+
+def describe_backends(recipe: Recipe) -> dict:
+    return {name: backend.describe() for name, backend in make_backends(recipe).items()}
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _identity(resolved: dict) -> dict:
+    """What decides the rows: the recipe less how it runs (workers, progress bars, package versions)."""
+    out = json.loads(json.dumps(resolved, default=str))
+    out.pop("versions", None)
+    out.get("executor", {}).pop("workers", None)
+    out.get("executor", {}).pop("start_method", None)
+    out.get("output", {}).pop("progress", None)
+    return out
+
+
+def _check_same_recipe(layout: OutputLayout, resolved: dict) -> None:
+    if not layout.recipe_file.is_file():
+        return
+    previous = yaml.safe_load(layout.recipe_file.read_text()) or {}
+    if _identity(previous) != _identity(resolved):
+        raise MfpoError(
+            f"{layout.root} holds a build of a different recipe; choose another output.dir or remove the folder"
+        )
+
+
+def build_dataset(
+    recipe: str | Path | Recipe = "coco",
+    overrides: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+) -> OutputLayout:
+    """Build the dataset a recipe describes; rerunning the same call resumes an interrupted build."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, tuple(overrides))
+    if output_dir is not None:
+        recipe.output.dir = str(output_dir)
+    layout = OutputLayout(Path(recipe.output.dir))
+    resolved = recipe.to_yaml_dict()
+    _check_same_recipe(layout, resolved)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    _atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
+
+    source = make_source(recipe)
+    n_items = source.prepare(layout.staging_dir / "source_index.jsonl")
+    logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
+    pipeline = build_pipeline(recipe, source=source)
+    executor = make_executor(recipe, pipeline, layout)
+    executor.run()
+    finalize(layout, recipe)
+    return layout
+
+
+def make_executor(recipe: Recipe, pipeline: list, layout: OutputLayout):
+    from datatrove.executor import LocalPipelineExecutor
+
+    cfg = recipe.executor
+    return LocalPipelineExecutor(
+        pipeline=pipeline,
+        tasks=cfg.tasks,
+        workers=min(cfg.workers, cfg.tasks),
+        logging_dir=str(layout.logging_dir),
+        skip_completed=True,
+        start_method=cfg.start_method,
+    )
+
+
+def tertile_buckets(items: list[tuple[str, float]]) -> tuple[dict[str, str], list[float]]:
+    """Bucket by rank over the whole build: the easiest third, the middle, the hardest third.
+
+    Ties are broken by id so the split does not depend on shard order. Returns the bucket of each id
+    and the two difficulty values at the cuts.
+    """
+    ordered = sorted(items, key=lambda t: (t[1], t[0]))
+    n = len(ordered)
+    cuts = (n // 3 + (n % 3 > 0), 2 * n // 3 + (n % 3 > 1)) if n else (0, 0)
+    buckets = {}
+    for i, (sample_id, _) in enumerate(ordered):
+        buckets[sample_id] = "easy" if i < cuts[0] else "medium" if i < cuts[1] else "hard"
+    edges = [ordered[c - 1][1] if 0 < c <= n else float("nan") for c in cuts]
+    return buckets, edges
+
+
+def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
+    """After every rank: cut difficulty buckets over the whole build, write the final shards, merge
+    stats and rejects. Idempotent; refuses an incomplete build."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tasks = recipe.executor.tasks
+    missing = layout.missing_ranks(tasks)
+    if missing:
+        raise MfpoError(f"build incomplete: ranks {missing} of {tasks} did not finish; rerun the same command to resume")
+    items = []
+    for rank in range(tasks):
+        table = pq.read_table(layout.staging_shard(rank), columns=["id", "difficulty"])
+        items += zip(table.column("id").to_pylist(), table.column("difficulty").to_pylist(), strict=True)
+    ids = [i for i, _ in items]
+    if len(ids) != len(set(ids)):
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise MfpoError(f"duplicate sample id across shards: {dup}")
+    buckets, edges = tertile_buckets(items)
+
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    expected = {layout.final_shard(r, tasks) for r in range(tasks)}
+    for stale in set(layout.final_shards()) - expected:
+        stale.unlink()
+    for rank in range(tasks):
+        table = pq.read_table(layout.staging_shard(rank))
+        column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
+        table = table.set_column(table.schema.get_field_index("difficulty_bucket"), "difficulty_bucket", column)
+        final = layout.final_shard(rank, tasks)
+        tmp = final.with_name(final.name + ".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+
+    stats = _merge_stats(layout, tasks)
+    stats.update(
+        tasks=tasks,
+        difficulty_buckets=dict(Counter(buckets.values())),
+        difficulty_edges=edges,
+        backends={"source": {"kind": recipe.source.kind, **_jsonable(recipe.source.options)}, **describe_backends(recipe)},
+        filters=vars(recipe.filters),
+        seed=recipe.seed,
+    )
+    _atomic_write(layout.stats_file, json.dumps(stats, indent=2, sort_keys=True))
+    rejects = []
+    for rank in range(tasks):
+        with open(layout.staging_rejects(rank), encoding="utf-8") as f:
+            rejects += [json.loads(line) for line in f if line.strip()]
+    rejects.sort(key=lambda r: r["id"])
+    _atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
+    return stats
+
+
+def _merge_stats(layout: OutputLayout, tasks: int) -> dict:
+    merged: dict = {"rows": 0}
+    for rank in range(tasks):
+        part = json.loads(layout.staging_stats(rank).read_text())
+        merged["rows"] += part.pop("rows")
+        for key, counts in part.items():
+            target = merged.setdefault(key, Counter())
+            target.update(counts)
+    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in merged.items()}
+
+
+def _jsonable(options: dict) -> dict:
+    return json.loads(json.dumps(options, default=str))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,37 @@
+"""Perturbation: the dispreferred image. The edit is composited so pixels outside the key region stay
+bit-identical to the original; with no key region the whole image is perturbed."""
+
+from __future__ import annotations
+
+from mfpo_data.backends.base import Perturber
+from mfpo_data.imaging import composite
+from mfpo_data.pipeline.base import MapStage, SampleError
+from mfpo_data.schema import Sample
+from mfpo_data.seeding import sample_seed
+
+
+class PerturbationStage(MapStage):
+    name = "perturbation"
+
+    def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8):
+        super().__init__()
+        self.perturber, self.kind, self.seed, self.batch_size = perturber, kind, seed, batch_size
+
+    def setup(self, rank: int, world_size: int) -> None:
+        if hasattr(self.perturber, "setup"):
+            self.perturber.setup(rank, world_size)
+
+    def process_batch(self, batch: list[Sample]) -> None:
+        seeds = [sample_seed(self.seed, s.id, "perturbation") for s in batch]
+        results = self.perturber.perturb(batch, seeds)
+        for sample, (edited, params) in zip(batch, results, strict=True):
+            if edited.shape != sample.image.shape:
+                raise SampleError(f"perturbation_shape: {edited.shape} vs {sample.image.shape} in {sample.id}")
+            reason = params.pop("_drop_reason", None)  # a backend may refuse one output (e.g. all black)
+            if reason:
+                sample.drop(self.name, reason)
+                continue
+            sample.rejected_image = composite(sample.image, edited, sample.mask)
+            sample.perturbation = self.kind
+            region = "key_object" if sample.mask is not None else "whole_image"
+            sample.perturbation_params = {"kind": self.kind, "region": region, **params}

@@ -1,0 +1,27 @@
+"""Scoring: a difficulty per sample from a `DifficultyScorer`; buckets are cut after all ranks finish."""
+
+from __future__ import annotations
+
+import math
+
+from mfpo_data.backends.base import DifficultyScorer
+from mfpo_data.pipeline.base import MapStage, SampleError
+from mfpo_data.schema import Sample
+
+
+class ScoringStage(MapStage):
+    name = "scoring"
+
+    def __init__(self, scorer: DifficultyScorer, batch_size: int = 8):
+        super().__init__()
+        self.scorer, self.batch_size = scorer, batch_size
+
+    def setup(self, rank: int, world_size: int) -> None:
+        if hasattr(self.scorer, "setup"):
+            self.scorer.setup(rank, world_size)
+
+    def process_batch(self, batch: list[Sample]) -> None:
+        for sample, value in zip(batch, self.scorer.score(batch), strict=True):
+            if not math.isfinite(value):
+                raise SampleError(f"bad_difficulty: {value} for {sample.id}")
+            sample.difficulty = float(value)

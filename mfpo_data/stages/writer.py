@@ -1,0 +1,114 @@
+"""Writer: one parquet shard per rank, its rejects and its counts, each written atomically.
+
+Rows stream into `staging/{rank}.parquet.tmp` one row group at a time (memory stays flat); at the end
+of the rank the temp files are renamed into place, and only then does datatrove write the rank's
+completion marker. A crashed rank leaves no file that looks complete; a rerun redoes it whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from mfpo_data.imaging import encode_png, rle_encode
+from mfpo_data.layout import OutputLayout
+from mfpo_data.pipeline.base import Stage
+from mfpo_data.schema import Sample, features, to_row
+
+
+FAULT_ENV = "MFPO_FAULT_INJECT"  # "RANK:N": SIGKILL this process after N rows of RANK (crash-resume tests)
+
+
+def reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+class ShardWriter(Stage):
+    name = "writer"
+
+    def __init__(self, output_dir: str, png_compress_level: int = 6, row_group_size: int = 64, progress: bool = True):
+        super().__init__()
+        self.output_dir, self.png_compress_level = output_dir, png_compress_level
+        self.row_group_size, self.progress = row_group_size, progress
+
+    def run(self, data: Iterable[Sample], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        layout = OutputLayout(Path(self.output_dir))
+        layout.staging_dir.mkdir(parents=True, exist_ok=True)
+        shard, rejects_path, stats_path = layout.staging_shard(rank), layout.staging_rejects(rank), layout.staging_stats(rank)
+        tmp = {p: p.with_name(p.name + ".tmp") for p in (shard, rejects_path, stats_path)}
+        feats = features()
+        schema = feats.arrow_schema
+        stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
+                 "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
+        fault_after = self._fault_after(rank)
+        bar = self._bar(rank)
+        rows: list[dict] = []
+        with pq.ParquetWriter(tmp[shard], schema) as writer, open(tmp[rejects_path], "w", encoding="utf-8") as rejects:
+
+            def flush():
+                if rows:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    rows.clear()
+
+            for sample in data:
+                if sample.dropped is not None:
+                    stage, reason = sample.dropped
+                    rejects.write(json.dumps({"id": sample.id, "stage": stage, "reason": reason}) + "\n")
+                    stats["dropped"][reason_code(reason)] += 1
+                    stats["dropped_by_stage"][stage] += 1
+                    self.stat_update(f"dropped/{reason_code(reason)}")
+                else:
+                    rows.append(feats.encode_example(self._row(sample)))
+                    stats["rows"] += 1
+                    stats["pair_types"][sample.pair_type] += 1
+                    stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1
+                    if sample.key_objects:
+                        stats["categories"][sample.key_objects[0].category or sample.key_objects[0].phrase] += 1
+                    elif sample.target:
+                        stats["categories"][sample.target] += 1
+                    self.stat_update("rows")
+                    if len(rows) >= self.row_group_size:
+                        flush()
+                    if fault_after is not None and stats["rows"] >= fault_after:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                if bar is not None:
+                    bar.update(1)
+                yield sample
+            flush()
+        if bar is not None:
+            bar.close()
+        tmp[stats_path].write_text(json.dumps({k: dict(v) if isinstance(v, Counter) else v for k, v in stats.items()}, sort_keys=True))
+        # Shard last: a present shard implies its rejects and stats are present too.
+        for final in (rejects_path, stats_path, shard):
+            os.replace(tmp[final], final)
+
+    def _row(self, sample: Sample) -> dict:
+        if sample.image_bytes is not None:
+            original = {"bytes": sample.image_bytes, "path": None}
+        else:
+            original = {"bytes": encode_png(sample.image, self.png_compress_level), "path": None}
+        rejected = {"bytes": encode_png(sample.rejected_image, self.png_compress_level), "path": None}
+        mask_rle = rle_encode(sample.mask) if sample.mask is not None else None
+        return to_row(sample, original, rejected, mask_rle)
+
+    def _bar(self, rank: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(desc=f"rank {rank}", unit=" pairs", mininterval=1.0, leave=False)
+
+    @staticmethod
+    def _fault_after(rank: int) -> int | None:
+        spec = os.environ.get(FAULT_ENV, "")
+        if not spec:
+            return None
+        fault_rank, _, count = spec.partition(":")
+        return int(count) if int(fault_rank) == rank else None
