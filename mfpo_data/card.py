@@ -1,0 +1,365 @@
+"""The dataset card (README.md): YAML metadata plus the build's facts, then the human-written DATASHEET.md.
+
+`publish` renders it from what it knows for sure: the features in `schema.py`, the splits it just
+wrote (rows, bytes, pair types, difficulty buckets, key-object categories), the build's
+`stats.json` (drops per reason, backends with model ids and revisions) and `recipe.resolved.yaml`
+(perturbation parameters, seed, package versions). `validate_card` checks the metadata offline the
+way the Hub and `datasets` read it, so a card that would not parse is never uploaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mfpo_data.errors import MfpoError
+
+
+class CardError(MfpoError):
+    """A dataset card whose metadata would not validate."""
+
+
+TAGS = ("dpo", "trl", "preference", "hallucination", "mfpo", "vision-language", "coco")
+REQUIRED_TAGS = ("dpo", "trl", "preference", "hallucination")
+TASK_CATEGORIES = ("image-text-to-text", "visual-question-answering")
+LICENSE = "other"
+LICENSE_NAME = "coco-terms-of-use"
+LICENSE_LINK = "https://cocodataset.org/#termsofuse"
+# The Hub's size buckets (https://huggingface.co/docs/hub/datasets-cards).
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+)
+DATASHEET_NAME = "DATASHEET.md"
+PAPER_URL = "https://arxiv.org/abs/2410.15334"
+# How to train with mfpo's own trainer (image-side preference, curriculum). Kept in one place so the
+# training CLI can correct it.
+MFPO_TRAIN_COMMAND = "mfpo-train --set data.dataset={repo_id}"
+
+
+@dataclass
+class SplitSummary:
+    """What the card says about one split; `publish` fills it from the rows it wrote."""
+
+    name: str
+    rows: int
+    num_bytes: int = 0  # Arrow bytes (dataset_info.splits.num_bytes)
+    download_bytes: int = 0  # parquet bytes
+    shards: list[str] = field(default_factory=list)  # paths in the repo
+    pair_types: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, int] = field(default_factory=dict)
+
+
+def summarize_split(name: str, ds) -> SplitSummary:
+    """Counts per pair type, difficulty bucket and key-object category, read without decoding images."""
+    small = ds.select_columns(["pair_type", "difficulty_bucket", "key_objects"])
+    pair_types = Counter(list(small["pair_type"]))  # datasets >= 4 returns a lazy Column
+    buckets = Counter(list(small["difficulty_bucket"]))
+    categories: Counter = Counter()
+    for objects in list(small["key_objects"]):
+        categories.update({o["category"] or o["phrase"] for o in objects or []})
+    return SplitSummary(
+        name=name,
+        rows=len(ds),
+        num_bytes=int(ds.data.nbytes),
+        pair_types=dict(sorted(pair_types.items())),
+        buckets=_bucket_order(buckets),
+        categories=dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+
+
+def _bucket_order(counts: Mapping[str, int]) -> dict[str, int]:
+    from mfpo_data.schema import DIFFICULTY_BUCKETS
+
+    order = {b: i for i, b in enumerate(DIFFICULTY_BUCKETS)}
+    return {str(k): v for k, v in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), str(kv[0])))}
+
+
+def size_category(rows: int) -> str:
+    for limit, name in SIZE_CATEGORIES:
+        if rows < limit:
+            return name
+    return "n>1T"
+
+
+def find_datasheet() -> Path | None:
+    """DATASHEET.md next to the package (a source checkout) or inside it (a packaged copy)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / DATASHEET_NAME, here / DATASHEET_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def card_data(splits: list[SplitSummary], pretty_name: str):
+    """The YAML metadata: license, tasks, tags, size, configs (data files per split) and dataset_info."""
+    import datasets
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+
+    from mfpo_data.schema import features
+
+    data = DatasetCardData(
+        license=LICENSE,
+        license_name=LICENSE_NAME,
+        license_link=LICENSE_LINK,
+        language=["en"],
+        task_categories=list(TASK_CATEGORIES),
+        tags=list(TAGS),
+        size_categories=[size_category(sum(s.rows for s in splits))],
+        pretty_name=pretty_name,
+    )
+    configs = {"default": {"data_files": [{"split": s.name, "path": f"data/{s.name}-*"} for s in splits]}}
+    MetadataConfigs(configs).to_dataset_card_data(data)
+    info = datasets.DatasetInfo(
+        features=features(),
+        splits=datasets.SplitDict(
+            {s.name: datasets.SplitInfo(name=s.name, num_bytes=s.num_bytes, num_examples=s.rows) for s in splits}
+        ),
+        download_size=sum(s.download_bytes for s in splits),
+        dataset_size=sum(s.num_bytes for s in splits),
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(data)
+    return data
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    def cell(v: Any) -> str:
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _per_split_table(title: str, splits: list[SplitSummary], attr: str) -> str:
+    keys: list[str] = []
+    for s in splits:
+        keys += [k for k in getattr(s, attr) if k not in keys]
+    rows = [(k, *(getattr(s, attr).get(k, 0) for s in splits)) for k in keys]
+    return _table((title, *(s.name for s in splits)), rows)
+
+
+def _demote(markdown: str) -> str:
+    """Datasheet headings one level down, its title dropped, so it nests under the card's section."""
+    out, in_code = [], False
+    for i, line in enumerate(markdown.strip().splitlines()):
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and i == 0 and re.match(r"# ", line):
+            continue
+        if not in_code:
+            line = "#" + line if re.match(r"#{1,5} ", line) else line
+            # Links relative to the mfpo repository would break on the Hub: keep the text, name the path.
+            line = re.sub(r"\[([^\]]+)\]\((?!https?://|mailto:|#)([^)\s]+)\)", r"\1 (`\2` in mfpo)", line)
+        out.append(line)
+    return "\n".join(out).strip()
+
+
+def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
+    rows = []
+    for stage, info in (stats.get("backends") or {}).items():
+        info = dict(info or {}) if isinstance(info, Mapping) else {"backend": info}
+        backend = info.pop("backend", info.pop("name", ""))
+        model_id = info.pop("model_id", None)
+        revision = info.pop("revision", None)
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(info.items()))
+        rows.append((stage, f"`{backend}`" if backend else "", model_id or "none (no weights)", revision or "", extra))
+    return rows
+
+
+def _perturbation_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
+    params = recipe.get("perturbation")
+    if not isinstance(params, Mapping):
+        params = (stats.get("backends") or {}).get("perturbation") or {}
+    return [(k, f"`{v}`") for k, v in params.items()]
+
+
+def _version_rows(recipe: Mapping[str, Any]) -> list[tuple]:
+    versions = recipe.get("versions")
+    return [(k, v) for k, v in versions.items()] if isinstance(versions, Mapping) else []
+
+
+def render_card(
+    *,
+    repo_id: str,
+    splits: list[SplitSummary],
+    stats: Mapping[str, Any],
+    recipe_text: str,
+    preview: str | None = None,
+    datasheet: str | None = None,
+) -> str:
+    """README.md for the Hub: metadata, how to use it, this build's facts, then the datasheet."""
+    import yaml
+    from huggingface_hub import DatasetCard
+
+    recipe = yaml.safe_load(recipe_text) or {}
+    if not isinstance(recipe, Mapping):
+        recipe = {}
+    name = repo_id.split("/")[-1]
+    data = card_data(splits, pretty_name=name)
+    total = sum(s.rows for s in splits)
+    split_names = ", ".join(f"`{s.name}` ({s.rows})" for s in splits)
+    dropped = stats.get("dropped") or {}
+    edges = stats.get("difficulty_edges")
+
+    parts = [
+        f"# {name}",
+        f"Image-preference pairs for aligning vision-language models against hallucination, built with mfpo "
+        f"the way MFPO ([Modality-Fair Preference Optimization]({PAPER_URL})) describes: each row holds a text "
+        f"preference pair (`chosen` over `rejected` for the same image) and an image preference pair (the original "
+        f"`images` over `rejected_images`, where the key object's region is perturbed). {total} rows: {split_names}.",
+        "**Format:** Conversational. **Type:** Preference (TRL's `prompt` / `chosen` / `rejected` + `images`, "
+        "with typed content parts and no model-specific image tokens).",
+    ]
+    if preview:
+        parts.append(
+            f"![Preview: original image, key-object mask and perturbed image for a few pairs]({preview})\n\n"
+            "*Preview: a few pairs from the train split.*"
+        )
+    parts += [
+        "## How to use",
+        "```python\nfrom datasets import load_dataset\n\n"
+        f'dataset = load_dataset("{repo_id}")  # splits: {", ".join(s.name for s in splits)}\n```',
+        "### With mfpo-train (text + image preference, easy-to-hard curriculum)",
+        "Uses every MFPO column: `rejected_images` for the image-side loss and `difficulty_bucket` for the "
+        "curriculum. It checks the dataset against the schema before training.",
+        f"```bash\npip install \"mfpo[train]\"\n{MFPO_TRAIN_COMMAND.format(repo_id=repo_id)}\n```",
+        "### With TRL's DPOTrainer (text preference only)",
+        "The core columns are what TRL's `DPOTrainer` reads, with no renaming. TRL ignores the MFPO columns "
+        "(they are not in its signature columns and `remove_unused_columns=True` drops them), so it learns the "
+        "text preference only; the perturbed images need `mfpo-train`. For vision-language models keep "
+        "`max_length=None` so that image tokens are never truncated.",
+        "```python\nfrom datasets import load_dataset\n"
+        "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
+        "from trl import DPOConfig, DPOTrainer\n\n"
+        f'dataset = load_dataset("{repo_id}")\n'
+        'model_id = "llava-hf/llava-1.5-7b-hf"\n'
+        'model = AutoModelForImageTextToText.from_pretrained(model_id, dtype="bfloat16")\n'
+        "processor = AutoProcessor.from_pretrained(model_id)\n"
+        'args = DPOConfig(output_dir="mfpo-dpo", max_length=None, bf16=True,\n'
+        "                 per_device_train_batch_size=2, gradient_accumulation_steps=8)\n"
+        'trainer = DPOTrainer(model=model, args=args, train_dataset=dataset["train"],\n'
+        '                     eval_dataset=dataset["test"], processing_class=processor)\n'
+        "trainer.train()\n```",
+        "## This build",
+        "### Splits",
+        _table(("split", "rows", "parquet shards"), [(s.name, s.rows, len(s.shards)) for s in splits]),
+        "The split is deterministic and by image: rows that share an `image_id` are in the same split.",
+        "### Pair types",
+        _per_split_table("pair type", splits, "pair_types"),
+        "### Difficulty buckets",
+        _per_split_table("bucket", splits, "buckets"),
+    ]
+    if isinstance(edges, list | tuple) and len(edges) == 2:
+        parts.append(f"Bucket edges (tertiles of `difficulty` over the whole build): {edges[0]:.4g} and {edges[1]:.4g}.")
+    parts += [
+        "### Key-object categories",
+        "Rows per category of their key objects (a row counts once per distinct category).",
+        _per_split_table("category", splits, "categories"),
+        "### Dropped samples",
+        (
+            _table(("reason", "samples"), sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+            + f"\n\n{sum(dropped.values())} samples dropped in all; the build's `rejects.jsonl` lists each with its reason."
+            if dropped
+            else "No sample was dropped."
+        ),
+        "### Backends",
+        _table(("stage", "backend", "model id", "revision", "settings"), _backend_rows(stats)),
+        "### Perturbation",
+        _table(("parameter", "value"), _perturbation_rows(recipe, stats)),
+    ]
+    versions = _version_rows(recipe)
+    if versions:
+        parts += ["### Package versions", _table(("package", "version"), versions)]
+    parts += [
+        "### Recipe",
+        "The fully resolved recipe of this build (`recipe.resolved.yaml`); `mfpo-data build` with it "
+        "rebuilds the same rows.",
+        "```yaml\n" + recipe_text.strip() + "\n```",
+        "## Datasheet",
+        _demote(datasheet)
+        if datasheet
+        else "See `DATASHEET.md` in the mfpo repository for motivation, composition, collection, uses and limits.",
+        "## Citation",
+        "```bibtex\n@inproceedings{jiang2025mfpo,\n"
+        "  title     = {Modality-Fair Preference Optimization for Trustworthy {MLLM} Alignment},\n"
+        "  author    = {Songtao Jiang and Yan Zhang and Ruizhe Chen and Tianxiang Hu and Yeying Jin and Qinglin He and "
+        "Yang Feng and Jian Wu and Zuozhu Liu},\n"
+        "  booktitle = {Proceedings of the Thirty-Fourth International Joint Conference on Artificial Intelligence (IJCAI)},\n"
+        "  pages     = {403--411},\n  year      = {2025},\n  note      = {arXiv:2410.15334}\n}\n\n"
+        "@inproceedings{lin2014coco,\n"
+        "  title     = {Microsoft {COCO}: Common Objects in Context},\n"
+        "  author    = {Tsung-Yi Lin and Michael Maire and Serge Belongie and James Hays and Pietro Perona and "
+        "Deva Ramanan and Piotr Doll{\\'a}r and C. Lawrence Zitnick},\n"
+        "  booktitle = {ECCV},\n  year      = {2014}\n}\n```",
+    ]
+    # Plain concatenation, not a Jinja template: the recipe and the datasheet may contain braces.
+    return str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n\n".join(parts) + "\n"))
+
+
+def validate_card(path_or_text: str | Path, splits: list[str] | None = None):
+    """Parse a card the way the Hub and `datasets` do and check its metadata offline; return the DatasetCard.
+
+    Checks: license (with name and link when `other`), task categories, required tags, size category,
+    `configs` data files per split, and `dataset_info` features equal to `schema.features()`.
+    """
+    import datasets
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    from mfpo_data.schema import features
+    from mfpo_data.validate import features_problems
+
+    try:
+        card = DatasetCard.load(path_or_text) if isinstance(path_or_text, Path) else DatasetCard(path_or_text)
+    except Exception as e:  # yaml errors, a missing front matter, ...
+        raise CardError(f"the dataset card does not parse: {type(e).__name__}: {e}") from None
+    data = card.data.to_dict()
+    problems = []
+    if not data.get("license"):
+        problems.append("no license")
+    elif data["license"] == "other" and not (data.get("license_name") and data.get("license_link")):
+        problems.append("license 'other' needs license_name and license_link")
+    if not data.get("task_categories"):
+        problems.append("no task_categories")
+    missing_tags = [t for t in REQUIRED_TAGS if t not in (data.get("tags") or [])]
+    if missing_tags:
+        problems.append("missing tags: " + ", ".join(missing_tags))
+    if not set(data.get("size_categories") or []) <= {name for _, name in SIZE_CATEGORIES} | {"n>1T"}:
+        problems.append(f"unknown size_categories {data.get('size_categories')}")
+    try:
+        configs = MetadataConfigs.from_dataset_card_data(card.data)
+        infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    except Exception as e:
+        raise CardError(f"the dataset card's configs or dataset_info do not parse: {type(e).__name__}: {e}") from None
+    config = configs.get("default")
+    if not config or not config.get("data_files"):
+        problems.append("no default config with data_files")
+    else:
+        card_splits = [d["split"] for d in config["data_files"]]
+        if splits is not None and sorted(card_splits) != sorted(splits):
+            problems.append(f"configs splits {card_splits} != {splits}")
+    info = infos.get("default")
+    if info is None or info.features is None:
+        problems.append("no dataset_info features")
+    else:
+        problems += ["dataset_info " + p for p in features_problems(info.features, features(), strict=True)]
+        if splits is not None and sorted(info.splits or {}) != sorted(splits):
+            problems.append(f"dataset_info splits {sorted(info.splits or {})} != {splits}")
+    if problems:
+        raise CardError("dataset card metadata: " + "; ".join(problems))
+    assert isinstance(info.features, datasets.Features)
+    return card
