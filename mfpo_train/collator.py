@@ -1,0 +1,168 @@
+"""Turn mfpo rows into one model batch holding the three sequences of every preference pair.
+
+Prompts go through the model's own processor and chat template (so image tokens are expanded the
+way the model expects); answers are the chat template's rendering of the assistant turn, tokenised
+without special tokens and appended to the prompt, as TRL's vision collator does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mfpo_train.data import REF_COLUMNS
+
+
+logger = logging.getLogger(__name__)
+
+# Batch keys that are not model inputs.
+NON_MODEL_KEYS = ("completion_mask", "ref_logps", "num_dropped", "num_pairs", "kept")
+SEQUENCES = ("chosen", "rejected", "perturbed")
+
+
+@dataclass
+class MFPOCollator:
+    """Collate mfpo rows into `[chosen|m ; rejected|m ; chosen|m']` blocks along the batch axis.
+
+    Input: rows with `images` (list with the original image), `rejected_images` (the perturbed image),
+    `prompt`, `chosen`, `rejected` (TRL conversational format) and, optionally, the precomputed
+    `ref_*_logps` columns.
+
+    Output, for N kept rows and S = len(sequences) (3 for MFPO; 2 for plain DPO or mDPO without L_text):
+      * `input_ids`, `attention_mask`, `completion_mask`: (S*N, L), right-padded. Rows [k*N, (k+1)*N)
+        hold sequence `sequences[k]`: chosen answer on the original image, rejected answer on the
+        original image, chosen answer on the perturbed image.
+      * the processor's image inputs for those S*N rows (`pixel_values`, and per model `image_sizes`,
+        `pixel_attention_mask`, `image_grid_thw`, `mm_token_type_ids`, ...);
+      * `ref_logps`: (S, N) float32, only when every row carries precomputed reference log-probs;
+      * `kept`: the positions (in the input list) of the N rows kept;
+      * `num_pairs` (N) and `num_dropped`: rows dropped because their prompt with its image tokens leaves
+        no room for a single answer token within `max_length`.
+
+    Truncation only ever cuts answer tokens (from the end), never prompt or image tokens.
+    """
+
+    processor: Any
+    max_length: int | None = None
+    sequences: tuple[str, ...] = SEQUENCES
+
+    def __post_init__(self):
+        unknown = [s for s in self.sequences if s not in SEQUENCES]
+        if unknown or "chosen" not in self.sequences:
+            raise ValueError(f"sequences must include 'chosen' and only use {SEQUENCES}, got {self.sequences}")
+        self.sequences = tuple(s for s in SEQUENCES if s in self.sequences)  # fixed block order
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+
+    # -- text rendering ------------------------------------------------------------------------
+    def _template(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        renderer = self.processor if getattr(self.processor, "chat_template", None) else self.tokenizer
+        return renderer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def render(self, row: dict) -> tuple[str, dict[str, str]]:
+        """The prompt text (with the generation prompt) and each answer's text as the template renders it."""
+        prompt = _clean(row["prompt"])
+        prompt_text = self._template(prompt, add_generation_prompt=True)
+        answers = {}
+        for col in ("chosen", "rejected"):
+            full = self._template(prompt + _clean(row[col]), add_generation_prompt=False)
+            if not full.startswith(prompt_text):
+                raise ValueError(
+                    "the chat template renders the prompt differently with and without the answer; "
+                    f"cannot split prompt from answer (row {row.get('id')!r})"
+                )
+            answers[col] = full[len(prompt_text) :]
+        return prompt_text, answers
+
+    # -- collation -----------------------------------------------------------------------------
+    def __call__(self, rows: list[dict]) -> dict[str, Any]:
+        rendered = [self.render(r) for r in rows]
+        enc = self._encode_prompts(rows, rendered)
+        prompt_lens = enc["attention_mask"].sum(-1).view(len(self.sequences), len(rows)).amax(0)
+        keep = [i for i, n in enumerate(prompt_lens.tolist()) if self.max_length is None or n < self.max_length]
+        num_dropped = len(rows) - len(keep)
+        if num_dropped:
+            logger.warning(
+                "dropped %d of %d rows: prompt with image tokens is >= max_length=%d (ids: %s)",
+                num_dropped, len(rows), self.max_length, [rows[i].get("id") for i in range(len(rows)) if i not in keep],
+            )
+            rows, rendered = [rows[i] for i in keep], [rendered[i] for i in keep]
+            if not rows:
+                return {"num_pairs": 0, "num_dropped": num_dropped, "kept": []}
+            enc = self._encode_prompts(rows, rendered)  # re-encode: per-image tensors cannot be sliced generically
+        batch = self._append_answers(enc, rendered)
+        batch["num_pairs"] = len(rows)
+        batch["kept"] = keep
+        batch["num_dropped"] = num_dropped
+        ref = self._reference(rows)
+        if ref is not None:
+            batch["ref_logps"] = ref
+        return batch
+
+    def _encode_prompts(self, rows: list[dict], rendered: list[tuple[str, dict]]) -> dict[str, Any]:
+        texts, images = [], []
+        for seq in self.sequences:
+            for row, (prompt_text, _) in zip(rows, rendered, strict=True):
+                texts.append(prompt_text)
+                imgs = row["rejected_images"] if seq == "perturbed" else row["images"]
+                images.append([_rgb(im) for im in imgs])
+        return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+
+    def _append_answers(self, enc: dict[str, Any], rendered: list[tuple[str, dict]]) -> dict[str, Any]:
+        answers = [rendered[i][1]["rejected" if seq == "rejected" else "chosen"]
+                   for seq in self.sequences for i in range(len(rendered))]
+        answer_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
+        prompt_mask = enc["attention_mask"].bool()
+        per_token = [k for k, v in enc.items()
+                     if k not in ("input_ids", "attention_mask") and torch.is_tensor(v) and v.shape == prompt_mask.shape]
+        seqs, extras = [], {k: [] for k in per_token}
+        for j, answer in enumerate(answer_ids):
+            prompt = enc["input_ids"][j][prompt_mask[j]]
+            if self.max_length is not None:
+                answer = answer[: self.max_length - len(prompt)]
+            seqs.append((prompt, torch.tensor(answer, dtype=prompt.dtype)))
+            for k in per_token:
+                extras[k].append(enc[k][j][prompt_mask[j]])
+        length = max(len(p) + len(a) for p, a in seqs)
+        n = len(seqs)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((n, length), pad_id, dtype=enc["input_ids"].dtype)
+        attention_mask = torch.zeros((n, length), dtype=torch.long)
+        completion_mask = torch.zeros((n, length), dtype=torch.long)
+        out_extras = {k: torch.zeros((n, length), dtype=enc[k].dtype) for k in per_token}
+        for j, (p, a) in enumerate(seqs):
+            input_ids[j, : len(p)] = p
+            input_ids[j, len(p) : len(p) + len(a)] = a
+            attention_mask[j, : len(p) + len(a)] = 1
+            completion_mask[j, len(p) : len(p) + len(a)] = 1
+            for k in per_token:  # e.g. token_type_ids / mm_token_type_ids: answer tokens are text (0)
+                out_extras[k][j, : len(p)] = extras[k][j]
+        batch = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask") and k not in per_token}
+        batch.update(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask, **out_extras)
+        return batch
+
+    def _reference(self, rows: list[dict]) -> torch.Tensor | None:
+        cols = [REF_COLUMNS[s] for s in self.sequences]
+        if not all(c in rows[0] for c in cols):
+            return None
+        values = [[row[c] for row in rows] for c in cols]
+        if any(v is None for vs in values for v in vs):
+            return None
+        return torch.tensor(values, dtype=torch.float32)
+
+
+def _clean(messages: list[dict]) -> list[dict]:
+    """Arrow stores `{"type": "image", "text": None}`; templates expect no `text` key on image parts."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [{k: v for k, v in part.items() if v is not None} for part in content]
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def _rgb(image):
+    return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image

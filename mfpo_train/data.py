@@ -1,0 +1,107 @@
+"""Load an mfpo dataset, check it has what MFPO training needs, and split it into curriculum stages.
+
+A dataset is one of:
+  * a build output folder (`OUT/data/train-*.parquet`, see `mfpo_data.layout`), also what
+    `mfpo-train precompute-ref` writes;
+  * a folder `datasets.load_dataset` reads (a published or dry-run copy) or a parquet file;
+  * a Hub id (`ORG/NAME`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from mfpo_data.schema import TRL_COLUMNS
+
+
+logger = logging.getLogger(__name__)
+
+# Precomputed reference log-probs, one float per row and sequence (`mfpo-train precompute-ref`).
+REF_COLUMNS = {"chosen": "ref_chosen_logps", "rejected": "ref_rejected_logps", "perturbed": "ref_perturbed_logps"}
+# Which reference produced them: "<model id>@<revision>|max_length=<n>". Training refuses a mismatch.
+REF_KEY_COLUMN = "ref_logps_model"
+# The columns the trainer reads; the rest (key_objects, mask, ...) are dropped before collation.
+TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "difficulty_bucket")
+
+
+def load_preference_dataset(source: str | Path, split: str = "train"):
+    """Load `source` and check it against `mfpo_data.schema.features()` (`mfpo_data.validate`).
+
+    A dataset that lacks the MFPO columns (for example a TRL-only preference set) or has them with the
+    wrong types is refused with one `SchemaError` naming every such column. Extra columns are kept
+    (the `ref_*_logps` columns of `precompute-ref` among them).
+    """
+    from mfpo_data.validate import load_and_validate
+
+    return load_and_validate(str(source), split=split)
+
+
+def trainer_columns(ds) -> list[str]:
+    extra = [c for c in (*REF_COLUMNS.values(), REF_KEY_COLUMN) if c in ds.column_names]
+    return [c for c in TRAIN_COLUMNS if c in ds.column_names] + extra
+
+
+def reference_key(model_id: str, revision: str | None, max_length: int | None) -> str:
+    return f"{model_id}@{revision or 'main'}|max_length={max_length}"
+
+
+def has_reference_for(ds, key: str) -> bool:
+    """True when `ds` carries precomputed reference log-probs made by the reference named `key`."""
+    if REF_KEY_COLUMN not in ds.column_names or any(c not in ds.column_names for c in REF_COLUMNS.values()):
+        return False
+    keys = set(ds.unique(REF_KEY_COLUMN))
+    keys.discard(None)
+    return keys == {key}
+
+
+def split_stages(ds, stages: list[str]) -> list[tuple[str, object]]:
+    """[(stage, rows)] in training order. `["all"]` is one stage over every row (curriculum: none)."""
+    if stages == ["all"]:
+        return [("all", ds)]
+    buckets = ds.with_format(None)["difficulty_bucket"]  # one column read; images are not decoded
+    out = []
+    for stage in stages:
+        idx = [i for i, b in enumerate(buckets) if b == stage]
+        if not idx:
+            logger.warning("curriculum stage %r has no rows; skipped", stage)
+            continue
+        out.append((stage, ds.select(idx)))
+    left = sum(1 for b in buckets if b not in stages)
+    if left:
+        logger.warning("%d rows have a difficulty_bucket outside the curriculum %s and are not trained on", left, stages)
+    return out
+
+
+class StageBatchSampler:
+    """Batches of row indices for one (stage, epoch): a seeded permutation, this rank's share, from `start`.
+
+    The order depends only on (seed, stage_index, epoch), so a resumed run skips the `start` batches it
+    has already trained on and sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, *, seed: int, stage_index: int, epoch: int,
+                 rank: int = 0, world_size: int = 1, start: int = 0, shuffle: bool = True):
+        import torch
+
+        if shuffle:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + stage_index * 1_009 + epoch)
+            order = torch.randperm(num_rows, generator=g).tolist()
+        else:
+            order = list(range(num_rows))
+        per_rank = math.ceil(num_rows / world_size)
+        order = (order + order[: per_rank * world_size - num_rows])[rank::world_size]  # pad so ranks stay in step
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        self.start = start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches[self.start :]
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches) - self.start)
+
+    @staticmethod
+    def num_batches(num_rows: int, batch_size: int, world_size: int = 1) -> int:
+        return math.ceil(math.ceil(num_rows / world_size) / batch_size)

@@ -1,0 +1,111 @@
+"""MFPO losses: pure functions on summed answer log-probs (paper Eq. 5-7).
+
+Notation: `logps` are log pi(y | q, m) summed over the answer tokens, one value per example;
+r(y|m) = logps_policy(y|m) - logps_ref(y|m) is the implicit reward (times beta).
+
+    L_text   = -log s(b * [r(y_w|m) - r(y_l|m)])          Eq. 5, DPO on the original image
+    L_image  = -log s(b * [r(y_w|m) - r(y_w|m')])         Eq. 6, same answer, original vs perturbed image
+    L_margin = -log s(b * r(y_w|m) - eta)                 Eq. 7, keeps the chosen reward from falling
+    L        = w_text * L_text + w_image * L_image + w_margin * L_margin   (1 : 1 : 1 best, eta = 0)
+
+A weight of 0 turns a term off: (1, 0, 0) is plain DPO (TRL's `loss_type="sigmoid"`), (1, 1, 1)
+with eta 0 has the form of mDPO's loss, and is MFPO's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """Per-example sigmoid DPO loss (Eq. 5): -log s(b * ([pi_w - ref_w] - [pi_l - ref_l]))."""
+    logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(beta * logits)
+
+
+def image_preference_loss(policy_original_logps: torch.Tensor, policy_perturbed_logps: torch.Tensor,
+                          ref_original_logps: torch.Tensor, ref_perturbed_logps: torch.Tensor, *,
+                          beta: float) -> torch.Tensor:
+    """Per-example image reward loss (Eq. 6): the chosen answer on m is preferred to the same answer on m'."""
+    logits = (policy_original_logps - ref_original_logps) - (policy_perturbed_logps - ref_perturbed_logps)
+    return -F.logsigmoid(beta * logits)
+
+
+def margin_loss(policy_chosen_logps: torch.Tensor, ref_chosen_logps: torch.Tensor, *, beta: float,
+                eta: float = 0.0) -> torch.Tensor:
+    """Per-example anchor (Eq. 7): -log s(b * r(y_w|m) - eta); penalises a falling chosen reward."""
+    return -F.logsigmoid(beta * (policy_chosen_logps - ref_chosen_logps) - eta)
+
+
+@dataclass
+class SequenceLogps:
+    """Summed answer log-probs of the three sequences of a batch; `None` where a sequence is not computed."""
+
+    chosen: torch.Tensor  # y_w | m
+    rejected: torch.Tensor | None = None  # y_l | m
+    perturbed: torch.Tensor | None = None  # y_w | m'
+
+    def detach(self) -> SequenceLogps:
+        return SequenceLogps(*(None if t is None else t.detach() for t in (self.chosen, self.rejected, self.perturbed)))
+
+
+@dataclass
+class MFPOLossOutput:
+    loss: torch.Tensor  # scalar: the weighted sum of the batch means of the active terms
+    terms: dict[str, torch.Tensor]  # per-example losses of the active terms: text, image, margin
+    metrics: dict[str, torch.Tensor]  # scalar, detached; TRL's names plus image_rewards/* and loss/*
+
+
+def needed_sequences(text_weight: float, image_weight: float, margin_weight: float) -> tuple[str, ...]:
+    """The sequences the active terms need: chosen always, rejected for L_text, perturbed for L_image."""
+    seqs = ["chosen"]
+    if text_weight > 0:
+        seqs.append("rejected")
+    if image_weight > 0:
+        seqs.append("perturbed")
+    return tuple(seqs)
+
+
+def mfpo_loss(policy: SequenceLogps, ref: SequenceLogps, *, beta: float, text_weight: float = 1.0,
+              image_weight: float = 1.0, margin_weight: float = 1.0, eta: float = 0.0) -> MFPOLossOutput:
+    """The weighted MFPO objective and its metrics. Terms with weight 0 are neither computed nor logged."""
+    terms: dict[str, torch.Tensor] = {}
+    if text_weight > 0:
+        terms["text"] = dpo_loss(policy.chosen, policy.rejected, ref.chosen, ref.rejected, beta=beta)
+    if image_weight > 0:
+        terms["image"] = image_preference_loss(policy.chosen, policy.perturbed, ref.chosen, ref.perturbed, beta=beta)
+    if margin_weight > 0:
+        terms["margin"] = margin_loss(policy.chosen, ref.chosen, beta=beta, eta=eta)
+    weights = {"text": text_weight, "image": image_weight, "margin": margin_weight}
+    loss = sum(weights[name] * term.mean() for name, term in terms.items())
+    return MFPOLossOutput(loss=loss, terms=terms, metrics=reward_metrics(policy, ref, beta=beta, terms=terms))
+
+
+def reward_metrics(policy: SequenceLogps, ref: SequenceLogps, *, beta: float,
+                   terms: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Batch-mean metrics, named as TRL's DPOTrainer names them, plus `image_rewards/*` and `loss/<term>`."""
+    policy, ref = policy.detach(), ref.detach()
+    out: dict[str, torch.Tensor] = {}
+    chosen = beta * (policy.chosen - ref.chosen)
+    out["rewards/chosen"] = chosen.mean()
+    out["logps/chosen"] = policy.chosen.mean()
+    if policy.rejected is not None:
+        rejected = beta * (policy.rejected - ref.rejected)
+        out["rewards/rejected"] = rejected.mean()
+        out["rewards/margins"] = (chosen - rejected).mean()
+        out["rewards/accuracies"] = (chosen > rejected).float().mean()
+        out["logps/rejected"] = policy.rejected.mean()
+    if policy.perturbed is not None:
+        perturbed = beta * (policy.perturbed - ref.perturbed)
+        out["image_rewards/chosen"] = chosen.mean()
+        out["image_rewards/rejected"] = perturbed.mean()
+        out["image_rewards/margins"] = (chosen - perturbed).mean()
+        out["image_rewards/accuracies"] = (chosen > perturbed).float().mean()
+        out["logps/perturbed"] = policy.perturbed.mean()
+    for name, term in (terms or {}).items():
+        out[f"loss/{name}"] = term.detach().mean()
+    return out

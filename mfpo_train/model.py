@@ -1,0 +1,212 @@
+"""Load the policy (with LoRA) and its processor; score sequences; run the frozen reference.
+
+The reference is, in order of preference:
+  * the policy itself with its LoRA adapters disabled (no second copy in memory);
+  * with `refresh_reference`, a frozen second adapter named "ref" that is reset to the policy's adapter
+    at each stage start (adapter-sized memory);
+  * without LoRA, a frozen full copy of the model;
+  * or no model at all: log-probs precomputed into the dataset (`mfpo-train precompute-ref`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import logging
+from typing import Any
+
+import torch
+
+from mfpo_train.collator import NON_MODEL_KEYS
+from mfpo_train.config import LoraConfig, ModelConfig
+from mfpo_train.losses import SequenceLogps
+
+
+logger = logging.getLogger(__name__)
+
+REF_ADAPTER = "ref"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model_and_processor(cfg: ModelConfig):
+    """`AutoModelForImageTextToText` + `AutoProcessor` from a Hub id or folder, with the config's options."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    common = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    kwargs: dict[str, Any] = dict(common, dtype="auto" if cfg.dtype == "auto" else _DTYPES[cfg.dtype])
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(cfg.name_or_path, **kwargs)
+    processor = AutoProcessor.from_pretrained(cfg.name_or_path, **common)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model, processor
+
+
+def add_lora(model, cfg: LoraConfig, with_ref_adapter: bool = False):
+    """Wrap `model` with trainable LoRA adapters ("default"); optionally a frozen copy named "ref"."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
+        exclude_modules=cfg.exclude_modules, init_lora_weights=cfg.init_lora_weights, task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, peft_cfg)
+    if with_ref_adapter:
+        model.add_adapter(REF_ADAPTER, peft_cfg)
+        copy_adapter(model, "default", REF_ADAPTER)
+        model.set_adapter("default")
+        _freeze_adapter(model, REF_ADAPTER)
+    return model
+
+
+def copy_adapter(model, src: str, dst: str) -> None:
+    """Copy adapter `src`'s weights into adapter `dst` (same shapes), in place."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            if f".{dst}." in name:
+                p.copy_(params[name.replace(f".{dst}.", f".{src}.")])
+
+
+def _freeze_adapter(model, name: str) -> None:
+    for pname, p in model.named_parameters():
+        if f".{name}." in pname:
+            p.requires_grad_(False)
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+class Reference:
+    """Reference log-probs for a batch, from whichever source the run uses (see the module docstring)."""
+
+    def __init__(self, policy, ref_model=None, precomputed: bool = False):
+        self.policy = policy  # the unwrapped policy (a PeftModel when LoRA is on)
+        self.ref_model = ref_model
+        self.precomputed = precomputed
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+
+    @property
+    def kind(self) -> str:
+        if self.precomputed:
+            return "precomputed"
+        if self.ref_model is not None:
+            return "copy"
+        return "ref_adapter" if REF_ADAPTER in getattr(self.policy, "peft_config", {}) else "disabled_adapters"
+
+    @torch.no_grad()
+    def logps(self, forward_model, batch: dict, sequences: tuple[str, ...]) -> SequenceLogps:
+        if self.precomputed:
+            if "ref_logps" not in batch:
+                raise ValueError("reference: precomputed, but the batch has no ref_*_logps values")
+            return split_logps(batch["ref_logps"].reshape(-1).to(_device(forward_model)), sequences)
+        if self.ref_model is not None:
+            return split_logps(sequence_logps(self.ref_model, batch), sequences)
+        with _eval_mode(forward_model), self._adapter_context():
+            return split_logps(sequence_logps(forward_model, batch), sequences)
+
+    def _adapter_context(self):
+        if REF_ADAPTER in self.policy.peft_config:
+            return _use_adapter(self.policy, REF_ADAPTER)
+        return self.policy.disable_adapter()
+
+    def refresh(self) -> None:
+        """Make the reference equal to the current policy (curriculum with `refresh_reference: true`)."""
+        if self.precomputed:
+            raise ValueError("a precomputed reference cannot be refreshed")
+        if self.ref_model is not None:
+            self.ref_model.load_state_dict(self.policy.state_dict())
+        elif REF_ADAPTER in self.policy.peft_config:
+            copy_adapter(self.policy, "default", REF_ADAPTER)
+        else:
+            raise ValueError("refresh_reference with LoRA needs the 'ref' adapter (add_lora(with_ref_adapter=True))")
+
+
+def make_reference_copy(model):
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _use_adapter(model, name: str):
+    previous = model.active_adapter
+    model.set_adapter(name, inference_mode=True)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)  # makes `previous` trainable again, `name` frozen
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()  # no dropout in the reference forward
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def split_logps(flat: torch.Tensor, sequences: tuple[str, ...]) -> SequenceLogps:
+    """(S*N,) log-probs in collator block order -> SequenceLogps."""
+    parts = dict(zip(sequences, flat.chunk(len(sequences)), strict=True))
+    return SequenceLogps(chosen=parts["chosen"], rejected=parts.get("rejected"), perturbed=parts.get("perturbed"))
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+
+
+def sequence_logps(model, batch: dict) -> torch.Tensor:
+    """Summed log-probs of the answer tokens (`completion_mask`) of every row: (rows,), float32.
+
+    Logits are computed only from the first answer position on (`logits_to_keep`) when the model
+    supports it: with hundreds of image tokens in the prompt this saves most of the LM-head memory.
+    """
+    inputs = model_inputs(batch)
+    input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
+    length = input_ids.shape[1]
+    first = int(completion_mask.float().argmax(-1).min())  # first answer position in the batch
+    keep = length - first + 1  # logits at positions [first - 1, length - 1]
+    if 0 < keep < length and _accepts(model, "logits_to_keep"):
+        inputs["logits_to_keep"] = keep
+    logits = model(**inputs, use_cache=False).logits
+    start = length - logits.shape[1]  # position of logits[:, 0]
+    logits = logits[:, :-1]
+    targets = input_ids[:, start + 1 :]
+    mask = completion_mask[:, start + 1 :].to(logits.dtype if logits.is_floating_point() else torch.float32)
+    token_logps = selective_log_softmax(logits, targets)
+    return (token_logps * mask).sum(-1).float()
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., index] without materialising the full log-softmax in float32.
+
+    float32/float64: gather minus logsumexp. Half precision: row by row in float32 (logsumexp in bf16
+    loses too much precision, and a full float32 copy of the logits is the largest tensor of the step).
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
+    rows = []
+    for row_logits, row_index in zip(logits, index, strict=True):
+        lp = torch.log_softmax(row_logits.float(), dim=-1)
+        rows.append(lp.gather(-1, row_index.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(rows)
+
+
+def _accepts(model, name: str) -> bool:
+    """Whether the underlying transformers model's forward takes `name` (looking through DDP and peft)."""
+    base = getattr(model, "module", model)
+    if callable(getattr(base, "get_base_model", None)):
+        base = base.get_base_model()
+    return name in inspect.signature(base.forward).parameters

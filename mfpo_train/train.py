@@ -1,0 +1,301 @@
+"""The MFPO training loop: setup, curriculum stages, step, log, checkpoint. Plain PyTorch on `accelerate`.
+
+One optimizer step:
+  1. collate `gradient_accumulation_steps` micro-batches of pairs into `[y_w|m ; y_l|m ; y_w|m']` rows;
+  2. one policy forward over all rows -> summed answer log-probs (model.sequence_logps);
+  3. reference log-probs: adapters disabled / "ref" adapter / frozen copy / precomputed columns;
+  4. `mfpo_loss` -> backward; a non-finite loss skips the step (counted, the run stops past a limit);
+  5. clip, optimizer and scheduler step; log TRL-named metrics; checkpoint every N steps and at each stage end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mfpo_train.checkpoint import TrainState, load_checkpoint, register_hooks, resolve_resume, save_checkpoint
+from mfpo_train.collator import MFPOCollator
+from mfpo_train.config import TrainConfig, config_to_dict
+from mfpo_train.data import (
+    StageBatchSampler,
+    has_reference_for,
+    load_preference_dataset,
+    reference_key,
+    split_stages,
+    trainer_columns,
+)
+from mfpo_train.errors import TrainingError
+from mfpo_train.losses import mfpo_loss, needed_sequences
+from mfpo_train.model import (
+    Reference,
+    add_lora,
+    load_model_and_processor,
+    make_reference_copy,
+    sequence_logps,
+    split_logps,
+)
+
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path | None
+    state: TrainState
+    history: list[dict] = field(default_factory=list)  # the metrics logged by this process, one dict per step
+
+
+def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    # 1. Accelerator, seed, output folder --------------------------------------------------------
+    output_dir = cfg.output_dir
+    trackers = _trackers(cfg.train.report_to)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
+                              project_dir=str(output_dir))
+    set_seed(cfg.train.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+
+    # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split)
+    if cfg.data.max_samples is not None:
+        ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
+    key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
+    precomputed = _use_precomputed(cfg.reference, ds, key)
+    ds = ds.select_columns(trainer_columns(ds))
+    stages = split_stages(ds, cfg.stages)
+    if not stages:
+        raise TrainingError(f"no rows to train on in {cfg.data.dataset} for curriculum {cfg.stages}")
+    loss_kwargs = dict(beta=cfg.loss.beta, text_weight=cfg.loss.text_weight, image_weight=cfg.loss.image_weight,
+                       margin_weight=cfg.loss.margin_weight, eta=cfg.loss.eta)
+    sequences = needed_sequences(cfg.loss.text_weight, cfg.loss.image_weight, cfg.loss.margin_weight)
+
+    # 3. Policy, processor, reference ------------------------------------------------------------
+    model, processor = load_model_and_processor(cfg.model)
+    ref_model = None
+    if cfg.lora.enabled:
+        model = add_lora(model, cfg.lora, with_ref_adapter=cfg.refresh_reference)
+    elif not precomputed:
+        ref_model = make_reference_copy(model).to(accelerator.device)
+    model.train()
+    collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=sequences)
+
+    # 4. Optimizer and schedule ------------------------------------------------------------------
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    accum, world = cfg.train.gradient_accumulation_steps, accelerator.num_processes
+    steps_per_epoch = [math.ceil(StageBatchSampler.num_batches(len(rows), cfg.train.batch_size, world) / accum)
+                       for _, rows in stages]
+    total_steps = sum(steps_per_epoch) * cfg.epochs_per_stage
+    scheduler = get_scheduler("constant_with_warmup" if cfg.optim.scheduler == "constant" else cfg.optim.scheduler,
+                              optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    register_hooks(accelerator)
+    reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed)
+
+    # 5. Resume ----------------------------------------------------------------------------------
+    state = TrainState()
+    checkpoint = resolve_resume(resume, output_dir)
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint, reference_model=ref_model)
+    if accelerator.is_main_process and trackers:
+        accelerator.init_trackers("mfpo", config=_flat(config_to_dict(cfg)))
+    logger.info("training %d steps over stages %s (rows %s), reference: %s, sequences: %s", total_steps,
+                [s for s, _ in stages], [len(r) for _, r in stages], reference.kind, sequences)
+
+    # 6. Loop: stages -> epochs -> optimizer steps -----------------------------------------------
+    history: list[dict] = []
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
+               desc="mfpo")
+    max_steps = cfg.train.max_steps
+    while state.stage_index < len(stages):
+        stage, rows = stages[state.stage_index]
+        if state.epoch == 0 and state.step_in_epoch == 0 and state.stage_index > 0 and cfg.refresh_reference:
+            reference.refresh()  # the reference becomes the policy that finished the previous stage
+        while state.epoch < cfg.epochs_per_stage:
+            sampler = StageBatchSampler(len(rows), cfg.train.batch_size, seed=cfg.train.seed,
+                                        stage_index=state.stage_index, epoch=state.epoch,
+                                        rank=accelerator.process_index, world_size=world,
+                                        start=state.step_in_epoch * accum)
+            loader = torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collator,
+                                                 num_workers=cfg.data.num_workers)
+            for micro_batches in _groups(loader, accum):
+                if max_steps is not None and state.global_step >= max_steps:
+                    break
+                metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
+                                loss_kwargs, cfg, state)
+                state.step_in_epoch += 1
+                state.global_step += 1
+                metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
+                               epoch=state.epoch, lr=scheduler.get_last_lr()[0],
+                               nonfinite_steps=state.nonfinite_steps, dropped_rows=state.dropped_rows)
+                history.append(metrics)
+                if state.global_step % cfg.train.log_every == 0:
+                    _log(accelerator, output_dir, metrics, trackers)
+                bar.update(1)
+                bar.set_postfix({k.split("/")[0][:3] + "_" + k.split("/")[-1][:4]: f"{metrics[k]:.3f}"
+                                 for k in ("loss", "rewards/margins", "image_rewards/margins") if k in metrics})
+                if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
+                    save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
+            else:  # the epoch ran to its end
+                state.epoch += 1
+                state.step_in_epoch = 0
+                continue
+            break  # max_steps reached
+        else:  # every epoch of the stage is done
+            state.stage_index += 1
+            state.epoch = 0
+            save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
+            continue
+        break  # max_steps reached
+    bar.close()
+
+    # 7. Save the final adapters (or model) with the processor -----------------------------------
+    final_dir = None
+    if state.stage_index >= len(stages):
+        final_dir = output_dir / "final"
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            kwargs = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
+            unwrapped.save_pretrained(final_dir, **kwargs)
+            processor.save_pretrained(final_dir)
+    if trackers:
+        accelerator.end_training()
+    if state.dropped_rows:
+        logger.warning("%d rows were dropped: prompt with image tokens >= max_length", state.dropped_rows)
+    return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history)
+
+
+def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,
+          state: TrainState) -> dict:
+    """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches)."""
+    sums: dict[str, float] = defaultdict(float)
+    n = 0
+    finite = True
+    usable = [b for b in micro_batches if b["num_pairs"] > 0]
+    state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
+    for i, batch in enumerate(usable):
+        batch = _to_device(batch, accelerator.device)
+        sync = i == len(usable) - 1
+        with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
+            policy = split_logps(sequence_logps(model, batch), sequences)
+            ref = reference.logps(model, batch, sequences)
+            out = mfpo_loss(policy, ref, **loss_kwargs)
+        if not _all_finite(accelerator, out.loss):
+            finite = False
+            break
+        accelerator.backward(out.loss / len(usable))
+        sums["loss"] += out.loss.item()
+        for k, v in out.metrics.items():
+            sums[k] += v.item()
+        n += 1
+    if finite and n:
+        grad_norm = None
+        if cfg.optim.max_grad_norm is not None:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)).all():
+            finite = False
+        else:
+            optimizer.step()
+            if grad_norm is not None:
+                sums["grad_norm"] = float(grad_norm) * n
+    scheduler.step()  # the schedule advances with the step count, skipped steps included (resume stays exact)
+    optimizer.zero_grad(set_to_none=True)
+    if not finite:
+        state.nonfinite_steps += 1
+        logger.warning("non-finite loss or gradient at step %d: step skipped (%d so far)", state.global_step + 1,
+                       state.nonfinite_steps)
+        if state.nonfinite_steps > cfg.train.max_nonfinite_steps:
+            raise TrainingError(f"{state.nonfinite_steps} steps had a non-finite loss or gradient "
+                                f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); stopping")
+        return {"skipped": 1}
+    metrics = {k: v / max(n, 1) for k, v in sums.items()}
+    if accelerator.num_processes > 1 and metrics:
+        keys = sorted(metrics)
+        t = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
+        metrics = dict(zip(keys, t.tolist(), strict=True))
+    metrics["skipped"] = 0
+    return metrics
+
+
+def _all_finite(accelerator, loss: torch.Tensor) -> bool:
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:  # every rank must agree, or DDP's collectives hang
+        flag = accelerator.reduce(flag, "min")
+    return bool(flag.item())
+
+
+def _groups(loader, size: int):
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _use_precomputed(mode: str, ds, key: str) -> bool:
+    available = has_reference_for(ds, key)
+    if mode == "precomputed" and not available:
+        raise TrainingError(f"reference: precomputed, but the dataset has no reference log-probs for {key} "
+                            "(run `mfpo-train precompute-ref` with this model and max_length)")
+    return mode == "precomputed" or (mode == "auto" and available)
+
+
+def _saved_reference(cfg: TrainConfig, ref_model):
+    return ref_model if (ref_model is not None and cfg.refresh_reference) else None
+
+
+def _trackers(report_to: list[str]) -> list[str]:
+    import importlib.util
+
+    from mfpo_data.errors import MissingExtraError
+
+    for name in report_to:
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtraError(f"train.report_to lists {name}, which is not installed: pip install {name}")
+    return list(report_to)
+
+
+def _log(accelerator, output_dir: Path, metrics: dict, trackers: list[str]) -> None:
+    if not accelerator.is_main_process:
+        return
+    with open(output_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if trackers:
+        accelerator.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["step"])
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
