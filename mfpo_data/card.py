@@ -167,9 +167,15 @@ def _demote(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
+STAGE_ORDER = ("keywords", "grounding", "segmentation", "perturbation", "scoring")
+
+
 def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
+    """One row per model-backed stage, in pipeline order; the source has its own table."""
+    backends = {k: v for k, v in (stats.get("backends") or {}).items() if k != "source"}
+    order = {s: i for i, s in enumerate(STAGE_ORDER)}
     rows = []
-    for stage, info in (stats.get("backends") or {}).items():
+    for stage, info in sorted(backends.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
         info = dict(info or {}) if isinstance(info, Mapping) else {"backend": info}
         backend = info.pop("backend", info.pop("name", ""))
         model_id = info.pop("model_id", None)
@@ -179,10 +185,16 @@ def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
     return rows
 
 
+def _source_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
+    source = (stats.get("backends") or {}).get("source") or recipe.get("source") or {}
+    return [(k, f"`{v}`") for k, v in source.items()] if isinstance(source, Mapping) else []
+
+
 def _perturbation_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
-    params = recipe.get("perturbation")
-    if not isinstance(params, Mapping):
-        params = (stats.get("backends") or {}).get("perturbation") or {}
+    """The perturber's own description (every parameter, resolved) when the build recorded it, else the recipe's."""
+    params = (stats.get("backends") or {}).get("perturbation")
+    if not isinstance(params, Mapping) or not params:
+        params = recipe.get("perturbation") if isinstance(recipe.get("perturbation"), Mapping) else {}
     return [(k, f"`{v}`") for k, v in params.items()]
 
 
@@ -235,7 +247,7 @@ def render_card(
         "### With mfpo-train (text + image preference, easy-to-hard curriculum)",
         "Uses every MFPO column: `rejected_images` for the image-side loss and `difficulty_bucket` for the "
         "curriculum. It checks the dataset against the schema before training.",
-        f"```bash\npip install \"mfpo[train]\"\n{MFPO_TRAIN_COMMAND.format(repo_id=repo_id)}\n```",
+        f'```bash\npip install "mfpo[train]"\n{MFPO_TRAIN_COMMAND.format(repo_id=repo_id)}\n```',
         "### With TRL's DPOTrainer (text preference only)",
         "The core columns are what TRL's `DPOTrainer` reads, with no renaming. TRL ignores the MFPO columns "
         "(they are not in its signature columns and `remove_unused_columns=True` drops them), so it learns the "
@@ -263,7 +275,9 @@ def render_card(
         _per_split_table("bucket", splits, "buckets"),
     ]
     if isinstance(edges, list | tuple) and len(edges) == 2:
-        parts.append(f"Bucket edges (tertiles of `difficulty` over the whole build): {edges[0]:.4g} and {edges[1]:.4g}.")
+        parts.append(
+            f"Bucket edges (tertiles of `difficulty` over the whole build): {edges[0]:.4g} and {edges[1]:.4g}."
+        )
     parts += [
         "### Key-object categories",
         "Rows per category of their key objects (a row counts once per distinct category).",
@@ -280,6 +294,15 @@ def render_card(
         "### Perturbation",
         _table(("parameter", "value"), _perturbation_rows(recipe, stats)),
     ]
+    regions = stats.get("perturbation_regions")
+    if isinstance(regions, Mapping) and regions:
+        parts.append(
+            "Perturbed region (`key_object`: inside the key object's mask; `whole_image`: no key region was found):\n\n"
+            + _table(("region", "samples"), sorted(regions.items()))
+        )
+    source_rows = _source_rows(recipe, stats)
+    if source_rows:
+        parts += ["### Source", _table(("option", "value"), source_rows)]
     versions = _version_rows(recipe)
     if versions:
         parts += ["### Package versions", _table(("package", "version"), versions)]

@@ -31,11 +31,15 @@ def publish_command(
     ] = None,
     dry_run: Annotated[
         Path | None,
-        typer.Option("--dry-run", help="Write exactly the folder that would be uploaded to this empty DIR; push nothing."),
+        typer.Option(
+            "--dry-run", help="Write exactly the folder that would be uploaded to this empty DIR; push nothing."
+        ),
     ] = None,
     test_size: Annotated[
         float,
-        typer.Option("--test-size", help="Test split: a fraction of the rows (0.05) or a row count (100); split by image."),
+        typer.Option(
+            "--test-size", help="Test split: a fraction of the rows (0.05) or a row count (100); split by image."
+        ),
     ] = 0.05,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic train/test split.")] = 0,
 ) -> None:

@@ -40,8 +40,19 @@ RETRY_MAX_SECONDS = 60.0
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # Exception class names (anywhere in the MRO) that mean "the connection failed", across requests / httpx / httpx2.
 TRANSIENT_NAMES = frozenset(
-    {"ConnectionError", "ConnectError", "TimeoutError", "TimeoutException", "Timeout", "ReadTimeout",
-     "ConnectTimeout", "TransportError", "NetworkError", "RemoteProtocolError", "ChunkedEncodingError"}
+    {
+        "ConnectionError",
+        "ConnectError",
+        "TimeoutError",
+        "TimeoutException",
+        "Timeout",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "TransportError",
+        "NetworkError",
+        "RemoteProtocolError",
+        "ChunkedEncodingError",
+    }
 )
 
 
@@ -104,13 +115,17 @@ def load_build(from_dir: str | Path):
     check_parquet_files(shards, strict=True)
     recipe_text = layout.recipe_file.read_text() if layout.recipe_file.is_file() else ""
     if not recipe_text:
-        raise PublishError(f"{layout.recipe_file} is missing: the card must say how the data was made; rerun the build")
+        raise PublishError(
+            f"{layout.recipe_file} is missing: the card must say how the data was made; rerun the build"
+        )
 
     ds = datasets.concatenate_datasets(
         [datasets.Dataset.from_parquet(str(s), features=features(), keep_in_memory=False) for s in shards]
     )
     if isinstance(stats.get("rows"), int) and stats["rows"] != len(ds):
-        raise PublishError(f"stats.json counts {stats['rows']} rows but the shards in {layout.data_dir} hold {len(ds)}")
+        raise PublishError(
+            f"stats.json counts {stats['rows']} rows but the shards in {layout.data_dir} hold {len(ds)}"
+        )
     if len(ds) == 0:
         raise PublishError(f"the build in {root} has no rows")
     ids = list(ds["id"])  # datasets >= 4 returns a lazy Column
@@ -120,7 +135,9 @@ def load_build(from_dir: str | Path):
         raise PublishError(f"duplicate sample ids in the shards (e.g. {', '.join(dup)}): rebuild into an empty folder")
     bad = sorted({str(b) for b in list(ds["difficulty_bucket"])} - set(DIFFICULTY_BUCKETS))
     if bad:
-        raise PublishError(f"rows with difficulty_bucket {bad} (expected {', '.join(DIFFICULTY_BUCKETS)}): rerun the build")
+        raise PublishError(
+            f"rows with difficulty_bucket {bad} (expected {', '.join(DIFFICULTY_BUCKETS)}): rerun the build"
+        )
     return ds, stats, recipe_text
 
 
@@ -309,13 +326,17 @@ def upload_folder_in_one_commit(
         with_retries(
             "create_branch", lambda: api.create_branch(repo_id, branch=revision, exist_ok=True, **kind), token=token
         )
-    existing = with_retries("list_repo_files", lambda: api.list_repo_files(repo_id, revision=revision, **kind), token=token)
+    existing = with_retries(
+        "list_repo_files", lambda: api.list_repo_files(repo_id, revision=revision, **kind), token=token
+    )
     stale = sorted(f for f in existing if f.startswith("data/") and f not in files)
     operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
     operations += [CommitOperationDelete(path_in_repo=f) for f in stale]
     info = with_retries(
         "create_commit",
-        lambda: api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision, **kind),
+        lambda: api.create_commit(
+            repo_id, operations=operations, commit_message=commit_message, revision=revision, **kind
+        ),
         token=token,
     )
     return getattr(info, "commit_url", None), stale
@@ -366,7 +387,9 @@ def publish(
             token=token,
             private=private,
             revision=revision,
-            commit_message=f"Upload mfpo dataset ({total} rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")",
+            commit_message=f"Upload mfpo dataset ({total} rows: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + ")",
         )
     logger.info("pushed %d files to %s (%s)", len(files), repo_id, url)
     return PublishResult(

@@ -47,7 +47,9 @@ def describe(feature: Any) -> str:
     return repr(feature)
 
 
-def features_problems(got: Mapping[str, Any], expected: Mapping[str, Any] | None = None, *, strict: bool = False) -> list[str]:
+def features_problems(
+    got: Mapping[str, Any], expected: Mapping[str, Any] | None = None, *, strict: bool = False
+) -> list[str]:
     """What differs between `got` and the schema, one phrase per kind (empty when they match)."""
     if expected is None:
         from mfpo_data.schema import features
@@ -118,7 +120,9 @@ def check_build_complete(root: Path) -> dict:
             f"incomplete build in {root}: rank(s) {shown} of {tasks} did not finish; rerun the build to complete them"
         )
     if not layout.final_shards():
-        raise IncompleteBuildError(f"incomplete build in {root}: no final shards in {layout.data_dir}; rerun the build")
+        raise IncompleteBuildError(
+            f"incomplete build in {root}: no final shards in {layout.data_dir}; rerun the build"
+        )
     return stats
 
 

@@ -20,7 +20,7 @@ from mfpo_data.errors import MfpoError, SchemaError
 from mfpo_data.publish import PublishError, publish, push_to_hub, split_by_image
 from mfpo_data.schema import features
 from mfpo_data.validate import IncompleteBuildError, describe, load_and_validate
-from tests.fixtures.fake_build import make_fake_build
+from tests.fixtures.fake_build import make_fake_build, make_real_build
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,9 @@ class FakeHub:
 
 def http_error(status: int, message: str = "") -> HfHubHTTPError:
     response = types.SimpleNamespace(status_code=status, headers={}, request=None)
-    return HfHubHTTPError(message or f"{status} Client Error for url https://huggingface.co/api/datasets", response=response)
+    return HfHubHTTPError(
+        message or f"{status} Client Error for url https://huggingface.co/api/datasets", response=response
+    )
 
 
 # --------------------------------------------------------------------------------------------- the dry-run folder
@@ -127,12 +129,16 @@ def http_error(status: int, message: str = "") -> HfHubHTTPError:
 
 def test_dry_run_folder_loads_into_train_and_test_with_exact_features(dry_run, build, preview_calls):
     folder, result = dry_run
-    assert files_under(folder) == result.files == [
-        "README.md",
-        "data/test-00000-of-00001.parquet",
-        "data/train-00000-of-00001.parquet",
-        "preview.png",
-    ]
+    assert (
+        files_under(folder)
+        == result.files
+        == [
+            "README.md",
+            "data/test-00000-of-00001.parquet",
+            "data/train-00000-of-00001.parquet",
+            "preview.png",
+        ]
+    )
     dd = datasets.load_dataset(str(folder))
     assert sorted(dd) == ["test", "train"]
     for split in dd.values():
@@ -182,7 +188,9 @@ def test_card_says_how_the_build_was_made(dry_run, build):
     assert f"| train | {result.splits['train']} | 1 |" in body and f"| test | {result.splits['test']} | 1 |" in body
     dd = datasets.load_dataset(str(folder))
     for split in ("train", "test"):
-        assert list(dd[split]["pair_type"]).count("caption") == int(re.search(r"\| caption \| (\d+) \| (\d+) \|", body).group(1 if split == "train" else 2))
+        assert list(dd[split]["pair_type"]).count("caption") == int(
+            re.search(r"\| caption \| (\d+) \| (\d+) \|", body).group(1 if split == "train" else 2)
+        )
     assert re.search(r"\| easy \| \d+ \| \d+ \|", body) and re.search(r"\| hard \| \d+ \| \d+ \|", body)
     assert re.search(r"\| cat \| \d+ \| \d+ \|", body)
     # drops per reason, backends with model ids / revisions, perturbation parameters, the recipe
@@ -206,18 +214,28 @@ def test_datasheet_fields_table_lists_every_column_with_its_type():
     assert [name for name, _ in rows] == list(features()), "the table must follow schema.features() in order"
     for name, type_ in rows:
         assert type_.strip() == describe(features()[name]), name
-    for section in ("Motivation", "Composition", "Collection process", "Preprocessing", "Uses", "Distribution", "Maintenance"):
+    for section in (
+        "Motivation",
+        "Composition",
+        "Collection process",
+        "Preprocessing",
+        "Uses",
+        "Distribution",
+        "Maintenance",
+    ):
         assert re.search(rf"^## {section}", text, re.M), section
 
 
 def test_dry_run_is_deterministic_and_seed_changes_the_split(build, tmp_path, preview_calls):
     a = publish(build.root, "o/n", dry_run_dir=tmp_path / "a", test_size=0.25, seed=0)
-    b = publish(build.root, "o/n", dry_run_dir=tmp_path / "b", test_size=0.25, seed=0)
+    publish(build.root, "o/n", dry_run_dir=tmp_path / "b", test_size=0.25, seed=0)
     for f in a.files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     ids = lambda d: set(datasets.load_dataset(str(d), split="test")["image_id"])  # noqa: E731
     others = [ids(tmp_path / "a")] + [
-        (publish(build.root, "o/n", dry_run_dir=tmp_path / f"s{s}", test_size=0.25, seed=s), ids(tmp_path / f"s{s}"))[1]
+        (publish(build.root, "o/n", dry_run_dir=tmp_path / f"s{s}", test_size=0.25, seed=s), ids(tmp_path / f"s{s}"))[
+            1
+        ]
         for s in (1, 2, 3)
     ]
     assert len({frozenset(x) for x in others}) > 1
@@ -244,6 +262,26 @@ def test_preview_is_skipped_with_a_warning_when_inspect_is_missing(build, tmp_pa
     assert "preview.png" not in result.files and not (tmp_path / "up" / "preview.png").exists()
     assert "no preview image" in caplog.text
     assert "preview.png" not in (tmp_path / "up" / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def real_build(tmp_path_factory):
+    """One real `build_dataset` run for this module (the bundled sample, or a synthetic COCO folder until it ships)."""
+    return make_real_build(tmp_path_factory.mktemp("real") / "build", tasks=2)
+
+
+def test_end_to_end_on_a_real_build(real_build, tmp_path):
+    stats = real_build.read_stats()
+    result = publish(real_build.root, "mfpo-org/mfpo-coco", dry_run_dir=tmp_path / "up")
+    assert "preview.png" in result.files and (tmp_path / "up" / "preview.png").stat().st_size > 1000
+    dd = datasets.load_dataset(str(tmp_path / "up"))
+    assert sorted(dd) == ["test", "train"] and all(split.features == features() for split in dd.values())
+    assert sum(split.num_rows for split in dd.values()) == stats["rows"]
+    for pair_type, n in stats["pair_types"].items():
+        assert sum(list(split["pair_type"]).count(pair_type) for split in dd.values()) == n
+    validate_card(tmp_path / "up" / "README.md", splits=["train", "test"])
+    body = (tmp_path / "up" / "README.md").read_text()
+    assert "| perturbation | `diffusion_noise` |" in body and "| t | `500` |" in body
 
 
 # --------------------------------------------------------------------------------------------- refusals
