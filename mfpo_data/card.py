@@ -26,9 +26,49 @@ class CardError(MfpoError):
 TAGS = ("dpo", "trl", "preference", "hallucination", "mfpo", "vision-language", "coco")
 REQUIRED_TAGS = ("dpo", "trl", "preference", "hallucination")
 TASK_CATEGORIES = ("image-text-to-text", "visual-question-answering")
-LICENSE = "other"
-LICENSE_NAME = "coco-terms-of-use"
-LICENSE_LINK = "https://cocodataset.org/#termsofuse"
+
+
+@dataclass(frozen=True)
+class Licence:
+    """The card's `license` metadata and the paragraph that explains it."""
+
+    name: str
+    link: str | None
+    text: str
+    license: str = "other"
+
+
+COCO_LICENCE = Licence(
+    name="coco-terms-of-use",
+    link="https://cocodataset.org/#termsofuse",
+    text=(
+        "The images are COCO's, which the COCO Consortium does not own: their use must follow the "
+        "[Flickr Terms of Use](https://www.flickr.com/help/terms) and each image's own Flickr licence. COCO's "
+        "annotations, from which every caption, box, mask and answer here derives, are licensed under "
+        "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/) ([COCO terms of use](https://cocodataset.org/#termsofuse))."
+    ),
+)
+SAMPLE_LICENCE = Licence(
+    name="mfpo-coco-sample",
+    link=None,
+    text=(
+        "Built from the small COCO-format sample bundled with mfpo (`mfpo_data/assets/coco_sample/`), not from "
+        "COCO: a demonstration build. Its photographs come from the sample data of scikit-image, matplotlib and "
+        "OpenCV, each under its own licence (CC0 1.0 / public domain, or Apache-2.0 and BSD-3-Clause for the "
+        "OpenCV samples); the per-image source and licence text are in `LICENSES/` of that folder. The captions "
+        "and annotations were written for mfpo."
+    ),
+)
+
+
+def licence_for(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> Licence:
+    """COCO's terms for a build from a COCO folder; the bundled sample's own licences when `source.root` is null."""
+    source = (stats.get("backends") or {}).get("source") or recipe.get("source") or {}
+    if isinstance(source, Mapping) and source.get("kind", "coco") == "coco" and source.get("root") is None:
+        return SAMPLE_LICENCE
+    return COCO_LICENCE
+
+
 # The Hub's size buckets (https://huggingface.co/docs/hub/datasets-cards).
 SIZE_CATEGORIES = (
     (1_000, "n<1K"),
@@ -43,7 +83,10 @@ DATASHEET_NAME = "DATASHEET.md"
 PAPER_URL = "https://arxiv.org/abs/2410.15334"
 # How to train with mfpo's own trainer (image-side preference, curriculum). Kept in one place so the
 # training CLI can correct it.
-MFPO_TRAIN_COMMAND = "mfpo-train --set data.dataset={repo_id}"
+MFPO_TRAIN_COMMAND = (
+    "accelerate launch --num_processes 1 --mixed_precision bf16 -m mfpo_train.cli \\\n"
+    "  --config recipes/train/llava15_7b_lora.yaml --set data.dataset={repo_id}"
+)
 
 
 @dataclass
@@ -101,7 +144,7 @@ def find_datasheet() -> Path | None:
     return None
 
 
-def card_data(splits: list[SplitSummary], pretty_name: str):
+def card_data(splits: list[SplitSummary], pretty_name: str, licence: Licence = COCO_LICENCE):
     """The YAML metadata: license, tasks, tags, size, configs (data files per split) and dataset_info."""
     import datasets
     from datasets.info import DatasetInfosDict
@@ -111,9 +154,9 @@ def card_data(splits: list[SplitSummary], pretty_name: str):
     from mfpo_data.schema import features
 
     data = DatasetCardData(
-        license=LICENSE,
-        license_name=LICENSE_NAME,
-        license_link=LICENSE_LINK,
+        license=licence.license,
+        license_name=licence.name,
+        **({"license_link": licence.link} if licence.link else {}),
         language=["en"],
         task_categories=list(TASK_CATEGORIES),
         tags=list(TAGS),
@@ -220,7 +263,8 @@ def render_card(
     if not isinstance(recipe, Mapping):
         recipe = {}
     name = repo_id.split("/")[-1]
-    data = card_data(splits, pretty_name=name)
+    licence = licence_for(recipe, stats)
+    data = card_data(splits, pretty_name=name, licence=licence)
     total = sum(s.rows for s in splits)
     split_names = ", ".join(f"`{s.name}` ({s.rows})" for s in splits)
     dropped = stats.get("dropped") or {}
@@ -246,7 +290,8 @@ def render_card(
         f'dataset = load_dataset("{repo_id}")  # splits: {", ".join(s.name for s in splits)}\n```',
         "### With mfpo-train (text + image preference, easy-to-hard curriculum)",
         "Uses every MFPO column: `rejected_images` for the image-side loss and `difficulty_bucket` for the "
-        "curriculum. It checks the dataset against the schema before training.",
+        "curriculum. It checks the dataset against the schema before training. Training configs are in "
+        "`recipes/train/` of the mfpo repository (`mfpo-train --config ... --set data.dataset=...` on one process).",
         f'```bash\npip install "mfpo[train]"\n{MFPO_TRAIN_COMMAND.format(repo_id=repo_id)}\n```',
         "### With TRL's DPOTrainer (text preference only)",
         "The core columns are what TRL's `DPOTrainer` reads, with no renaming. TRL ignores the MFPO columns "
@@ -303,6 +348,7 @@ def render_card(
     source_rows = _source_rows(recipe, stats)
     if source_rows:
         parts += ["### Source", _table(("option", "value"), source_rows)]
+    parts += ["### Licence", licence.text]
     versions = _version_rows(recipe)
     if versions:
         parts += ["### Package versions", _table(("package", "version"), versions)]
@@ -335,7 +381,7 @@ def render_card(
 def validate_card(path_or_text: str | Path, splits: list[str] | None = None):
     """Parse a card the way the Hub and `datasets` do and check its metadata offline; return the DatasetCard.
 
-    Checks: license (with name and link when `other`), task categories, required tags, size category,
+    Checks: license (with a name when `other`), task categories, required tags, size category,
     `configs` data files per split, and `dataset_info` features equal to `schema.features()`.
     """
     import datasets
@@ -354,8 +400,8 @@ def validate_card(path_or_text: str | Path, splits: list[str] | None = None):
     problems = []
     if not data.get("license"):
         problems.append("no license")
-    elif data["license"] == "other" and not (data.get("license_name") and data.get("license_link")):
-        problems.append("license 'other' needs license_name and license_link")
+    elif data["license"] == "other" and not data.get("license_name"):
+        problems.append("license 'other' needs a license_name")
     if not data.get("task_categories"):
         problems.append("no task_categories")
     missing_tags = [t for t in REQUIRED_TAGS if t not in (data.get("tags") or [])]
