@@ -269,7 +269,13 @@ def is_transient(error: BaseException) -> bool:
     status = _status(error)
     if status is not None:
         return status in TRANSIENT_STATUS
+    if _is_offline(error):  # a ConnectionError subclass, but waiting does not help
+        return False
     return any(cls.__name__ in TRANSIENT_NAMES for cls in type(error).__mro__)
+
+
+def _is_offline(error: BaseException) -> bool:
+    return any(cls.__name__ == "OfflineModeIsEnabled" for cls in type(error).__mro__)
 
 
 def _sleep(seconds: float) -> None:  # a seam for tests
@@ -296,7 +302,7 @@ def with_retries(what: str, fn: Callable[[], T], *, token: str | None = None, at
                     f"{what}: the Hub refused the token (HTTP {status}); it needs write access to the repo "
                     f"(set HF_TOKEN or run `hf auth login`)"
                 ) from None
-            if e.__class__.__name__ == "OfflineModeIsEnabled":
+            if _is_offline(e):
                 raise PublishError(f"{what}: HF_HUB_OFFLINE is set; unset it to push (or use --dry-run DIR)") from None
             tries = f" after {attempt} attempts" if attempt > 1 else ""
             code = f"HTTP {status}: " if status else f"{type(e).__name__}: "

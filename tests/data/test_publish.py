@@ -419,6 +419,16 @@ def test_other_hub_errors_are_one_line_without_the_token(build, monkeypatch, pre
     assert hub.sleeps == []
 
 
+def test_offline_mode_is_not_retried(build, monkeypatch, preview_calls):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    hub = FakeHub(monkeypatch)
+    hub.errors["create_repo"] = [OfflineModeIsEnabled("offline mode is enabled")]
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
+        publish(build.root, "o/n", token=FAKE_TOKEN)
+    assert hub.names() == ["create_repo"] and hub.sleeps == []
+
+
 def test_no_token_is_a_clear_error_before_any_work(build, monkeypatch, tmp_path):
     import huggingface_hub
 
