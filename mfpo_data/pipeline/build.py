@@ -148,7 +148,8 @@ def tertile_buckets(items: list[tuple[str, float]]) -> tuple[dict[str, str], lis
     """
     ordered = sorted(items, key=lambda t: (t[1], t[0]))
     n = len(ordered)
-    cuts = (n // 3 + (n % 3 > 0), 2 * n // 3 + (n % 3 > 1)) if n else (0, 0)
+    sizes = (n // 3 + (n % 3 > 0), n // 3 + (n % 3 > 1))  # thirds; the remainder goes to easy, then medium
+    cuts = (sizes[0], sizes[0] + sizes[1])
     buckets = {}
     for i, (sample_id, _) in enumerate(ordered):
         buckets[sample_id] = "easy" if i < cuts[0] else "medium" if i < cuts[1] else "hard"
