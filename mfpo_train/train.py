@@ -54,6 +54,7 @@ class TrainResult:
     final_dir: Path | None
     state: TrainState
     history: list[dict] = field(default_factory=list)  # the metrics logged by this process, one dict per step
+    model: object = None  # the trained (unwrapped) policy
 
 
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
@@ -135,8 +136,11 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                                         stage_index=state.stage_index, epoch=state.epoch,
                                         rank=accelerator.process_index, world_size=world,
                                         start=state.step_in_epoch * accum)
+            # Its own generator: creating the iterator must not draw from the global RNG, or a resumed run's
+            # dropout masks would be shifted by one draw against the uninterrupted run's.
             loader = torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collator,
-                                                 num_workers=cfg.data.num_workers)
+                                                 num_workers=cfg.data.num_workers,
+                                                 generator=torch.Generator().manual_seed(cfg.train.seed))
             for micro_batches in _groups(loader, accum):
                 if max_steps is not None and state.global_step >= max_steps:
                     break
@@ -182,7 +186,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         accelerator.end_training()
     if state.dropped_rows:
         logger.warning("%d rows were dropped: prompt with image tokens >= max_length", state.dropped_rows)
-    return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history)
+    return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
+                       model=accelerator.unwrap_model(model))
 
 
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,

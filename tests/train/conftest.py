@@ -1,0 +1,55 @@
+"""Fixtures for the training tests: tiny models saved to folders, a built and a synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+    from tests.fixtures.tiny_vlm import make_tiny_llava
+
+    return make_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3(tmp_path_factory):
+    from tests.fixtures.tiny_vlm import make_tiny_idefics3
+
+    return make_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))
+
+
+@pytest.fixture(scope="session")
+def built_dataset(tmp_path_factory):
+    """The default recipe built once from the bundled COCO sample by mfpo-data (about 10 s)."""
+    from mfpo_data.pipeline.build import build_dataset
+
+    return build_dataset("coco", output_dir=tmp_path_factory.mktemp("coco-build")).root
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """12 rows with random 40x56 images, 4 per difficulty bucket, laid out like a build output."""
+    from tests.train.synthetic import write_build_output
+
+    return write_build_output(tmp_path_factory.mktemp("synthetic"), n=12)
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """TrainConfig from recipes/train/debug.yaml with the given model, dataset and overrides."""
+    from mfpo_train.config import load_config
+
+    def make(model, dataset, *overrides, output_dir=None):
+        out = output_dir or tmp_path / "run"
+        return load_config("recipes/train/debug.yaml", [f"model.name_or_path={model}", f"data.dataset={dataset}",
+                                                         f"train.output_dir={out}", "train.report_to=[]",
+                                                         "train.save_every=null", *overrides])
+
+    return make
