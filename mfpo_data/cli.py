@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from mfpo_data.cli_publish import publish_command
+
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
 
@@ -97,15 +99,7 @@ def inspect(
     typer.echo(f"wrote {out}")
 
 
-def _register_publish() -> None:
-    try:
-        from mfpo_data.cli_publish import publish_command
-    except ImportError:  # pragma: no cover - publish is optional while it is being written
-        return
-    app.command("publish")(publish_command)
-
-
-_register_publish()
+app.command("publish")(publish_command)
 
 
 if __name__ == "__main__":
