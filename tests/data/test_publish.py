@@ -20,7 +20,7 @@ from mfpo_data.errors import MfpoError, SchemaError
 from mfpo_data.publish import PublishError, publish, push_to_hub, split_by_image
 from mfpo_data.schema import features
 from mfpo_data.validate import IncompleteBuildError, describe, load_and_validate
-from tests.fixtures.fake_build import bundled_sample_available, make_fake_build, make_real_build
+from tests.fixtures.fake_build import make_fake_build, make_real_build
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,11 +283,8 @@ def test_end_to_end_on_a_real_build(real_build, tmp_path):
     card = validate_card(tmp_path / "up" / "README.md", splits=["train", "test"])
     body = (tmp_path / "up" / "README.md").read_text()
     # The bundled sample is not COCO: its card must not claim COCO's terms, and says where the licences are.
-    if bundled_sample_available():
-        assert card.data.license_name == "mfpo-coco-sample" and "license_link" not in card.data.to_dict()
-        assert "scikit-image" in body.split("### Licence", 1)[1]
-    else:
-        assert card.data.license_name == "coco-terms-of-use"
+    assert card.data.license_name == "mfpo-coco-sample" and "license_link" not in card.data.to_dict()
+    assert "scikit-image" in body.split("### Licence", 1)[1]
     assert "| perturbation | `diffusion_noise` |" in body and "| t | `500` |" in body
 
 
