@@ -6,6 +6,7 @@ import io
 import json
 import textwrap
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def _overlay(img: Image.Image, row: dict) -> Image.Image:
 
 def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 8) -> Path:
     """Draw up to `n` rows (as decoded from the dataset, or raw with image bytes) into one PNG."""
-    rows = [r for _, r in zip(range(n), rows)]
+    rows = list(islice(rows, n))
     if not rows:
         raise ValueError("no rows to draw")
     font = ImageFont.load_default()
