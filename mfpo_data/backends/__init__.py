@@ -17,22 +17,28 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "keywords": {
         "vocabulary": "mfpo_data.backends.vocabulary:VocabularyKeywords",
+        "graph": "mfpo_data.backends.graph_keywords:GraphKeywords",
     },
     "grounding": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtGrounder",
+        "grounding_dino": "mfpo_data.backends.grounding_dino:GroundingDinoGrounder",
     },
     "segmentation": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtSegmenter",
         "box": "mfpo_data.backends.coco_gt:BoxSegmenter",
+        "grabcut": "mfpo_data.backends.grabcut:GrabCutSegmenter",
+        "sam": "mfpo_data.backends.sam:SamSegmenter",
     },
     "perturbation": {
         "diffusion_noise": "mfpo_data.backends.perturbers:DiffusionNoisePerturber",
         "gaussian_noise": "mfpo_data.backends.perturbers:GaussianNoisePerturber",
         "blur": "mfpo_data.backends.perturbers:BlurPerturber",
         "opencv_inpaint": "mfpo_data.backends.perturbers:OpenCVInpaintPerturber",
+        "sd_inpaint": "mfpo_data.backends.sd_inpaint:SdInpaintPerturber",
     },
     "scoring": {
         "heuristic": "mfpo_data.backends.heuristic:HeuristicDifficulty",
+        "entropy": "mfpo_data.backends.entropy:EntropyDifficulty",
     },
 }
 
