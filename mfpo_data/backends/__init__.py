@@ -14,6 +14,8 @@ from mfpo_data.errors import ConfigError
 REGISTRY: dict[str, dict[str, str]] = {
     "source": {
         "coco": "mfpo_data.stages.sources:CocoSource",
+        "jsonl": "mfpo_data.stages.sources_jsonl:JsonlSource",
+        "hf": "mfpo_data.stages.sources_hf:HfSource",
     },
     "keywords": {
         "vocabulary": "mfpo_data.backends.vocabulary:VocabularyKeywords",
