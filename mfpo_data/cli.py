@@ -41,11 +41,19 @@ def build(
     """Build a dataset from a recipe. Rerunning the same command resumes an interrupted build."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        from mfpo_data.config import load_recipe
         from mfpo_data.pipeline.build import build_dataset
 
-        layout = build_dataset(recipe, set_ or (), output)
+        loaded = load_recipe(recipe, tuple(set_ or ()))
+        layout = build_dataset(loaded, (), output)
     except _known_errors() as e:
         raise _fail(str(e)) from None
+    if loaded.executor.kind == "slurm":
+        typer.echo(
+            f"submitted {loaded.executor.tasks} tasks and a finalize job to Slurm (see `squeue --me`); "
+            f"the dataset appears in {layout.data_dir}. Rerun the same command to resubmit unfinished tasks."
+        )
+        return
     stats = layout.read_stats()
     dropped = sum(stats.get("dropped", {}).values())
     pair_types = ", ".join(f"{k} {v}" for k, v in stats.get("pair_types", {}).items())

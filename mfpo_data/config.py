@@ -88,16 +88,73 @@ class OutputConfig:
 
 @dataclass
 class ExecutorConfig:
-    kind: Literal["local"] = "local"
+    """Where the ranks run: datatrove's Local, Slurm or Ray executor, with flat options.
+
+    `tasks` shards the input (rank r takes items r, r + tasks, ...); the rows do not depend on it or on
+    anything else here. `workers` is how many tasks run at once (local default 1; Slurm's array
+    throttle and Ray's concurrency default to no limit). Local multi-GPU: `workers` = number of GPUs
+    and rank r uses GPU r mod n. On Slurm and Ray each task asks for `gpus_per_task` and sees its own.
+    """
+
+    kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = 1
-    workers: int = 1
-    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    workers: int | None = None
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"  # local only
+    logging_dir: str | None = None  # datatrove's logs, stats and completion markers; default OUTPUT/logs
+    # Slurm and Ray resources per task
+    cpus_per_task: int = 1
+    gpus_per_task: int = 0
+    mem_per_cpu_gb: int = 2
+    time: str | None = None  # wall-clock limit per job, Slurm syntax: "HH:MM:SS" or "D-HH:MM:SS" (required on Slurm)
+    tasks_per_job: int = 1  # ranks run by one Slurm array job / Ray actor, one after another
+    # Slurm only
+    partition: str | None = None
+    job_name: str = "mfpo-build"
+    qos: str | None = None
+    env_command: str | None = None  # e.g. "source /shared/venv/bin/activate", run before the job
+    venv_path: str | None = None
+    condaenv: str | None = None
+    sbatch_args: dict[str, str | int] = field(default_factory=dict)  # extra #SBATCH lines: {account: x, constraint: h100}
+    max_array_size: int = 1001
+    finalize_time: str = "01:00:00"
+    finalize_mem_gb: int = 8
+    # Ray only
+    ray_address: str | None = None  # None: the cluster of RAY_ADDRESS, else a local one; "auto": an existing cluster
 
     def check(self, path: str) -> None:
         if self.tasks < 1:
             raise ConfigError(f"'{path}.tasks' must be >= 1")
-        if self.workers < 1:
-            raise ConfigError(f"'{path}.workers' must be >= 1")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"'{path}.workers' must be >= 1 (or null for the executor's default)")
+        for name in ("cpus_per_task", "mem_per_cpu_gb", "tasks_per_job", "max_array_size", "finalize_mem_gb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"'{path}.{name}' must be >= 1")
+        if self.gpus_per_task < 0:
+            raise ConfigError(f"'{path}.gpus_per_task' must be >= 0")
+        if self.kind == "slurm":
+            for name in ("partition", "time"):
+                if not getattr(self, name):
+                    raise ConfigError(f"'{path}.{name}' is required when {path}.kind is slurm")
+        if self.time is not None:
+            time_to_seconds(self.time, f"{path}.time")
+        time_to_seconds(self.finalize_time, f"{path}.finalize_time")
+
+
+def time_to_seconds(value: str, path: str = "executor.time") -> int:
+    """Slurm's time syntax ("MM", "HH:MM:SS", "D-HH:MM:SS") in seconds."""
+    days, _, rest = value.rpartition("-") if "-" in value else ("0", "", value)
+    parts = rest.split(":")
+    try:
+        numbers = [int(p) for p in parts] + [int(days or 0)]
+    except ValueError:
+        raise ConfigError(f"'{path}' must look like HH:MM:SS or D-HH:MM:SS, got {value!r}") from None
+    if len(parts) > 3 or any(n < 0 for n in numbers):
+        raise ConfigError(f"'{path}' must look like HH:MM:SS or D-HH:MM:SS, got {value!r}")
+    if len(parts) == 1:
+        h, m, s = 0, numbers[0], 0
+    else:
+        h, m, s = ([0] * (3 - len(parts)) + numbers[: len(parts)])[-3:]
+    return numbers[-1] * 86400 + h * 3600 + m * 60 + s
 
 
 @dataclass

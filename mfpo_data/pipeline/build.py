@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from datatrove.pipeline.base import PipelineStep
 
 from mfpo_data.backends import resolve
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout
+from mfpo_data.pipeline.executors import make_executor
 from mfpo_data.stages.filters import RegionFilter
 from mfpo_data.stages.grounding import GroundingStage
 from mfpo_data.stages.keywords import KeywordStage
@@ -84,8 +86,7 @@ def _identity(resolved: dict) -> dict:
     """What decides the rows: the recipe less how it runs (workers, progress bars, package versions)."""
     out = json.loads(json.dumps(resolved, default=str))
     out.pop("versions", None)
-    out.get("executor", {}).pop("workers", None)
-    out.get("executor", {}).pop("start_method", None)
+    out["executor"] = {"tasks": out.get("executor", {}).get("tasks", 1)}  # kind, workers, resources: how, not what
     out.get("output", {}).pop("progress", None)
     return out
 
@@ -120,24 +121,48 @@ def build_dataset(
     n_items = source.prepare(layout.staging_dir / "source_index.jsonl")
     logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
     pipeline = build_pipeline(recipe, source=source)
-    executor = make_executor(recipe, pipeline, layout)
-    executor.run()
-    finalize(layout, recipe)
+    run_executor(recipe, pipeline, layout)
     return layout
 
 
-def make_executor(recipe: Recipe, pipeline: list, layout: OutputLayout):
-    from datatrove.executor import LocalPipelineExecutor
+def logging_dir(recipe: Recipe, layout: OutputLayout) -> Path:
+    return Path(recipe.executor.logging_dir) if recipe.executor.logging_dir else layout.logging_dir
 
-    cfg = recipe.executor
-    return LocalPipelineExecutor(
-        pipeline=pipeline,
-        tasks=cfg.tasks,
-        workers=min(cfg.workers, cfg.tasks),
-        logging_dir=str(layout.logging_dir),
-        skip_completed=True,
-        start_method=cfg.start_method,
-    )
+
+def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
+    """Run the ranks, then finalize. On Slurm nothing runs here: the rank array is submitted with a
+    one-task finalize job chained after it (`afterok`), so one `mfpo-data build` does the whole build;
+    rerunning it resubmits only unfinished ranks (and finalize, unless that finished)."""
+    logs = logging_dir(recipe, layout)
+    executor = make_executor(recipe.executor, pipeline, logs)
+    if recipe.executor.kind == "slurm":
+        job = make_executor(recipe.executor, [FinalizeStep(str(layout.root), recipe)], logs / "finalize", tasks=1,
+                            depends=executor, job_name=f"{recipe.executor.job_name}-finalize", finalize_job=True)  # fmt: skip
+        job.run()  # launches the dependency (the rank array) first
+        return
+    executor.run()
+    finalize(layout, recipe)
+
+
+class FinalizeStep(PipelineStep):
+    """`finalize()` as a one-rank pipeline, for executors that run it as a job of its own (Slurm)."""
+
+    name, type = "finalize", "mfpo"
+
+    def __init__(self, output_dir: str, recipe: Recipe):
+        super().__init__()
+        self.output_dir, self.recipe = output_dir, recipe
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        finalize(OutputLayout(Path(self.output_dir)), self.recipe)
+        yield from ()
+
+
+def missing_ranks(recipe: Recipe, layout: OutputLayout) -> list[int]:
+    """Ranks whose completion marker or staging shard is missing."""
+    completions = logging_dir(recipe, layout) / "completions"
+    tasks = recipe.executor.tasks
+    return [r for r in range(tasks) if not ((completions / f"{r:05d}").is_file() and layout.staging_shard(r).is_file())]
 
 
 def tertile_buckets(items: list[tuple[str, float]]) -> tuple[dict[str, str], list[float]]:
@@ -164,7 +189,7 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     import pyarrow.parquet as pq
 
     tasks = recipe.executor.tasks
-    missing = layout.missing_ranks(tasks)
+    missing = missing_ranks(recipe, layout)
     if missing:
         raise MfpoError(f"build incomplete: ranks {missing} of {tasks} did not finish; rerun the same command to resume")
     items = []
