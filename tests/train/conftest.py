@@ -53,3 +53,16 @@ def make_config(tmp_path):
                                                          "train.save_every=null", *overrides])
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each test starts with no AcceleratorState (TRL's trainer and ours configure it differently)."""
+    yield
+    import sys
+
+    if "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState, PartialState
+
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
