@@ -161,3 +161,139 @@ def composite(original: np.ndarray, edited: np.ndarray, mask: np.ndarray | None)
     if mask.shape != original.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} differs from image {original.shape[:2]}")
     return np.where(mask[..., None], edited, original)
+
+
+def resize_boxes(boxes, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """Scale xyxy pixel boxes from an image of size `from_hw` (height, width) to one of size `to_hw`."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    return b * np.array([sx, sy, sx, sy])
+
+
+def box_iou(a, b) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes, scores, iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, best score first (ties: lower index first)."""
+    boxes, scores = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64)
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    keep: list[int] = []
+    for i in order:
+        if not keep or box_iou(boxes[i], boxes[keep]).max() <= iou_threshold:
+            keep.append(i)
+    return keep
+
+
+def grounding_dino_detections(pred_boxes, token_probs, phrase_tokens: list[list[int]], width: int, height: int,
+                              box_threshold: float, text_threshold: float, min_box_size: float = 1.0) -> list[tuple[int, tuple, float]]:
+    """Grounding DINO's raw outputs for one image -> (phrase index, xyxy pixel box, score) per kept query.
+
+    `pred_boxes` (Q, 4) are normalised cxcywh; `token_probs` (Q, T) the sigmoid of the query-token
+    logits; `phrase_tokens[k]` the token positions of input phrase k. A query's score for phrase k is
+    its highest probability over that phrase's tokens; the query goes to its best phrase and is kept
+    only when that score exceeds both thresholds. A phrase no query reaches gets no box (never "the
+    largest box"). Boxes are clipped to the image; boxes under `min_box_size` pixels wide or high are
+    dropped.
+    """
+    probs = np.asarray(token_probs, dtype=np.float64)
+    out = []
+    spans = [np.asarray(t, dtype=np.int64) for t in phrase_tokens]
+    if not spans or all(len(s) == 0 for s in spans):
+        return out
+    per_phrase = np.stack([probs[:, s].max(axis=1) if len(s) else np.zeros(len(probs)) for s in spans], axis=1)
+    best = per_phrase.argmax(axis=1)
+    for q, k in enumerate(best):
+        score = float(per_phrase[q, k])
+        if score <= box_threshold or score <= text_threshold:
+            continue
+        box = cxcywh_norm_to_xyxy_px(pred_boxes[q], width, height)
+        if box[2] - box[0] < min_box_size or box[3] - box[1] < min_box_size:
+            continue
+        out.append((int(k), box, score))
+    return out
+
+
+def dilate_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a bool mask by `pixels` (a square structuring element); 0 returns it unchanged."""
+    if pixels <= 0:
+        return mask
+    import cv2
+
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def feather_alpha(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Blend weight in [0, 1] that is 0 outside `mask` and rises to 1 at `pixels` inside its edge.
+
+    Feathering inward keeps every pixel outside the mask untouched, so a composite with this mask
+    stays bit-identical to the original there.
+    """
+    if pixels <= 0:
+        return mask.astype(np.float32)
+    import cv2
+
+    padded = np.pad(mask.astype(np.uint8), 1)  # the image border is not an edge of the region
+    padded[0, :] = padded[-1, :] = padded[:, 0] = padded[:, -1] = 1
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    return np.where(mask, np.clip(dist / float(pixels), 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def blend(original: np.ndarray, edited: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`alpha * edited + (1 - alpha) * original`, rounded to uint8; exactly `original` where alpha is 0."""
+    a = alpha[..., None].astype(np.float32)
+    mixed = np.rint(a * edited.astype(np.float32) + (1.0 - a) * original.astype(np.float32)).astype(np.uint8)
+    return np.where(a > 0, mixed, original)
+
+
+def resize_image(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """RGB uint8 resized to exactly (height, width, 3) with bicubic resampling."""
+    if array.shape[:2] == (height, width):
+        return array
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.BICUBIC), dtype=np.uint8)
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bool mask resized to exactly (height, width) with nearest-neighbour sampling."""
+    if mask.shape == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)) > 127
+
+
+def grabcut_mask(image: np.ndarray, box, iterations: int = 5, margin: int = 1) -> np.ndarray | None:
+    """OpenCV GrabCut initialised from an xyxy box -> bool (H, W) foreground, or None when it cannot run
+    (a box that leaves no background to learn from, a box under 2 pixels) or finds no foreground.
+
+    Deterministic: OpenCV's random generator is reseeded before each call.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = clip_box(box, w, h)
+    x0, y0 = int(np.floor(x0)), int(np.floor(y0))
+    x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    x0, y0 = max(x0, margin), max(y0, margin)
+    x1, y1 = min(x1, w - margin), min(y1, h - margin)
+    if x1 - x0 < 2 or y1 - y0 < 2 or (x1 - x0) * (y1 - y0) >= h * w:
+        return None
+    labels = np.zeros((h, w), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, (x0, y0, x1 - x0, y1 - y0), bgd, fgd,
+                    iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        return None
+    fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    return fg if fg.any() else None

@@ -1,0 +1,103 @@
+"""SAM (transformers `SamModel`) turns each grounded box into a mask; the image encoder runs batched.
+
+The image embeddings of a batch are computed in one forward pass (SAM pads every image to the same
+square, so batching does not change them); the light prompt encoder and mask decoder then run per
+image with all of its boxes. Which of SAM's three candidate masks is kept is an explicit policy:
+`best_iou` (SAM's own predicted IoU, the default), `largest`, or `first` (SAM's single-mask output).
+The stage unions the masks of all boxes of the key objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from mfpo_data.backends._hf import require_extra, resolve_dtype
+from mfpo_data.backends.loading import device_for_rank, load_once
+from mfpo_data.imaging import resize_boxes
+from mfpo_data.schema import Sample
+
+
+class SamSegmenter:
+    def __init__(
+        self,
+        model_id: str = "facebook/sam-vit-base",
+        revision: str | None = None,
+        multimask_policy: Literal["best_iou", "first", "largest"] = "best_iou",
+        mask_threshold: float = 0.0,
+        device: str = "auto",
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32",
+        trust_remote_code: bool = False,
+    ):
+        self.model_id, self.revision, self.multimask_policy = model_id, revision, multimask_policy
+        self.mask_threshold, self.device, self.dtype, self.trust_remote_code = mask_threshold, device, dtype, trust_remote_code
+        self._rank = 0
+
+    def setup(self, rank: int, world_size: int) -> None:
+        self._rank = rank
+
+    def _load(self):
+        require_extra("segment", "segmentation backend 'sam'")
+        device = device_for_rank(self.device, self._rank)
+        dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float32")
+
+        def load():
+            from transformers import AutoProcessor, SamModel
+
+            kw = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
+            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
+            model = SamModel.from_pretrained(self.model_id, dtype=dtype, **kw)
+            return model.to(device).eval(), processor
+
+        model, processor = load_once(("sam", self.model_id, self.revision, device, str(dtype)), load)
+        return model, processor, device, dtype
+
+    def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
+        import torch
+        from PIL import Image
+
+        model, processor, device, dtype = self._load()
+        inputs = processor(images=[Image.fromarray(s.image) for s in samples], return_tensors="pt")
+        multimask = self.multimask_policy != "first"
+        out = []
+        with torch.inference_mode():
+            embeddings = model.get_image_embeddings(inputs["pixel_values"].to(device, dtype))
+            for i, sample in enumerate(samples):
+                if not sample.key_objects:
+                    out.append([])
+                    continue
+                original = tuple(int(v) for v in inputs["original_sizes"][i])
+                reshaped = tuple(int(v) for v in inputs["reshaped_input_sizes"][i])
+                boxes = resize_boxes([o.box_xyxy for o in sample.key_objects], original, reshaped)
+                pred = model(image_embeddings=embeddings[i : i + 1],
+                             input_boxes=torch.as_tensor(boxes[None], dtype=dtype, device=device),
+                             multimask_output=multimask)
+                masks = processor.image_processor.post_process_masks(
+                    pred.pred_masks.float().cpu(), inputs["original_sizes"][i : i + 1], inputs["reshaped_input_sizes"][i : i + 1],
+                    mask_threshold=self.mask_threshold, binarize=True)[0]  # (boxes, candidates, H, W)
+                out.append(self._select(masks.numpy().astype(bool), pred.iou_scores[0].float().cpu().numpy()))
+        return out
+
+    def _select(self, masks: np.ndarray, iou: np.ndarray) -> list[np.ndarray]:
+        """One mask per box by the policy; ties go to the lower candidate index."""
+        chosen = []
+        for b in range(masks.shape[0]):
+            if self.multimask_policy == "first" or masks.shape[1] == 1:
+                k = 0
+            elif self.multimask_policy == "largest":
+                k = int(np.argmax(masks[b].reshape(masks.shape[1], -1).sum(axis=1)))
+            else:
+                k = int(np.argmax(iou[b]))
+            chosen.append(masks[b, k])
+        return chosen
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "sam",
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "multimask_policy": self.multimask_policy,
+            "mask_threshold": self.mask_threshold,
+            "dtype": self.dtype,
+        }
