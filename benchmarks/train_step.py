@@ -141,7 +141,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--variant", variant] + [
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "variant"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        results[variant] = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+        results[variant] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     import torch
     import transformers
     import trl

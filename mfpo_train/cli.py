@@ -21,6 +21,11 @@ app = typer.Typer(add_completion=False, help="Train vision-language models on mf
 
 CONFIG = typer.Option(None, "--config", "-c", help="Training config YAML (see recipes/train/).")
 SET = typer.Option([], "--set", help="Override a config value, e.g. --set loss.beta=0.2 (repeatable).")
+RESUME = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the output dir.")
+RESUME_FROM = typer.Option(None, "--resume-from", help="Continue from this checkpoint folder.")
+PRINT_CONFIG = typer.Option(False, "--print-config", help="Print the resolved config and exit.")
+OUTPUT = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_*_logps columns.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size).")
 
 
 def _run(fn):
@@ -37,9 +42,9 @@ def main(
     ctx: typer.Context,
     config: Path | None = CONFIG,
     overrides: list[str] = SET,
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the output dir."),
-    resume_from: Path | None = typer.Option(None, "--resume-from", help="Continue from this checkpoint folder."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+    resume: bool = RESUME,
+    resume_from: Path | None = RESUME_FROM,
+    print_config: bool = PRINT_CONFIG,
 ):
     """Train with MFPO (L_text + L_image + L_margin) over the easy -> medium -> hard curriculum."""
     if ctx.invoked_subcommand is not None:
@@ -69,10 +74,10 @@ def main(
 @app.command("precompute-ref")
 def precompute_ref(
     ctx: typer.Context,
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_*_logps columns."),
+    output: Path = OUTPUT,
     config: Path | None = CONFIG,
     overrides: list[str] = SET,
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size)."),
+    batch_size: int | None = BATCH_SIZE,
 ):
     """Score every row with the reference model and write a copy of the dataset with ref_*_logps columns."""
     parent = ctx.obj or {}

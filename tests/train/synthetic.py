@@ -14,8 +14,9 @@ REJECTED = ["the cat is white.", "there are four people.", "no.", "a sofa and a 
 
 
 def synthetic_rows(n: int = 12, seed: int = 0, size: tuple[int, int] = (40, 56)) -> list[dict]:
-    from mfpo_data.schema import assistant_turn, user_turn
     from PIL import Image
+
+    from mfpo_data.schema import assistant_turn, user_turn
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -41,6 +42,7 @@ def synthetic_rows(n: int = 12, seed: int = 0, size: tuple[int, int] = (40, 56))
 
 def synthetic_dataset(n: int = 12, seed: int = 0):
     import datasets
+
     from mfpo_data.schema import features
 
     return datasets.Dataset.from_list(synthetic_rows(n, seed), features=features())

@@ -86,7 +86,7 @@ def test_precomputed_reference_values_follow_block_order(processor):
 
 def test_matches_trl_vision_collator_tokens(tiny_llava):
     """Our chosen/rejected rows hold the same tokens as TRL's DataCollatorForVisionPreference builds."""
-    trl = pytest.importorskip("trl")
+    pytest.importorskip("trl")
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_llava)
