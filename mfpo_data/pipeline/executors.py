@@ -43,7 +43,7 @@ def make_executor(
 
         return SlurmPipelineExecutor(
             **common,
-            workers=cfg.workers or -1,
+            workers=-1 if finalize_job else cfg.workers or -1,
             time=cfg.finalize_time if finalize_job else cfg.time,
             partition=cfg.partition,
             cpus_per_task=1 if finalize_job else cfg.cpus_per_task,
