@@ -18,7 +18,9 @@ from mfpo_data.errors import ConfigError
 from mfpo_data.strict import apply_overrides, check_kwargs, from_dict, load_yaml, to_dict
 
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # the recipes shipped with the package
+_PACKAGE = Path(__file__).resolve().parent
+# Recipes shipped in the wheel (copied there by setup.py), or the checkout's recipes/ in a source tree.
+RECIPES_DIR = _PACKAGE / "recipes" if (_PACKAGE / "recipes").is_dir() else _PACKAGE.parent / "recipes"
 RESERVED_OPTIONS = {"seed", "index_path"}  # set by the builder, not by recipes
 
 
