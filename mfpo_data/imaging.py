@@ -7,6 +7,7 @@ shape (H, W); boxes are absolute-pixel `(x0, y0, x1, y1)`.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"too_many_pixels: {e}") from None
     except Exception as e:  # PIL raises many types for corrupt files
-        raise ImageError(f"undecodable_image: {type(e).__name__}: {e}") from None
+        detail = re.sub(r" <[^<>]* at 0x[0-9a-fA-F]+>", "", str(e))  # no memory addresses: rejects stay reproducible
+        raise ImageError(f"undecodable_image: {type(e).__name__}: {detail}") from None
     fmt = img.format
     orientation = img.getexif().get(0x0112, 1)
     as_is = fmt in ("JPEG", "PNG") and img.mode == "RGB" and orientation in (None, 1)
