@@ -77,6 +77,7 @@ class ExternalSource(Stage):
     ):
         super().__init__()
         self.columns = resolve_columns(preset, columns)
+        self.explicit_columns = set(columns or ())  # a preset's `id` column may be absent (ids are then hashes)
         self.image_root = Path(image_root).expanduser() if image_root else None
         self.metadata_columns = list(metadata_columns or [])
         self.limit, self.max_image_pixels, self.seed, self.index_path = limit, max_image_pixels, seed, index_path

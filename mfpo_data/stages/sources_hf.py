@@ -48,8 +48,9 @@ class HfSource(ExternalSource):
         self.path, self.split, self.config_name, self.revision = path, split, name, revision
         self.data_files, self.streaming = data_files, streaming
 
-    def _load(self, columns: list[str]):
-        """The split with only `columns`; an `Image` column is left undecoded ({"bytes", "path"})."""
+    def _load(self, columns: list[str], optional: tuple[str, ...] = ()):
+        """The split with only `columns` (less any `optional` ones it lacks); an `Image` column is left
+        undecoded ({"bytes", "path"})."""
         import datasets
 
         local = Path(self.path).expanduser()
@@ -66,6 +67,8 @@ class HfSource(ExternalSource):
         except (FileNotFoundError, ValueError, ConnectionError, KeyError) as e:
             raise MfpoError(f"source: cannot load dataset {self.path!r} split {self.split!r}: {type(e).__name__}: {e}") from None
         features = ds.features or {}
+        if features:
+            columns = [c for c in columns if c in features or c not in optional]
         missing = [c for c in columns if features and c not in features]
         if missing:
             raise MfpoError(f"source: dataset {self.path!r} has no column {missing[0]!r} (columns: {', '.join(features)})")
@@ -86,7 +89,10 @@ class HfSource(ExternalSource):
 
     def records(self) -> Iterator[tuple[int, dict | str]]:
         text_columns = self._mapped("id", "question", "chosen", "rejected") + self.metadata_columns
-        ds = self._load(text_columns + self._mapped("image")).select_columns(text_columns)
+        optional = () if "id" in self.explicit_columns else tuple(self._mapped("id"))
+        ds = self._load(text_columns + self._mapped("image"), optional)
+        present = ds.column_names or text_columns  # a stream of unknown features lists none
+        ds = ds.select_columns([c for c in text_columns if c in present])
         for position, record in enumerate(ds):
             yield position, dict(record)
 
