@@ -2,7 +2,8 @@
 
 One optimizer step:
   1. collate `gradient_accumulation_steps` micro-batches of pairs into `[y_w|m ; y_l|m ; y_w|m']` rows;
-  2. one policy forward over all rows -> summed answer log-probs (model.sequence_logps);
+  2. one policy forward over all rows -> summed answer log-probs (model.sequence_logps), or, with
+     `train.sequence_chunks` > 1, gradient caching: no-grad log-probs now, chunk-wise re-forward at backward;
   3. reference log-probs: adapters disabled / "ref" adapter / frozen copy / precomputed columns;
   4. `mfpo_loss` -> backward; a non-finite loss skips the step (counted, the run stops past a limit);
   5. clip, optimizer and scheduler step; log TRL-named metrics; checkpoint every N steps and at each stage end.
@@ -32,15 +33,9 @@ from mfpo_train.data import (
     trainer_columns,
 )
 from mfpo_train.errors import TrainingError
+from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
-from mfpo_train.model import (
-    Reference,
-    add_lora,
-    load_model_and_processor,
-    make_reference_copy,
-    sequence_logps,
-    split_logps,
-)
+from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
 
 
 logger = logging.getLogger(__name__)
@@ -108,6 +103,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                               optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.train.sequence_chunks > 1 and accelerator.distributed_type == "DEEPSPEED":
+        raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
+                            "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     accelerator.register_for_checkpointing(scheduler)
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed)
@@ -202,13 +200,13 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         batch = _to_device(batch, accelerator.device)
         sync = i == len(usable) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-            policy = split_logps(sequence_logps(model, batch), sequences)
+            policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks)
             ref = reference.logps(model, batch, sequences)
-            out = mfpo_loss(policy, ref, **loss_kwargs)
+            out = mfpo_loss(policy.logps, ref, **loss_kwargs)
         if not _all_finite(accelerator, out.loss):
             finite = False
             break
-        accelerator.backward(out.loss / len(usable))
+        policy.backward(out.loss / len(usable), accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
         sums["loss"] += out.loss.item()
         for k, v in out.metrics.items():
             sums[k] += v.item()
