@@ -19,6 +19,7 @@ from datatrove.pipeline.base import PipelineStep
 from mfpo_data.backends import resolve
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
+from mfpo_data.faults import FaultPoint
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.executors import make_executor
 from mfpo_data.stages.filters import RegionFilter
@@ -206,7 +207,9 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     expected = {layout.final_shard(r, tasks) for r in range(tasks)}
     for stale in set(layout.final_shards()) - expected:
         stale.unlink()
+    fault = FaultPoint("finalize")  # crash-resume tests only
     for rank in range(tasks):
+        fault.reached("finalize", rank)
         table = pq.read_table(layout.staging_shard(rank))
         column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
         table = table.set_column(table.schema.get_field_index("difficulty_bucket"), "difficulty_bucket", column)

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mfpo_data.faults import FaultPoint
 from mfpo_data.imaging import encode_png, rle_encode
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.base import Stage
 from mfpo_data.schema import Sample, features, to_row
-
-
-FAULT_ENV = "MFPO_FAULT_INJECT"  # "RANK:N": SIGKILL this process after N rows of RANK (crash-resume tests)
 
 
 def reason_code(reason: str) -> str:
@@ -47,7 +44,8 @@ class ShardWriter(Stage):
         schema = feats.arrow_schema
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
                  "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
-        fault_after = self._fault_after(rank)
+        fault = FaultPoint(rank)  # crash-resume tests only (MFPO_FAULT_INJECT); inert otherwise
+        seen = 0
         bar = self._bar(rank)
         rows: list[dict] = []
         with pq.ParquetWriter(tmp[shard], schema) as writer, open(tmp[rejects_path], "w", encoding="utf-8") as rejects:
@@ -76,8 +74,9 @@ class ShardWriter(Stage):
                     self.stat_update("rows")
                     if len(rows) >= self.row_group_size:
                         flush()
-                    if fault_after is not None and stats["rows"] >= fault_after:
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    fault.reached("rows", stats["rows"])
+                seen += 1
+                fault.reached("samples", seen)
                 if bar is not None:
                     bar.update(1)
                 yield sample
@@ -88,6 +87,7 @@ class ShardWriter(Stage):
         # Shard last: a present shard implies its rejects and stats are present too.
         for final in (rejects_path, stats_path, shard):
             os.replace(tmp[final], final)
+        fault.reached("commit")
 
     def _row(self, sample: Sample) -> dict:
         if sample.image_bytes is not None:
@@ -104,11 +104,3 @@ class ShardWriter(Stage):
         from tqdm.auto import tqdm
 
         return tqdm(desc=f"rank {rank}", unit=" pairs", mininterval=1.0, leave=False)
-
-    @staticmethod
-    def _fault_after(rank: int) -> int | None:
-        spec = os.environ.get(FAULT_ENV, "")
-        if not spec:
-            return None
-        fault_rank, _, count = spec.partition(":")
-        return int(count) if int(fault_rank) == rank else None

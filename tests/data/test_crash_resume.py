@@ -1,0 +1,105 @@
+"""Crash-resume under random faults: a 4-task, 2-worker build is SIGKILLed at seeded random points
+(mid-shard, after a rank's files are committed but before its completion marker, inside finalize),
+rerun after each kill, and must end byte-identical to an uninterrupted build. After every kill, no
+file that looks complete holds partial data."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mfpo_data.layout import OutputLayout
+from mfpo_data.pipeline.build import build_dataset
+from tests.fixtures.coco_folder import make_coco_folder
+
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = 4
+ROWS_PER_RANK = 8  # 8 images x 4 pairs over 4 tasks
+
+
+def _overrides(root):
+    return [f"source.root={root}", "source.split=val2017", "output.progress=false",
+            f"executor.tasks={TASKS}", "executor.workers=2"]  # fmt: skip
+
+
+def _build_until_fault(overrides, out: Path, fault: str | None, tmp: Path) -> str:
+    """Run the build in its own session with a fault armed; kill the whole session once it fires
+    (a killed pool worker leaves the executor waiting). Returns "done" or "killed"."""
+    mark = tmp / "fault.fired"
+    mark.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MFPO_FAULT_MARK": str(mark)}
+    env.pop("MFPO_FAULT_INJECT", None)
+    if fault:
+        env["MFPO_FAULT_INJECT"] = fault
+    code = f"from mfpo_data.pipeline.build import build_dataset; build_dataset('coco', {overrides!r}, {str(out)!r})"
+    with open(tmp / "build.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 240
+        try:
+            while proc.poll() is None and not mark.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    if mark.exists():
+        return "killed"
+    assert proc.returncode == 0, (tmp / "build.log").read_text()[-3000:]
+    return "done"
+
+
+def _check_nothing_partial_looks_complete(layout: OutputLayout, reference: OutputLayout) -> None:
+    for rank in range(TASKS):
+        shard = layout.staging_shard(rank)
+        if layout.completion_marker(rank).is_file():
+            assert shard.is_file(), f"rank {rank} marked complete without its shard"
+        if shard.is_file():  # a shard under its final name is whole, with its rejects and stats beside it
+            assert pq.read_table(shard).equals(pq.read_table(reference.staging_shard(rank))), rank
+            assert layout.staging_rejects(rank).is_file() and layout.staging_stats(rank).is_file()
+    for final in layout.final_shards():
+        assert final.read_bytes() == (reference.data_dir / final.name).read_bytes(), final.name
+
+
+def _outputs(layout: OutputLayout) -> dict[str, bytes]:
+    files = {p.relative_to(layout.root).as_posix(): p.read_bytes() for p in layout.final_shards()}
+    files["rejects.jsonl"] = layout.rejects_file.read_bytes()
+    return files
+
+
+@pytest.mark.parametrize("seed", [7])
+def test_random_sigkills_then_rerun_equal_an_uninterrupted_build(seed, tmp_path):
+    root = make_coco_folder(tmp_path / "coco", n_images=8)
+    overrides = _overrides(root)
+    reference = build_dataset("coco", overrides, tmp_path / "reference")
+    assert reference.read_stats()["rows"] == TASKS * ROWS_PER_RANK
+
+    out = tmp_path / "crashy"
+    layout = OutputLayout(out)
+    rng = random.Random(seed)
+    kills = []
+    for round_ in range(4):
+        incomplete = [r for r in range(TASKS) if not layout.completion_marker(r).is_file()]
+        if incomplete and round_ < 3:
+            rank, n = rng.choice(incomplete), rng.randint(1, ROWS_PER_RANK)
+            fault = rng.choice([f"{rank}:{n}", f"{rank}:s{n}", f"{rank}:commit"])
+        else:  # the last round finishes every rank and dies inside finalize
+            fault = f"finalize:{rng.randint(1, TASKS - 1)}"  # some final shards written
+        kills.append((fault, _build_until_fault(overrides, out, fault, tmp_path)))
+        _check_nothing_partial_looks_complete(layout, reference)
+    assert [outcome for _, outcome in kills] == ["killed"] * 4, kills
+    assert not layout.stats_file.exists()  # finalize never finished
+
+    assert _build_until_fault(overrides, out, None, tmp_path) == "done"
+    assert _outputs(layout) == _outputs(reference), kills  # same files, byte for byte
+    ids = [i for shard in layout.final_shards() for i in pq.read_table(shard, columns=["id"]).column("id").to_pylist()]
+    assert len(ids) == len(set(ids)) == TASKS * ROWS_PER_RANK
+    assert layout.read_stats()["rows"] == reference.read_stats()["rows"]
