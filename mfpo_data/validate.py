@@ -4,6 +4,7 @@
     dd = load_and_validate("out/coco")                 # a build's output folder
     dd = load_and_validate("dry-run/")                 # a `publish --dry-run` folder (README.md + data/)
     train = load_and_validate("org/name", split="train")  # a dataset on the Hugging Face Hub
+    train = load_and_validate("org/name", split="train", revision="v1.0")  # pinned: a tag, branch or commit
 
 Local parquet files are checked one by one from their own schema before anything is loaded, so a
 tampered shard is named and never silently cast. A mismatch is one `SchemaError` that lists the
@@ -146,8 +147,12 @@ def _load(*args, **kwargs):
         raise DatasetLoadError(f"cannot load {what}: {type(e).__name__}: {msg}") from e
 
 
-def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, strict: bool = False):
+def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, strict: bool = False,
+                      revision: str | None = None):
     """Load a build output folder, a published or dry-run folder, a parquet file or a Hub id, and validate it.
+
+    `revision` (a branch, tag or commit sha) pins a Hub dataset; it is passed to `datasets.load_dataset`.
+    A local path has no revisions, so a `revision` with one is refused (`DatasetLoadError`).
 
     Returns a `datasets.DatasetDict` (or the `Dataset` of `split`) whose features are exactly
     `schema.features()` for every column the schema names. Raises `IncompleteBuildError` for a build
@@ -160,6 +165,9 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
 
     where = str(path_or_repo_id)
     path = Path(path_or_repo_id)
+    if revision is not None and path.exists():
+        raise DatasetLoadError(f"{where} is a local path: revision={revision!r} applies to Hub datasets only "
+                               "(drop the revision, or check out that revision of the files yourself)")
     if path.is_dir() and is_build_dir(path):
         check_build_complete(path)
         shards = OutputLayout(path).final_shards()
@@ -174,7 +182,7 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     elif path.exists():
         raise DatasetLoadError(f"{where} is neither a folder nor a parquet file")
     else:
-        dd = _load(where)
+        dd = _load(where, revision=revision)
 
     if not isinstance(dd, datasets.DatasetDict):  # load_dataset returns a DatasetDict when no split is asked for
         dd = datasets.DatasetDict({"train": dd})

@@ -3,7 +3,7 @@
 ```yaml
 model:    {name_or_path, revision, dtype, trust_remote_code, attn_implementation, gradient_checkpointing}
 lora:     {enabled, r, alpha, dropout, target_modules, exclude_modules}
-data:     {dataset, split, max_length, max_samples, num_workers}
+data:     {dataset, revision, split, max_length, max_samples, num_workers}
 loss:     {beta, text_weight, image_weight, margin_weight, eta}
 reference: auto | model | precomputed
 curriculum: [easy, medium, hard]     # or: none (one end-to-end stage over all rows)
@@ -65,6 +65,7 @@ class LoraConfig:
 class DataConfig:
     # A build output folder (OUT/data/*.parquet), a folder `datasets.load_dataset` reads, or a Hub id.
     dataset: str = ""
+    revision: str | None = None  # a Hub dataset's branch, tag or commit sha (refused for a local folder)
     split: str = "train"
     # Longest sequence (prompt with image tokens + answer). Answers are truncated, image tokens never;
     # a row whose prompt alone leaves no room for an answer token is dropped and counted.

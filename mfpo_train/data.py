@@ -27,8 +27,8 @@ REF_KEY_COLUMN = "ref_logps_model"
 TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "difficulty_bucket")
 
 
-def load_preference_dataset(source: str | Path, split: str = "train"):
-    """Load `source` and check it against `mfpo_data.schema.features()` (`mfpo_data.validate`).
+def load_preference_dataset(source: str | Path, split: str = "train", revision: str | None = None):
+    """Load `source` (a Hub id pinned to `revision` when given) and check it against `mfpo_data.schema.features()`.
 
     A dataset that lacks the MFPO columns (for example a TRL-only preference set) or has them with the
     wrong types is refused with one `SchemaError` naming every such column. Extra columns are kept
@@ -36,7 +36,7 @@ def load_preference_dataset(source: str | Path, split: str = "train"):
     """
     from mfpo_data.validate import load_and_validate
 
-    return load_and_validate(str(source), split=split)
+    return load_and_validate(str(source), split=split, revision=revision)
 
 
 def trainer_columns(ds) -> list[str]:

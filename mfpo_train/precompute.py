@@ -39,7 +39,7 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
 
     output_dir = Path(output_dir)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)  # the same autocast as training
-    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split)
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
     ds = ds.remove_columns([c for c in (*REF_COLUMNS.values(), REF_KEY_COLUMN) if c in ds.column_names])
     model, processor = load_model_and_processor(cfg.model)  # no adapters: the base model is the reference
     model.to(accelerator.device).eval().requires_grad_(False)

@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         (output_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
-    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split)
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
     if cfg.data.max_samples is not None:
         ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
     key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)

@@ -120,3 +120,24 @@ def test_features_problems_lists_every_kind():
     assert features_problems(got, strict=True)[-1] == "unexpected columns: extra"
     assert features_problems(features(), strict=True) == []
     assert describe(features()["mask"]) == "{size: List[int32, 2], counts: string}"
+
+
+def test_revision_reaches_load_dataset_for_a_hub_id(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        empty = datasets.Dataset.from_dict({k: [] for k in features()}, features=features())
+        return datasets.DatasetDict({"train": empty})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ds = load_and_validate("org/mfpo-coco", split="train", revision="0123abc")
+    assert ds.features == features()
+    assert calls == [(("org/mfpo-coco",), {"revision": "0123abc"})]
+    load_and_validate("org/mfpo-coco")
+    assert calls[-1][1] == {"revision": None}  # the default branch
+
+
+def test_revision_with_a_local_path_is_refused(build):
+    with pytest.raises(DatasetLoadError, match="local path: revision='v1' applies to Hub datasets only"):
+        load_and_validate(build.root, revision="v1")

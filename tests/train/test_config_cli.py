@@ -106,3 +106,23 @@ def test_cli_trains_and_precomputes(tiny_llava, synthetic_data, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "trained 1 steps" in run.stdout
     assert (tmp_path / "run" / "metrics.jsonl").is_file()
+
+
+def test_data_revision_pins_a_hub_dataset(monkeypatch, make_config, tmp_path):
+    import datasets
+
+    from mfpo_data.errors import SchemaError
+    from mfpo_train.train import train
+
+    calls = []
+
+    def fake_load_dataset(*args, **kwargs):  # offline: record the call, return a dataset without MFPO columns
+        calls.append((args, kwargs))
+        return datasets.Dataset.from_dict({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = make_config(tmp_path / "no-such-model", "org/mfpo-coco", "data.revision=v1.0")
+    assert cfg.data.revision == "v1.0"
+    with pytest.raises(SchemaError):  # refused after loading, before any model is loaded
+        train(cfg)
+    assert calls == [(("org/mfpo-coco",), {"revision": "v1.0"})]
