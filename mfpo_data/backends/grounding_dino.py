@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-
 from mfpo_data.backends._hf import require_extra, resolve_dtype
 from mfpo_data.backends.loading import device_for_rank, load_once
 from mfpo_data.imaging import grounding_dino_detections, nms
