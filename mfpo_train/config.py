@@ -125,12 +125,15 @@ class RunConfig:
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips the step; more skips than this stop the run
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # [] for none; metrics.jsonl is always written
     max_steps: int | None = None  # stop after this many optimizer steps (the LR schedule still spans the whole run)
-    # Policy forward. 1: one forward over the 3 sequences of every pair (fastest; activation memory ~1.5x a DPO
-    # step's). k > 1: gradient caching (mfpo_train/gradcache.py): no-grad log-probs first, then the rows are
-    # re-forwarded with grad in k chunks (3: one sequence at a time, activations ~0.5x DPO's). Same gradients,
-    # about 1.3-1.6x the step time of 1 (one extra no-grad forward, smaller matmuls). Pick 3 (or 2) when the
-    # 3-sequence step does not fit in memory: it beats halving batch_size with doubled gradient accumulation
-    # when the reference is precomputed or image encoding is cheap; otherwise keep 1. Not with DeepSpeed.
+    # Policy forward (mfpo_train/gradcache.py). 1: one forward over the 3 sequences of every pair; fastest, but
+    # activations of 3 sequences per pair are alive at once (benchmarks/train_step.py, tiny LLaVA at 224 px: step
+    # peak ~1.4x TRL's DPO step). k > 1: gradient caching: log-probs of all rows without grad first, then the rows
+    # are re-forwarded with grad in k chunks (3 = one sequence at a time: step peak ~0.4x TRL's). Same loss and
+    # gradients (dropout allowed: masks are replayed), but one extra no-grad forward of every row: ~1.4x the step
+    # time of 1 (with LoRA, where the backward costs about a forward). Pick 1 when the step fits. When it does not,
+    # first lower batch_size and raise gradient_accumulation_steps (same gradients, no extra compute); use 3 (or 2)
+    # when batch_size 1 still does not fit (one pair's 3 long sequences), alone or with gradient_checkpointing.
+    # Not with DeepSpeed.
     sequence_chunks: int = 1
 
     def check(self, path: str) -> None:
