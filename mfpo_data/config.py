@@ -77,7 +77,7 @@ class FiltersConfig:
 @dataclass
 class OutputConfig:
     dir: str = "outputs/mfpo-coco"
-    png_compress_level: int = 6
+    png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is 3x faster than 6 for ~10% more bytes
     row_group_size: int = 64
     progress: bool = True
 

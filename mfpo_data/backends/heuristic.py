@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
+from mfpo_data.imaging import mask_bbox
 from mfpo_data.schema import Sample
 
 
@@ -26,12 +28,18 @@ class HeuristicDifficulty:
         return [self._one(s) for s in samples]
 
     def _one(self, sample: Sample) -> float:
-        region = sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], dtype=bool)
-        area = float(region.mean())
-        if not region.any():
-            return 1.0
-        diff = np.abs(sample.rejected_image[region].astype(np.int16) - sample.image[region].astype(np.int16))
-        change = min(1.0, float(diff.mean()) / 127.5)
+        if sample.mask is None:
+            box, count = (slice(None), slice(None)), sample.height * sample.width
+        else:
+            box = mask_bbox(sample.mask)
+            if box is None:
+                return 1.0
+            count = int(sample.mask[box].sum())
+        area = count / (sample.height * sample.width)
+        # Outside the mask the perturbed image equals the original (the stage composites), so the summed
+        # change over the mask's bounding box is the summed change over the mask.
+        total = int(cv2.absdiff(sample.rejected_image[box], sample.image[box]).sum(dtype=np.int64))
+        change = min(1.0, total / (count * sample.image.shape[2]) / 127.5)
         easy = (self.area_weight * np.sqrt(area) + self.change_weight * change) / (self.area_weight + self.change_weight)
         return float(np.clip(1.0 - easy, 0.0, 1.0))
 

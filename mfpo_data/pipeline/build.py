@@ -37,6 +37,11 @@ VERSIONED_PACKAGES = ("mfpo", "datasets", "datatrove", "numpy", "pillow", "pyarr
                       "pycocotools", "torch", "transformers", "diffusers")  # fmt: skip
 
 
+# Final shards: a dictionary only where values repeat (an image's pairs share its original bytes); no
+# statistics (min/max of image bytes are useless and slow); parquet's default compression for text.
+FINAL_PARQUET = {"use_dictionary": ["images.list.element.bytes"], "write_statistics": False}
+
+
 def make_backends(recipe: Recipe) -> dict:
     """Construct each backend from its section (cheap: models load lazily inside the workers)."""
     out = {}
@@ -210,12 +215,15 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     fault = FaultPoint("finalize")  # crash-resume tests only
     for rank in range(tasks):
         fault.reached("finalize", rank)
-        table = pq.read_table(layout.staging_shard(rank))
-        column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
-        table = table.set_column(table.schema.get_field_index("difficulty_bucket"), "difficulty_bucket", column)
         final = layout.final_shard(rank, tasks)
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(table, tmp)
+        staging = pq.ParquetFile(layout.staging_shard(rank))
+        bucket_index = staging.schema_arrow.get_field_index("difficulty_bucket")
+        with pq.ParquetWriter(tmp, staging.schema_arrow, **FINAL_PARQUET) as writer:  # a row group at a time
+            for group in range(staging.num_row_groups):
+                table = staging.read_row_group(group)
+                column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
+                writer.write_table(table.set_column(bucket_index, "difficulty_bucket", column))
         os.replace(tmp, final)
 
     stats = _merge_stats(layout, tasks)

@@ -27,7 +27,7 @@ def reason_code(reason: str) -> str:
 class ShardWriter(Stage):
     name = "writer"
 
-    def __init__(self, output_dir: str, png_compress_level: int = 6, row_group_size: int = 64, progress: bool = True):
+    def __init__(self, output_dir: str, png_compress_level: int = 1, row_group_size: int = 64, progress: bool = True):
         super().__init__()
         self.output_dir, self.png_compress_level = output_dir, png_compress_level
         self.row_group_size, self.progress = row_group_size, progress
@@ -48,7 +48,10 @@ class ShardWriter(Stage):
         seen = 0
         bar = self._bar(rank)
         rows: list[dict] = []
-        with pq.ParquetWriter(tmp[shard], schema) as writer, open(tmp[rejects_path], "w", encoding="utf-8") as rejects:
+        # Staging shards are read once more by finalize: no compression, dictionaries or statistics
+        # (image bytes do not compress); the final shards get parquet's defaults.
+        staging = pq.ParquetWriter(tmp[shard], schema, compression="none", use_dictionary=False, write_statistics=False)
+        with staging as writer, open(tmp[rejects_path], "w", encoding="utf-8") as rejects:
 
             def flush():
                 if rows:

@@ -30,14 +30,19 @@ def test_alpha_bar_matches_ddpm_linear_schedule():
         linear_alpha_bar(1000)
 
 
-def test_diffusion_noise_is_the_forward_process():
-    s = _sample()
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_diffusion_noise_is_the_forward_process(with_mask):
+    s = _sample(with_mask)
     edited, params = DiffusionNoisePerturber(t=500).perturb([s], [7])[0]
     ab = linear_alpha_bar(500)
-    eps = np.random.default_rng(7).standard_normal(s.image.shape, dtype=np.float32)
-    x0 = s.image.astype(np.float32) / 127.5 - 1
+    box = (slice(10, 30), slice(20, 50)) if with_mask else (slice(None), slice(None))  # noise is drawn for the mask's box
+    eps = np.random.default_rng(7).standard_normal(s.image[box].shape, dtype=np.float32)
+    x0 = s.image[box].astype(np.float32) / 127.5 - 1
     expected = np.rint((np.clip(np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps, -1, 1) + 1) * 127.5)
-    assert np.abs(edited.astype(np.int16) - expected).max() <= 1
+    assert np.abs(edited[box].astype(np.int16) - expected).max() <= 1
+    outside = np.ones(s.image.shape[:2], bool)
+    outside[box] = False
+    assert np.array_equal(edited[outside], s.image[outside])
     assert params["t"] == 500 and params["seed"] == 7
 
 
