@@ -108,7 +108,7 @@ class ExecutorConfig:
     gpus_per_task: int = 0
     mem_per_cpu_gb: int = 2
     time: str | None = None  # wall-clock limit per job, Slurm syntax: "HH:MM:SS" or "D-HH:MM:SS" (required on Slurm)
-    tasks_per_job: int = 1  # ranks run by one Slurm array job / Ray actor, one after another
+    tasks_per_job: int = 1  # ranks per Slurm array job (one after another) or per Ray actor (side by side)
     # Slurm only
     partition: str | None = None
     job_name: str = "mfpo-build"

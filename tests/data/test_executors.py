@@ -172,3 +172,18 @@ def test_device_for_rank(monkeypatch):
     assert device_for_rank("cuda:2", 5) == "cuda:2" and device_for_rank("cpu", 3) == "cpu"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     assert device_for_rank("auto", 3) == "cpu"
+
+
+def test_cli_build_on_slurm_submits_and_says_so(tmp_path, monkeypatch):
+    import datatrove.executor.slurm as slurm
+    from typer.testing import CliRunner
+
+    from mfpo_data.cli import app
+
+    sbatch = FakeSbatch()
+    monkeypatch.setattr(slurm.subprocess, "check_output", sbatch)
+    args = ["build", "--output", str(tmp_path / "out")] + [a for item in SLURM for a in ("--set", item)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "submitted 3 tasks and a finalize job to Slurm" in result.output
+    assert len(sbatch.calls) == 4  # the array, its stats merge, finalize, its stats merge
