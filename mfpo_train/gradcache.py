@@ -61,7 +61,11 @@ class PolicyLogps:
 
 
 def policy_logps(model, batch: dict, sequences: tuple[str, ...], chunks: int = 1) -> PolicyLogps:
-    """Policy log-probs of `batch` (collator layout); `chunks > 1` is gradient caching (see the module docstring)."""
+    """Policy log-probs of `batch` (collator layout); `chunks > 1` is gradient caching (see the module docstring).
+
+    Call it under the `accelerator.autocast()` that `PolicyLogps.backward` re-forwards under (as `train._step`
+    does), or the recomputed log-probs would not be the ones the loss saw.
+    """
     if chunks <= 1:
         flat = sequence_logps(model, batch)
         return PolicyLogps(logps=split_logps(flat, sequences), flat=flat)
