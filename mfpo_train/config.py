@@ -128,8 +128,8 @@ class RunConfig:
     # Policy forward (mfpo_train/gradcache.py). 1: one forward over the 3 sequences of every pair; fastest, but
     # activations of 3 sequences per pair are alive at once (benchmarks/train_step.py, tiny LLaVA at 224 px: step
     # peak ~1.4x TRL's DPO step). k > 1: gradient caching: log-probs of all rows without grad first, then the rows
-    # are re-forwarded with grad in k chunks (3 = one sequence at a time: step peak ~0.4x TRL's). Same loss and
-    # gradients (dropout allowed: masks are replayed), but one extra no-grad forward of every row: ~1.4x the step
+    # are re-forwarded with grad in k chunks (3 = one sequence at a time: step peak ~0.45x TRL's). Same loss and
+    # gradients (dropout allowed: masks are replayed), but one extra no-grad forward of every row: 1.2-1.4x the step
     # time of 1 (with LoRA, where the backward costs about a forward). Pick 1 when the step fits. When it does not,
     # first lower batch_size and raise gradient_accumulation_steps (same gradients, no extra compute); use 3 (or 2)
     # when batch_size 1 still does not fit (one pair's 3 long sequences), alone or with gradient_checkpointing.
