@@ -41,6 +41,7 @@ from mfpo_train.model import Reference, add_lora, load_model_and_processor, make
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+_BAR_METRICS = {"loss": "loss", "rewards/margins": "margin", "image_rewards/margins": "img_margin"}
 
 
 @dataclass
@@ -153,8 +154,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                 if state.global_step % cfg.train.log_every == 0:
                     _log(accelerator, output_dir, metrics, trackers)
                 bar.update(1)
-                bar.set_postfix({k.split("/")[0][:3] + "_" + k.split("/")[-1][:4]: f"{metrics[k]:.3f}"
-                                 for k in ("loss", "rewards/margins", "image_rewards/margins") if k in metrics})
+                bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
                 if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
                     save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
             else:  # the epoch ran to its end
