@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="SFT examples / preference pairs per step")
     p.add_argument("--pref-pairs", type=int, default=512)
     p.add_argument("--pref-epochs", type=int, default=4)
+    p.add_argument("--perturbation", default="diffusion_noise",
+                   choices=("diffusion_noise", "opencv_inpaint", "blur", "gaussian_noise"),
+                   help="mfpo-data backend for the dispreferred image's key region (the paper: diffusion noise, t=500)")
     p.add_argument("--lr", type=float, default=5e-4, help="preference-training learning rate")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--n-eval", type=int, default=128, help="held-out anti-prior items per seed")
@@ -167,7 +170,7 @@ def preference_data(args, seed: int, sft_dir: Path, out: Path) -> Path:
     from mfpo_train.precompute import precompute_reference
 
     pairs = shapes.preference_pairs(seed, args.pref_pairs, args.p_prior, args.prior_fraction)
-    raw, _ = shapes.build_preference_dataset(pairs, out / "pref", seed=seed, t=500)
+    raw, _ = shapes.build_preference_dataset(pairs, out / "pref", seed=seed, kind=args.perturbation)
     cfg = train_config(args, seed, sft_dir, raw, out / "unused")
     return precompute_reference(cfg, out / "pref_ref", batch_size=64)
 

@@ -198,17 +198,24 @@ def _p_prior_given_anti(p_prior: float, prior_fraction: float) -> float:
     return min(1.0, prior_fraction / a) if a > 0 else 0.0
 
 
-def build_preference_dataset(pairs, out_dir, seed: int, t: int = 500):
+def make_perturber(kind: str):
+    """mfpo-data's light perturbation backends: the paper's diffusion noise (t=500) and the alternatives."""
+    from mfpo_data.backends import perturbers as P
+
+    return {"diffusion_noise": lambda: P.DiffusionNoisePerturber(t=500), "opencv_inpaint": P.OpenCVInpaintPerturber,
+            "blur": lambda: P.BlurPerturber(sigma=3.0), "gaussian_noise": P.GaussianNoisePerturber}[kind]()
+
+
+def build_preference_dataset(pairs, out_dir, seed: int, kind: str = "diffusion_noise"):
     """mfpo-data rows (schema.features()) written where a build writes them: OUT/data/train-*.parquet."""
     from pathlib import Path
 
     import datasets
 
-    from mfpo_data.backends.perturbers import DiffusionNoisePerturber
     from mfpo_data.imaging import encode_png, rle_encode
     from mfpo_data.schema import features, to_row
 
-    samples = perturb([to_sample(s, c, r) for s, c, r in pairs], DiffusionNoisePerturber(t=t), "diffusion_noise", seed)
+    samples = perturb([to_sample(s, c, r) for s, c, r in pairs], make_perturber(kind), kind, seed)
     rows = []
     for s in samples:
         row = to_row(s, {"bytes": encode_png(s.image), "path": None},
