@@ -132,11 +132,11 @@ def _corpus(root: Path) -> tuple[Path, dict[str, str | None], dict]:
     lines += [no_id, no_id]  # no id: a content hash; the second copy is a duplicate
     bad_encoding_line = len(lines) + 1
     lines.append(b'{"id": "latin1", "question": "Caf\xe9?", "chosen": "Yes.", "rejected": "No.", "image": "img/good.jpg"}')
-    expected["jsonl:line:%d" % bad_encoding_line] = "bad_encoding"
+    expected[f"jsonl:line:{bad_encoding_line}"] = "bad_encoding"
     lines.append(b'{"id": "broken", "question": ')
-    expected["jsonl:line:%d" % len(lines)] = "bad_json"
+    expected[f"jsonl:line:{len(lines)}"] = "bad_json"
     lines.append(b'["a", "list"]')
-    expected["jsonl:line:%d" % len(lines)] = "bad_json"
+    expected[f"jsonl:line:{len(lines)}"] = "bad_json"
     path = root / "data" / "pairs.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     facts.update(bad_encoding_line=bad_encoding_line, records=len(lines) - 1)
