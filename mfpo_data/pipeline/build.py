@@ -11,6 +11,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -213,7 +214,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     for stale in set(layout.final_shards()) - expected:
         stale.unlink()
     fault = FaultPoint("finalize")  # crash-resume tests only
-    for rank in range(tasks):
+
+    def write_final(rank: int) -> None:
         fault.reached("finalize", rank)
         final = layout.final_shard(rank, tasks)
         tmp = final.with_name(final.name + ".tmp")
@@ -225,6 +227,11 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
                 column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
                 writer.write_table(table.set_column(bucket_index, "difficulty_bucket", column))
         os.replace(tmp, final)
+
+    # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads.
+    with ThreadPoolExecutor(max_workers=max(1, min(recipe.executor.workers, tasks, os.cpu_count() or 1))) as pool:
+        for future in [pool.submit(write_final, rank) for rank in range(tasks)]:
+            future.result()
 
     stats = _merge_stats(layout, tasks)
     stats.update(
