@@ -65,3 +65,13 @@ def test_validate_ok_and_unknown_recipe():
     assert CliRunner().invoke(app, ["validate"]).exit_code == 0
     result = CliRunner().invoke(app, ["validate", "--recipe", "no_such_recipe"])
     assert result.exit_code == 1 and "no_such_recipe" in result.output
+
+
+def test_yaml_numbers_follow_yaml_1_2():
+    from mfpo_data.strict import apply_overrides, loads_yaml
+
+    data = loads_yaml("time: 12:00:00\nlr: 1e-4\nn: 3\nhexish: 0x10\n")
+    assert data == {"time": "12:00:00", "lr": 1e-4, "n": 3, "hexish": "0x10"}
+    assert apply_overrides({}, ["executor.time=12:00:00"]) == {"executor": {"time": "12:00:00"}}
+    recipe = load_recipe("coco", ["executor.kind=slurm", "executor.partition=gpu", "executor.time=12:00:00"])
+    assert recipe.executor.time == "12:00:00"
