@@ -229,7 +229,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         os.replace(tmp, final)
 
     # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads.
-    with ThreadPoolExecutor(max_workers=max(1, min(recipe.executor.workers, tasks, os.cpu_count() or 1))) as pool:
+    threads = min(recipe.executor.workers or tasks, tasks, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for future in [pool.submit(write_final, rank) for rank in range(tasks)]:
             future.result()
 
