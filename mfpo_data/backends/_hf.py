@@ -1,4 +1,4 @@
-"""Shared plumbing of the model backends: dtype choice and the missing-extra error.
+"""Shared plumbing of the model backends: dtype choice, the missing-extra error, loading by model id.
 
 Loading once per process and the "auto" device live in `backends/loading.py`. Nothing here imports
 torch at module level: config validation imports backend modules to read their signatures.
@@ -7,6 +7,7 @@ torch at module level: config validation imports backend modules to read their s
 from __future__ import annotations
 
 from mfpo_data._deps import require
+from mfpo_data.backends.loading import load_once
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -26,3 +27,19 @@ def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
 def require_extra(extra: str, feature: str, *modules: str) -> None:
     """A one-line `MissingExtraError` naming `pip install "mfpo[extra]"` unless the modules import."""
     require(*(modules or ("torch", "transformers")), extra=extra, feature=feature)
+
+
+def load_pretrained(
+    model_class: str, model_id: str, revision: str | None, device: str, dtype, trust_remote_code: bool
+):
+    """`transformers.<model_class>` and its `AutoProcessor`, on `device`, in eval mode, once per process."""
+
+    def load():
+        import transformers
+
+        kw = dict(revision=revision, trust_remote_code=trust_remote_code)
+        processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
+        model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
+        return model.to(device).eval(), processor
+
+    return load_once((model_class, model_id, revision, device, str(dtype)), load)

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank, load_once
+from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
+from mfpo_data.backends.loading import device_for_rank
 from mfpo_data.schema import Sample
 
 
@@ -51,15 +51,9 @@ class EntropyDifficulty:
         device = device_for_rank(self.device, self._rank)
         dtype = resolve_dtype(self.dtype, device, auto_on_cuda="bfloat16")
 
-        def load():
-            from transformers import AutoModelForImageTextToText, AutoProcessor
-
-            kw = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
-            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=dtype, **kw)
-            return model.to(device).eval(), processor
-
-        model, processor = load_once(("vlm", self.model_id, self.revision, device, str(dtype)), load)
+        model, processor = load_pretrained(
+            "AutoModelForImageTextToText", self.model_id, self.revision, device, dtype, self.trust_remote_code
+        )
         return model, processor, device
 
     def score(self, samples: list[Sample]) -> list[float]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mfpo_data.backends._hf import require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank, load_once
+from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
+from mfpo_data.backends.loading import device_for_rank
 from mfpo_data.imaging import grounding_dino_detections, nms
 from mfpo_data.schema import KeyObject, Sample
 
@@ -69,15 +69,9 @@ class GroundingDinoGrounder:
         device = device_for_rank(self.device, self._rank)
         dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float32")
 
-        def load():
-            from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-            kw = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
-            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model_id, dtype=dtype, **kw)
-            return model.to(device).eval(), processor
-
-        model, processor = load_once(("grounding_dino", self.model_id, self.revision, device, str(dtype)), load)
+        model, processor = load_pretrained(
+            "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code
+        )
         return model, processor, device, dtype
 
     def ground(self, samples: list[Sample], phrases: list[list[str]]) -> list[list[KeyObject]]:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank, load_once
+from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
+from mfpo_data.backends.loading import device_for_rank
 from mfpo_data.imaging import resize_boxes
 from mfpo_data.schema import Sample
 
@@ -42,15 +42,9 @@ class SamSegmenter:
         device = device_for_rank(self.device, self._rank)
         dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float32")
 
-        def load():
-            from transformers import AutoProcessor, SamModel
-
-            kw = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
-            processor = AutoProcessor.from_pretrained(self.model_id, **kw)
-            model = SamModel.from_pretrained(self.model_id, dtype=dtype, **kw)
-            return model.to(device).eval(), processor
-
-        model, processor = load_once(("sam", self.model_id, self.revision, device, str(dtype)), load)
+        model, processor = load_pretrained(
+            "SamModel", self.model_id, self.revision, device, dtype, self.trust_remote_code
+        )
         return model, processor, device, dtype
 
     def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
