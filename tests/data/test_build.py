@@ -9,7 +9,6 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -18,6 +17,7 @@ from mfpo_data.imaging import rle_decode
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.build import build_dataset, tertile_buckets
 from mfpo_data.schema import features
+from tests.fixtures.builds import rows_by_id
 from tests.fixtures.coco_folder import add_bad_inputs, make_coco_folder
 
 
@@ -43,13 +43,6 @@ def _run_killable(code: str, env: dict, log: Path) -> int:
                 pass
 
 
-def _rows(layout: OutputLayout) -> dict:
-    rows = {}
-    for shard in layout.final_shards():
-        for row in pq.read_table(shard).to_pylist():
-            assert row["id"] not in rows, f"duplicate id {row['id']}"
-            rows[row["id"]] = row
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +83,7 @@ def test_schema_and_pixel_invariants(one_task):
 def test_one_and_three_tasks_give_identical_rows(coco, one_task, tmp_path):
     three = build_dataset("coco", _overrides(coco, **{"executor.tasks": 3, "executor.workers": 2}), tmp_path / "out3")
     assert len(three.final_shards()) == 3
-    a, b = _rows(one_task), _rows(three)
+    a, b = rows_by_id(one_task), rows_by_id(three)
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == b[key], key  # same ids, same bytes, same buckets
@@ -123,7 +116,7 @@ def test_killed_build_resumes_to_identical_output(coco, one_task, tmp_path):
         finalize(layout, load_recipe("coco", _overrides(coco, **{"executor.tasks": 3})))
     env.pop("MFPO_FAULT_INJECT")
     assert _run_killable(code, env, tmp_path / "resume.log") == 0
-    assert _rows(layout) == _rows(one_task)
+    assert rows_by_id(layout) == rows_by_id(one_task)
 
 
 def test_bad_inputs_are_dropped_with_reasons(tmp_path):
@@ -135,7 +128,7 @@ def test_bad_inputs_are_dropped_with_reasons(tmp_path):
     assert {"undecodable_image", "missing_file", "unknown_category"} <= reasons
     assert any(bad["missing"] in r["reason"] for r in rejects)
     assert all(r["stage"] == "source" for r in rejects)
-    rows = _rows(layout)
+    rows = rows_by_id(layout)
     image_ids = {r["image_id"] for r in rows.values()}
     assert image_ids == {"3", "4", "5", "6"}  # images 1 (corrupt) and 2 (missing) dropped, the rest built
     dropped = {r["id"] for r in rejects}
@@ -147,7 +140,7 @@ def test_bad_inputs_are_dropped_with_reasons(tmp_path):
 def test_no_region_fallback_and_drop(tmp_path):
     root = make_coco_folder(tmp_path / "coco", n_images=2)
     overrides = _overrides(root, **{"source.pair_types": "[presence]", "source.absent_key": "none"})
-    fallback = _rows(build_dataset("coco", overrides, tmp_path / "a"))
+    fallback = rows_by_id(build_dataset("coco", overrides, tmp_path / "a"))
     whole = [r for r in fallback.values() if r["mask"] is None]
     assert whole and all(json.loads(r["perturbation_params"])["region"] == "whole_image" for r in whole)
     for r in whole:
@@ -155,7 +148,7 @@ def test_no_region_fallback_and_drop(tmp_path):
         b = np.asarray(Image.open(__import__("io").BytesIO(r["rejected_images"][0]["bytes"])).convert("RGB"))
         assert (a != b).any(axis=-1).mean() > 0.9
     dropped = build_dataset("coco", overrides + ["filters.no_region=drop"], tmp_path / "b")
-    assert len(_rows(dropped)) == len(fallback) - len(whole)
+    assert len(rows_by_id(dropped)) == len(fallback) - len(whole)
     assert dropped.read_stats()["dropped"] == {"no_key_region": len(whole)}
 
 

@@ -8,24 +8,14 @@ import signal
 from pathlib import Path
 
 import dill
-import pyarrow.parquet as pq
 import pytest
 
 from mfpo_data.backends import REGISTRY
 from mfpo_data.backends.loading import device_for_rank
 from mfpo_data.config import load_recipe
 from mfpo_data.errors import ConfigError
-from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.build import build_dataset
-
-
-def _rows(layout: OutputLayout) -> dict:
-    rows = {}
-    for shard in layout.final_shards():
-        for row in pq.read_table(shard).to_pylist():
-            assert row["id"] not in rows, f"duplicate id {row['id']}"
-            rows[row["id"]] = row
-    return rows
+from tests.fixtures.builds import rows_by_id
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +37,7 @@ def test_ray_build_equals_local_build(local_build, tmp_path):
     finally:
         ray.shutdown()
     assert len(layout.final_shards()) == 2
-    local, remote = _rows(local_build), _rows(layout)
+    local, remote = rows_by_id(local_build), rows_by_id(layout)
     assert local.keys() == remote.keys() and len(local) >= 30
     for key in local:
         assert local[key] == remote[key], key  # same ids, same bytes, same buckets
@@ -131,7 +121,7 @@ def test_slurm_submission_then_replayed_jobs_equal_local_build(tmp_path, monkeyp
     finally:
         signal.signal(signal.SIGUSR1, previous)
     local = build_dataset("coco", ["executor.tasks=3", "output.progress=false", "source.limit=6"], tmp_path / "local")
-    assert _rows(layout) == _rows(local)
+    assert rows_by_id(layout) == rows_by_id(local)
 
     # Rerunning the command after a finished build submits nothing: every rank and finalize are complete.
     before = len(sbatch.calls)

@@ -6,7 +6,6 @@ import json
 
 import datasets
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -15,10 +14,7 @@ from mfpo_data.errors import ConfigError
 from mfpo_data.pipeline.build import build_dataset
 from mfpo_data.stages.sources_hf import HfSource
 from mfpo_data.stages.sources_jsonl import JsonlSource
-
-
-def _rows(layout) -> dict:
-    return {r["id"]: r for shard in layout.final_shards() for r in pq.read_table(shard).to_pylist()}
+from tests.fixtures.builds import rows_by_id
 
 
 def _build(source: dict, out):
@@ -74,7 +70,7 @@ def rlaif_like(tmp_path_factory):
 def test_hf_rlaif_v_preset_builds_from_a_saved_dataset(rlaif_like):
     layout = _build({"kind": "hf", "path": str(rlaif_like / "saved"), "preset": "rlaif_v",
                      "metadata_columns": ["origin_dataset"]}, rlaif_like / "out_saved")  # fmt: skip
-    rows = _rows(layout)
+    rows = rows_by_id(layout)
     assert sorted(rows) == ["cap:0", "vqa:0", "vqa:1"]
     rejects = {r["id"]: r["reason"] for r in map(json.loads, layout.rejects_file.read_text().splitlines())}
     assert rejects == {"vqa:0": "duplicate_id: row 3 repeats the id of row 0", "cap:1": "missing_image: no image in the record (NoneType)"}
@@ -85,10 +81,10 @@ def test_hf_rlaif_v_preset_builds_from_a_saved_dataset(rlaif_like):
     assert image.shape == (21, 24, 3)
 
 
-def test_hf_parquet_folder_and_stream_give_the_same_rows(rlaif_like):
-    saved = _rows(_build({"kind": "hf", "path": str(rlaif_like / "saved"), "preset": "rlaif_v"}, rlaif_like / "a"))
-    parquet = _rows(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v"}, rlaif_like / "b"))
-    stream = _rows(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v", "streaming": True}, rlaif_like / "c"))
+def test_hf_parquet_folder_and_stream_give_the_samerows_by_id(rlaif_like):
+    saved = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "saved"), "preset": "rlaif_v"}, rlaif_like / "a"))
+    parquet = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v"}, rlaif_like / "b"))
+    stream = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v", "streaming": True}, rlaif_like / "c"))
     assert saved == parquet == stream and len(saved) == 3
 
 
