@@ -81,7 +81,7 @@ def test_hf_rlaif_v_preset_builds_from_a_saved_dataset(rlaif_like):
     assert image.shape == (21, 24, 3)
 
 
-def test_hf_parquet_folder_and_stream_give_the_samerows_by_id(rlaif_like):
+def test_hf_parquet_folder_and_stream_give_the_same_rows(rlaif_like):
     saved = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "saved"), "preset": "rlaif_v"}, rlaif_like / "a"))
     parquet = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v"}, rlaif_like / "b"))
     stream = rows_by_id(_build({"kind": "hf", "path": str(rlaif_like / "parquet"), "preset": "rlaif_v", "streaming": True}, rlaif_like / "c"))
