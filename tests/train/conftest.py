@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@pytest.fixture(scope="session")
-def tiny_llava(tmp_path_factory):
-    from tests.fixtures.tiny_vlm import make_tiny_llava
-
-    return make_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "coco_grounded.yaml"
 
 
 @pytest.fixture(scope="module")
-def grounded(tmp_path_factory, tiny_gdino, tiny_sam, tiny_sd, tiny_llava_dir):
+def grounded(tmp_path_factory, tiny_gdino, tiny_sam, tiny_sd, tiny_llava):
     perturbation = (f"perturbation={{backend: sd_inpaint, model_id: {tiny_sd}, revision: null, resolution: 32, "
                     "num_inference_steps: 2, guidance_scale: 1.0, device: cpu, batch_size: 8}")
     overrides = [
@@ -28,13 +28,13 @@ def grounded(tmp_path_factory, tiny_gdino, tiny_sam, tiny_sd, tiny_llava_dir):
         "grounding.revision=null", "grounding.device=cpu",
         f"segmentation.model_id={tiny_sam}", "segmentation.revision=null", "segmentation.device=cpu",
         "filters.max_mask_area_ratio=1.0", perturbation,
-        f"scoring={{backend: entropy, model_id: {tiny_llava_dir}, device: cpu}}",
+        f"scoring={{backend: entropy, model_id: {tiny_llava}, device: cpu}}",
         "output.progress=false", "source.limit=6",
     ]
     return build_dataset(RECIPE, overrides, tmp_path_factory.mktemp("grounded"))
 
 
-def test_rows_carry_boxes_scores_masks_and_model_ids(grounded, tiny_gdino, tiny_sam, tiny_sd, tiny_llava_dir):
+def test_rows_carry_boxes_scores_masks_and_model_ids(grounded, tiny_gdino, tiny_sam, tiny_sd, tiny_llava):
     rows = [r for shard in grounded.final_shards() for r in pq.read_table(shard).to_pylist()]
     assert len(rows) >= 12
     with_region = 0
@@ -63,4 +63,4 @@ def test_rows_carry_boxes_scores_masks_and_model_ids(grounded, tiny_gdino, tiny_
     assert (backends["segmentation"]["backend"], backends["segmentation"]["model_id"]) == ("sam", str(tiny_sam))
     assert "revision" in backends["grounding"] and "revision" in backends["segmentation"]
     assert backends["perturbation"]["model_id"] == str(tiny_sd) and "revision" in backends["perturbation"]
-    assert backends["scoring"]["model_id"] == str(tiny_llava_dir) and "revision" in backends["scoring"]
+    assert backends["scoring"]["model_id"] == str(tiny_llava) and "revision" in backends["scoring"]

@@ -186,19 +186,19 @@ def test_sd_inpaint_black_output_is_dropped_with_a_reason(tiny_sd):
 
 
 # -- entropy difficulty ------------------------------------------------------------------------------------
-def test_entropy_batched_equals_single_and_gap(tiny_llava_dir):
+def test_entropy_batched_equals_single_and_gap(tiny_llava):
     from mfpo_data.backends.entropy import EntropyDifficulty
 
     samples = [_sample(i) for i in range(3)]
     for i, s in enumerate(samples):
         s.chosen = "a cat is on the table." * (i + 1)
         s.rejected_image = _sample(10 + i).image
-    scorer = EntropyDifficulty(model_id=str(tiny_llava_dir), device="cpu")
+    scorer = EntropyDifficulty(model_id=str(tiny_llava), device="cpu")
     batched = scorer.score(samples)
     single = [scorer.score([s])[0] for s in samples]
     assert np.allclose(batched, single, atol=1e-4)
     assert all(0 < v <= np.log(400) + 1e-3 for v in batched)  # nats, at most log(vocabulary size)
-    gap = EntropyDifficulty(model_id=str(tiny_llava_dir), device="cpu", mode="gap").score(samples)
+    gap = EntropyDifficulty(model_id=str(tiny_llava), device="cpu", mode="gap").score(samples)
     perturbed = scorer.mean_entropy(samples, [s.rejected_image for s in samples])
     assert np.allclose(gap, np.array(batched) - np.array(perturbed), atol=1e-5)
 
