@@ -35,9 +35,18 @@ class Stage(PipelineStep):
 
 
 class MapStage(Stage):
-    """Annotates each live sample. Override `process_batch`; `batch_size` groups backend calls."""
+    """Annotates each live sample. Override `process_batch`; `batch_size` groups backend calls.
+
+    `backend` is the model behind the stage, if any: it is told its rank before the first batch
+    (`backend.setup(rank, world_size)`), so it can pick its device.
+    """
 
     batch_size: int = 1
+    backend: object | None = None
+
+    def setup(self, rank: int, world_size: int) -> None:
+        if self.backend is not None and hasattr(self.backend, "setup"):
+            self.backend.setup(rank, world_size)
 
     def process_batch(self, batch: list[Sample]) -> None:
         raise NotImplementedError

@@ -15,10 +15,7 @@ class GroundingStage(MapStage):
     def __init__(self, grounder: Grounder, batch_size: int = 8):
         super().__init__()
         self.grounder, self.batch_size = grounder, batch_size
-
-    def setup(self, rank: int, world_size: int) -> None:
-        if hasattr(self.grounder, "setup"):
-            self.grounder.setup(rank, world_size)
+        self.backend = grounder
 
     def process_batch(self, batch: list[Sample]) -> None:
         results = self.grounder.ground(batch, [s.keywords for s in batch])

@@ -13,6 +13,7 @@ class KeywordStage(MapStage):
     def __init__(self, extractor: KeywordExtractor, top_k: int = 1, batch_size: int = 32):
         super().__init__()
         self.extractor, self.top_k, self.batch_size = extractor, top_k, batch_size
+        self.backend = extractor
 
     def process_batch(self, batch: list[Sample]) -> None:
         for sample, phrases in zip(batch, self.extractor.extract(batch), strict=True):

@@ -16,10 +16,7 @@ class PerturbationStage(MapStage):
     def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8):
         super().__init__()
         self.perturber, self.kind, self.seed, self.batch_size = perturber, kind, seed, batch_size
-
-    def setup(self, rank: int, world_size: int) -> None:
-        if hasattr(self.perturber, "setup"):
-            self.perturber.setup(rank, world_size)
+        self.backend = perturber
 
     def process_batch(self, batch: list[Sample]) -> None:
         seeds = [sample_seed(self.seed, s.id, "perturbation") for s in batch]

@@ -15,10 +15,7 @@ class ScoringStage(MapStage):
     def __init__(self, scorer: DifficultyScorer, batch_size: int = 8):
         super().__init__()
         self.scorer, self.batch_size = scorer, batch_size
-
-    def setup(self, rank: int, world_size: int) -> None:
-        if hasattr(self.scorer, "setup"):
-            self.scorer.setup(rank, world_size)
+        self.backend = scorer
 
     def process_batch(self, batch: list[Sample]) -> None:
         for sample, value in zip(batch, self.scorer.score(batch), strict=True):

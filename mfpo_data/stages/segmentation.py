@@ -16,10 +16,7 @@ class SegmentationStage(MapStage):
     def __init__(self, segmenter: Segmenter, batch_size: int = 8):
         super().__init__()
         self.segmenter, self.batch_size = segmenter, batch_size
-
-    def setup(self, rank: int, world_size: int) -> None:
-        if hasattr(self.segmenter, "setup"):
-            self.segmenter.setup(rank, world_size)
+        self.backend = segmenter
 
     def process_batch(self, batch: list[Sample]) -> None:
         todo = [s for s in batch if s.key_objects]
