@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,10 @@ class Sample:
         return int(self.image.shape[1])
 
 
-def _features():
+@lru_cache(maxsize=1)
+def features():
+    """The `datasets.Features` of a published mfpo row (built on first use, so importing the schema does not
+    import `datasets`)."""
     import datasets
 
     text_part = {"type": datasets.Value("string"), "text": datasets.Value("string")}
@@ -127,25 +131,6 @@ def _features():
             "metadata": datasets.Value("string"),
         }
     )
-
-
-class _LazyFeatures:
-    """`FEATURES` is built on first use so that importing the schema does not import `datasets`."""
-
-    _value = None
-
-    def get(self):
-        if self._value is None:
-            self._value = _features()
-        return self._value
-
-
-_FEATURES = _LazyFeatures()
-
-
-def features():
-    """The `datasets.Features` of a published mfpo row."""
-    return _FEATURES.get()
 
 
 def user_turn(question: str) -> list[dict]:
