@@ -101,7 +101,7 @@ class ExecutorConfig:
     kind: Literal["local", "slurm", "ray"] = "local"
     tasks: int = 1
     workers: int | None = None
-    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"  # local only
+    start_method: Literal["auto", "forkserver", "spawn", "fork"] = "auto"  # local only; auto: fork when safe
     logging_dir: str | None = None  # datatrove's logs, stats and completion markers; default OUTPUT/logs
     # Slurm and Ray resources per task
     cpus_per_task: int = 1

@@ -3,7 +3,7 @@
 ```
 OUT/
   data/train-00000-of-00003.parquet   final shards (FEATURES, difficulty_bucket filled); what publish uploads
-  staging/00000.parquet               one shard per rank, written atomically (temp file, then rename)
+  staging/00000.arrow                 one shard per rank (Arrow IPC), written atomically (temp file, then rename)
   staging/00000.rejects.jsonl         the rank's dropped samples: {"id", "stage", "reason"}
   staging/00000.stats.json            the rank's counts
   logs/                               datatrove's logging dir: logs/, stats/, completions/00000 markers
@@ -52,7 +52,7 @@ class OutputLayout:
         return self.root / "recipe.resolved.yaml"
 
     def staging_shard(self, rank: int) -> Path:
-        return self.staging_dir / f"{rank:05d}.parquet"
+        return self.staging_dir / f"{rank:05d}.arrow"
 
     def staging_rejects(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.rejects.jsonl"

@@ -45,11 +45,21 @@ REGISTRY: dict[str, dict[str, str]] = {
 }
 
 
-def resolve(section: str, name: str) -> type:
-    """The class registered as `name` in `section`; a ConfigError naming the choices otherwise."""
+def _entry(section: str, name: str) -> tuple[str, str]:
     choices = REGISTRY.get(section, {})
     if name not in choices:
         key = "kind" if section == "source" else "backend"
         raise ConfigError(f"'{section}.{key}' is '{name}', expected one of: {', '.join(sorted(choices))}")
     module_name, _, attr = choices[name].partition(":")
+    return module_name, attr
+
+
+def module_of(section: str, name: str) -> str:
+    """The module that defines backend `name` of `section`, without importing it."""
+    return _entry(section, name)[0]
+
+
+def resolve(section: str, name: str) -> type:
+    """The class registered as `name` in `section`; a ConfigError naming the choices otherwise."""
+    module_name, attr = _entry(section, name)
     return getattr(importlib.import_module(module_name), attr)

@@ -12,17 +12,19 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 from datatrove.pipeline.base import PipelineStep
 
-from mfpo_data.backends import resolve
+from mfpo_data.backends import module_of, resolve
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.faults import FaultPoint
 from mfpo_data.layout import OutputLayout
-from mfpo_data.pipeline.executors import make_executor
+from mfpo_data.pipeline.executors import make_executor, start_local_workers_early
+from mfpo_data.schema import arrow_schema
 from mfpo_data.stages.filters import RegionFilter
 from mfpo_data.stages.grounding import GroundingStage
 from mfpo_data.stages.keywords import KeywordStage
@@ -43,10 +45,13 @@ VERSIONED_PACKAGES = ("mfpo", "datasets", "datatrove", "numpy", "pillow", "pyarr
 FINAL_PARQUET = {"use_dictionary": ["images.list.element.bytes"], "write_statistics": False}
 
 
+BACKEND_SECTIONS = ("keywords", "grounding", "segmentation", "perturbation", "scoring")
+
+
 def make_backends(recipe: Recipe) -> dict:
     """Construct each backend from its section (cheap: models load lazily inside the workers)."""
     out = {}
-    for name in ("keywords", "grounding", "segmentation", "perturbation", "scoring"):
+    for name in BACKEND_SECTIONS:
         section = getattr(recipe, name)
         out[name] = resolve(name, section.backend)(**section.options)
     return out
@@ -54,6 +59,13 @@ def make_backends(recipe: Recipe) -> dict:
 
 def make_source(recipe: Recipe):
     return resolve("source", recipe.source.kind)(**recipe.source.options, seed=recipe.seed)
+
+
+def worker_modules(recipe: Recipe) -> list[str]:
+    """What every worker imports to run the recipe: this module (all stages) and the chosen source and
+    backends (whose model libraries stay lazy until a backend's first load)."""
+    chosen = [("source", recipe.source.kind), *((name, getattr(recipe, name).backend) for name in BACKEND_SECTIONS)]
+    return sorted({__name__, "pyarrow", *(module_of(section, name) for section, name in chosen)})
 
 
 def build_pipeline(recipe: Recipe, source=None) -> list:
@@ -122,12 +134,16 @@ def build_dataset(
     resolved = recipe.to_yaml_dict()
     _check_same_recipe(layout, resolved)
     layout.root.mkdir(parents=True, exist_ok=True)
+    # Local workers that start from a forkserver: start it now, so that it imports their modules on
+    # another core while this process indexes the source and builds the pipeline.
+    start_local_workers_early(recipe.executor, worker_modules(recipe))
     _atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
 
     source = make_source(recipe)
     n_items = source.prepare(layout.staging_dir / "source_index.jsonl")
     logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
     pipeline = build_pipeline(recipe, source=source)
+    _forget_ranks_without_shards(recipe, layout)
     run_executor(recipe, pipeline, layout)
     return layout
 
@@ -172,6 +188,15 @@ def missing_ranks(recipe: Recipe, layout: OutputLayout) -> list[int]:
     return [r for r in range(tasks) if not ((completions / f"{r:05d}").is_file() and layout.staging_shard(r).is_file())]
 
 
+def _forget_ranks_without_shards(recipe: Recipe, layout: OutputLayout) -> None:
+    """A completion marker whose staging shard is gone (deleted by hand, or written by a version that
+    staged in another format) would make datatrove skip a rank that finalize then finds missing, on
+    every rerun. Remove such markers so that the rank runs again."""
+    completions = logging_dir(recipe, layout) / "completions"
+    for rank in missing_ranks(recipe, layout):
+        (completions / f"{rank:05d}").unlink(missing_ok=True)
+
+
 def tertile_buckets(items: list[tuple[str, float]]) -> tuple[dict[str, str], list[float]]:
     """Bucket by rank over the whole build: the easiest third, the middle, the hardest third.
 
@@ -201,8 +226,10 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         raise MfpoError(f"build incomplete: ranks {missing} of {tasks} did not finish; rerun the same command to resume")
     items = []
     for rank in range(tasks):
-        table = pq.read_table(layout.staging_shard(rank), columns=["id", "difficulty"])
-        items += zip(table.column("id").to_pylist(), table.column("difficulty").to_pylist(), strict=True)
+        with _open_staging(layout, rank, columns=("id", "difficulty")) as staging:
+            for group in range(staging.num_record_batches):
+                batch = staging.get_batch(group)
+                items += zip(batch.column("id").to_pylist(), batch.column("difficulty").to_pylist(), strict=True)
     ids = [i for i, _ in items]
     if len(ids) != len(set(ids)):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
@@ -219,13 +246,13 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         fault.reached("finalize", rank)
         final = layout.final_shard(rank, tasks)
         tmp = final.with_name(final.name + ".tmp")
-        staging = pq.ParquetFile(layout.staging_shard(rank))
-        bucket_index = staging.schema_arrow.get_field_index("difficulty_bucket")
-        with pq.ParquetWriter(tmp, staging.schema_arrow, **FINAL_PARQUET) as writer:  # a row group at a time
-            for group in range(staging.num_row_groups):
-                table = staging.read_row_group(group)
-                column = pa.array([buckets[i] for i in table.column("id").to_pylist()], pa.string())
-                writer.write_table(table.set_column(bucket_index, "difficulty_bucket", column))
+        with _open_staging(layout, rank) as staging:
+            bucket_index = staging.schema.get_field_index("difficulty_bucket")
+            with pq.ParquetWriter(tmp, staging.schema, **FINAL_PARQUET) as writer:  # a row group per batch
+                for group in range(staging.num_record_batches):
+                    batch = staging.get_batch(group)
+                    column = pa.array([buckets[i] for i in batch.column("id").to_pylist()], pa.string())
+                    writer.write_batch(batch.set_column(bucket_index, "difficulty_bucket", column))
         os.replace(tmp, final)
 
     # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads.
@@ -251,6 +278,20 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     rejects.sort(key=lambda r: r["id"])
     _atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
     return stats
+
+
+@contextmanager
+def _open_staging(layout: OutputLayout, rank: int, columns: Sequence[str] | None = None):
+    """A rank's staging shard. Each `get_batch` reads one record batch (one row group) into memory, or
+    only `columns` of it, and Arrow IPC needs no decoding; not memory-mapped, so the shards do not add
+    up in this process's RSS."""
+    import pyarrow as pa
+
+    options = None
+    if columns is not None:
+        options = pa.ipc.IpcReadOptions(included_fields=[arrow_schema().get_field_index(c) for c in columns])
+    with pa.OSFile(str(layout.staging_shard(rank))) as source:
+        yield pa.ipc.open_file(source, options=options)
 
 
 def _merge_stats(layout: OutputLayout, tasks: int) -> dict:

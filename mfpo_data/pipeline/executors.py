@@ -7,12 +7,14 @@ skips finished ranks whichever executor ran them.
 Model loading: datatrove hands every task a fresh copy of the pipeline (a deepcopy locally with one
 worker, a pickle per task with several, a pickle per job on Slurm and Ray). A backend that kept its
 model on `self` would therefore load it once per task; heavy backends load through
-`mfpo_data.backends.cache.load_once`, which keeps one model per (key, process), so a model loads once
+`mfpo_data.backends.loading.load_once`, which keeps one model per (key, process), so a model loads once
 per worker process: once per local worker, once per Slurm job, once per Ray task.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 
 from mfpo_data._deps import require
@@ -37,9 +39,10 @@ def make_executor(
         from datatrove.executor import LocalPipelineExecutor
 
         workers = min(cfg.workers or 1, tasks)
-        if workers > 1 and cfg.start_method == "forkserver":
-            preload_into_forkserver(pipeline)
-        return LocalPipelineExecutor(**common, workers=workers, start_method=cfg.start_method)
+        start_method = resolve_start_method(cfg.start_method)
+        if workers > 1 and start_method == "forkserver":  # a no-op when build_dataset started it already
+            start_forkserver(sorted({type(step).__module__ for step in pipeline} | {"pyarrow"}))
+        return LocalPipelineExecutor(**common, workers=workers, start_method=start_method)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -79,11 +82,39 @@ def make_executor(
     raise ValueError(f"unknown executor kind {cfg.kind!r}")
 
 
-def preload_into_forkserver(pipeline: list) -> None:
-    """Import the pipeline's modules (and datasets, pyarrow) once in the forkserver that forks the local
-    workers, instead of once in every worker: saves 1-2 s and the CPU of N imports per build. Heavy model
-    libraries stay lazy (imported by a backend's first load, inside the worker)."""
-    import multiprocess
+def resolve_start_method(requested: str) -> str:
+    """How local workers start. `auto` forks when that is safe (Linux, no other Python thread, no CUDA
+    context: the workers then start at once and share this process's imports) and uses a forkserver
+    otherwise (a notebook kernel's threads, a parent that touched the GPU, macOS)."""
+    if requested != "auto":
+        return requested
+    return "fork" if fork_is_safe() else "forkserver"
 
-    modules = {type(step).__module__ for step in pipeline} | {"mfpo_data.schema", "datasets", "pyarrow.parquet"}
-    multiprocess.set_forkserver_preload(sorted(m for m in modules if m != "__main__"))
+
+def fork_is_safe() -> bool:
+    """A fork copies only the calling thread: another Python thread may hold a lock that the child then
+    waits on forever, and a CUDA context does not survive a fork. Native worker pools (OpenBLAS,
+    Arrow's jemalloc) are not counted: they re-create themselves in the child through their own
+    at-fork handlers, as they do under every fork-based multiprocessing pool."""
+    if sys.platform != "linux" or threading.active_count() > 1:
+        return False
+    torch = sys.modules.get("torch")
+    return not (torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
+
+
+def start_local_workers_early(cfg: ExecutorConfig, modules: list[str]) -> None:
+    """For a local build with several workers that will start from a forkserver: start it now, so
+    that it imports `modules` (once, for all workers) on another core while the caller goes on."""
+    if cfg.kind == "local" and min(cfg.workers or 1, cfg.tasks) > 1 and resolve_start_method(cfg.start_method) == "forkserver":
+        start_forkserver(modules)
+
+
+def start_forkserver(modules: list[str]) -> None:
+    """Start the forkserver that forks local workers, with `modules` imported once in it instead of
+    once per worker. Returns at once (the server imports them in the background); the executor's
+    pool then uses it. Does nothing when it runs already."""
+    import multiprocess
+    from multiprocess import forkserver
+
+    multiprocess.set_forkserver_preload([m for m in modules if m != "__main__"])
+    forkserver.ensure_running()

@@ -1,8 +1,12 @@
-"""Writer: one parquet shard per rank, its rejects and its counts, each written atomically.
+"""Writer: one staging shard per rank, its rejects and its counts, each written atomically.
 
-Rows stream into `staging/{rank}.parquet.tmp` one row group at a time (memory stays flat); at the end
-of the rank the temp files are renamed into place, and only then does datatrove write the rank's
+Rows stream into `staging/{rank}.arrow.tmp` one record batch at a time (memory stays flat); at the
+end of the rank the temp files are renamed into place, and only then does datatrove write the rank's
 completion marker. A crashed rank leaves no file that looks complete; a rerun redoes it whole.
+
+Staging shards are Arrow IPC files, not parquet: finalize reads each once more, and an IPC batch needs
+no decoding, where decoding an uncompressed parquet shard cost as much CPU as writing the final one.
+Each record batch becomes one row group of the final parquet shard.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from mfpo_data.faults import FaultPoint
 from mfpo_data.imaging import encode_png, rle_encode
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.base import Stage
-from mfpo_data.schema import Sample, features, to_row
+from mfpo_data.schema import Sample, arrow_schema, to_row
 
 
 def reason_code(reason: str) -> str:
@@ -34,24 +38,20 @@ class ShardWriter(Stage):
 
     def run(self, data: Iterable[Sample], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         layout = OutputLayout(Path(self.output_dir))
         layout.staging_dir.mkdir(parents=True, exist_ok=True)
         shard, rejects_path, stats_path = layout.staging_shard(rank), layout.staging_rejects(rank), layout.staging_stats(rank)
         tmp = {p: p.with_name(p.name + ".tmp") for p in (shard, rejects_path, stats_path)}
-        feats = features()
-        schema = feats.arrow_schema
+        schema = arrow_schema()  # features() without importing datasets
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
                  "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
         fault = FaultPoint(rank)  # crash-resume tests only (MFPO_FAULT_INJECT); inert otherwise
         seen = 0
         bar = self._bar(rank)
         rows: list[dict] = []
-        # Staging shards are read once more by finalize: no compression, dictionaries or statistics
-        # (image bytes do not compress); the final shards get parquet's defaults.
-        staging = pq.ParquetWriter(tmp[shard], schema, compression="none", use_dictionary=False, write_statistics=False)
-        with staging as writer, open(tmp[rejects_path], "w", encoding="utf-8") as rejects:
+        with pa.OSFile(str(tmp[shard]), "wb") as sink, pa.ipc.new_file(sink, schema) as writer, \
+                open(tmp[rejects_path], "w", encoding="utf-8") as rejects:  # fmt: skip
 
             def flush():
                 if rows:
@@ -66,7 +66,7 @@ class ShardWriter(Stage):
                     stats["dropped_by_stage"][stage] += 1
                     self.stat_update(f"dropped/{reason_code(reason)}")
                 else:
-                    rows.append(feats.encode_example(self._row(sample)))
+                    rows.append(self._row(sample))
                     stats["rows"] += 1
                     stats["pair_types"][sample.pair_type] += 1
                     stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1

@@ -108,7 +108,7 @@ def test_killed_build_resumes_to_identical_output(coco, one_task, tmp_path):
     layout = OutputLayout(out)
     assert layout.missing_ranks(3) == [1, 2]
     assert not layout.staging_shard(1).exists()  # the partial shard is only a temp file
-    assert list(layout.staging_dir.glob("00001.parquet.tmp"))
+    assert list(layout.staging_dir.glob("00001.arrow.tmp"))
     with pytest.raises(MfpoError, match=r"ranks \[1, 2\]"):
         from mfpo_data.config import load_recipe
         from mfpo_data.pipeline.build import finalize

@@ -5,7 +5,9 @@ once per worker process; rank r picks GPU r mod n."""
 import os
 import re
 import signal
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import dill
 import pytest
@@ -136,13 +138,14 @@ def test_slurm_needs_partition_and_time():
         load_recipe("coco", ["executor.kind=slurm", "executor.partition=cpu", "executor.time=soon"])
 
 
-@pytest.mark.parametrize(("tasks", "workers"), [(3, 1), (4, 2)])
-def test_model_loads_once_per_worker_process(tasks, workers, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("tasks", "workers", "start"), [(3, 1, "auto"), (4, 2, "fork"), (4, 2, "forkserver")])
+def test_model_loads_once_per_worker_process(tasks, workers, start, tmp_path, monkeypatch):
     monkeypatch.setitem(REGISTRY["grounding"], "counting", "tests.fixtures.counting_backend:CountingGrounder")
     log_dir = tmp_path / "counts"
     log_dir.mkdir()
     overrides = ["grounding.backend=counting", f"grounding.log_dir={log_dir}", f"executor.tasks={tasks}",
-                 f"executor.workers={workers}", "output.progress=false", "source.limit=6"]  # fmt: skip
+                 f"executor.workers={workers}", f"executor.start_method={start}", "output.progress=false",
+                 "source.limit=6"]  # fmt: skip
     layout = build_dataset("coco", overrides, tmp_path / "out")
     assert layout.read_stats()["rows"] >= 12
     task_lines = (log_dir / "tasks.txt").read_text().split()
@@ -153,6 +156,22 @@ def test_model_loads_once_per_worker_process(tasks, workers, tmp_path, monkeypat
     assert len(loads) <= workers < tasks  # fewer loads than tasks
     if workers == 1:
         assert loads == [str(os.getpid())]  # serial: the tasks ran in this process
+
+
+def test_auto_start_method_forks_only_when_safe(monkeypatch):
+    from mfpo_data.pipeline import executors
+
+    monkeypatch.setattr(executors.threading, "active_count", lambda: 1)
+    assert executors.resolve_start_method("auto") == "fork"  # one Python thread, no CUDA context
+    assert executors.resolve_start_method("forkserver") == "forkserver"  # an explicit choice is kept
+    cuda = SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True)
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    assert executors.resolve_start_method("auto") == "forkserver"  # a CUDA context does not survive a fork
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(executors.threading, "active_count", lambda: 2)
+    assert executors.resolve_start_method("auto") == "forkserver"  # another thread could hold a lock
+    monkeypatch.setattr(executors.sys, "platform", "darwin")
+    assert not executors.fork_is_safe()
 
 
 def test_device_for_rank(monkeypatch):
