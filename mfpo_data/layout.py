@@ -6,6 +6,7 @@ OUT/
   staging/00000.arrow                 one shard per rank (Arrow IPC), written atomically (temp file, then rename)
   staging/00000.rejects.jsonl         the rank's dropped samples: {"id", "stage", "reason"}
   staging/00000.stats.json            the rank's counts
+  staging/00000.pid                   the pid of the process that runs the rank (until finalize)
   logs/                               datatrove's logging dir: logs/, stats/, completions/00000 markers
   rejects.jsonl                       every dropped sample of the build, sorted by id
   stats.json                          merged counts: rows, pair types, categories, buckets, drops per reason
@@ -56,6 +57,9 @@ class OutputLayout:
 
     def staging_rejects(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.rejects.jsonl"
+
+    def staging_pid(self, rank: int) -> Path:
+        return self.staging_dir / f"{rank:05d}.pid"
 
     def staging_stats(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.stats.json"

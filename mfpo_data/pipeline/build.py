@@ -24,6 +24,7 @@ from mfpo_data.errors import MfpoError
 from mfpo_data.faults import FaultPoint
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.executors import make_executor, start_local_workers_early
+from mfpo_data.pipeline.watchdog import WorkerWatchdog
 from mfpo_data.schema import arrow_schema
 from mfpo_data.stages.filters import RegionFilter
 from mfpo_data.stages.grounding import GroundingStage
@@ -163,7 +164,11 @@ def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
                             depends=executor, job_name=f"{recipe.executor.job_name}-finalize", finalize_job=True)  # fmt: skip
         job.run()  # launches the dependency (the rank array) first
         return
-    executor.run()
+    if recipe.executor.kind == "local" and min(recipe.executor.workers or 1, recipe.executor.tasks) > 1:
+        with WorkerWatchdog(layout, logs / "completions"):  # a worker killed mid-rank stops the build, not hangs it
+            executor.run()
+    else:
+        executor.run()
     finalize(layout, recipe)
 
 
@@ -277,6 +282,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
             rejects += [json.loads(line) for line in f if line.strip()]
     rejects.sort(key=lambda r: r["id"])
     _atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
+    for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
+        pid_file.unlink(missing_ok=True)
     return stats
 
 

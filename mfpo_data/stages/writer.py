@@ -36,6 +36,16 @@ class ShardWriter(Stage):
         self.output_dir, self.png_compress_level = output_dir, png_compress_level
         self.row_group_size, self.progress = row_group_size, progress
 
+    def __call__(self, data=None, rank: int = 0, world_size: int = 1):
+        # Eager, unlike the generator `run`: datatrove calls each step as it assembles a rank's pipeline,
+        # so the pid is on disk from the rank's start, for `WorkerWatchdog`.
+        layout = OutputLayout(Path(self.output_dir))
+        layout.staging_dir.mkdir(parents=True, exist_ok=True)
+        tmp = layout.staging_pid(rank).with_name(f"{rank:05d}.pid.tmp")
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, layout.staging_pid(rank))
+        return super().__call__(data, rank, world_size)
+
     def run(self, data: Iterable[Sample], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
         import pyarrow as pa
 

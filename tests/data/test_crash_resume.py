@@ -1,14 +1,14 @@
-"""Crash-resume under random faults: a 4-task, 2-worker build is SIGKILLed at seeded random points
-(mid-shard, after a rank's files are committed but before its completion marker, inside finalize),
-rerun after each kill, and must end byte-identical to an uninterrupted build. After every kill, no
-file that looks complete holds partial data."""
+"""Crash-resume under random faults: in a 4-task, 2-worker build a worker is SIGKILLed at seeded random
+points (mid-shard, after a rank's files are committed but before its completion marker), then the
+launcher inside finalize. Each killed run must end by itself (a dead worker stops the build with an
+error naming its rank), and after the reruns the output is byte-identical to an uninterrupted build.
+After every kill, no file that looks complete holds partial data."""
 
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,31 +31,37 @@ def _overrides(root):
 
 
 def _build_until_fault(overrides, out: Path, fault: str | None, tmp: Path) -> str:
-    """Run the build in its own session with a fault armed; kill the whole session once it fires
-    (a killed pool worker leaves the executor waiting). Returns "done" or "killed"."""
+    """Run the build in its own session with a fault armed and wait for it to end by itself: a worker
+    killed mid-rank must stop the build with an error naming its rank, not leave it waiting forever.
+    Returns "done" or "killed"."""
     mark = tmp / "fault.fired"
     mark.unlink(missing_ok=True)
+    log_path = tmp / "build.log"
+    log_path.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "MFPO_FAULT_MARK": str(mark)}
     env.pop("MFPO_FAULT_INJECT", None)
     if fault:
         env["MFPO_FAULT_INJECT"] = fault
     code = f"from mfpo_data.pipeline.build import build_dataset; build_dataset('coco', {overrides!r}, {str(out)!r})"
-    with open(tmp / "build.log", "ab") as log:
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 240
         try:
-            while proc.poll() is None and not mark.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the build did not end after fault {fault}: {log_path.read_text()[-2000:]}")
         finally:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # anything the killed run left behind
             except ProcessLookupError:
                 pass
-            proc.wait()
-    if mark.exists():
-        return "killed"
-    assert proc.returncode == 0, (tmp / "build.log").read_text()[-3000:]
-    return "done"
+    if not mark.exists():
+        assert proc.returncode == 0, log_path.read_text()[-3000:]
+        return "done"
+    assert proc.returncode != 0
+    if not fault.startswith("finalize"):  # a worker died: the launcher says which rank, and to rerun
+        rank = int(fault.split(":")[0])
+        assert f"WorkerDiedError: the worker process running rank {rank} " in log_path.read_text(), log_path.read_text()[-2000:]
+    return "killed"
 
 
 def _staging(path) -> pa.Table:
@@ -81,10 +87,10 @@ def _outputs(layout: OutputLayout) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.parametrize("seed", [7])
-def test_random_sigkills_then_rerun_equal_an_uninterrupted_build(seed, tmp_path):
+@pytest.mark.parametrize(("seed", "start"), [(7, "auto"), (11, "forkserver")])
+def test_random_sigkills_then_rerun_equal_an_uninterrupted_build(seed, start, tmp_path):
     root = make_coco_folder(tmp_path / "coco", n_images=8)
-    overrides = _overrides(root)
+    overrides = [*_overrides(root), f"executor.start_method={start}"]  # auto forks the workers here
     reference = build_dataset("coco", overrides, tmp_path / "reference")
     assert reference.read_stats()["rows"] == TASKS * ROWS_PER_RANK
 
