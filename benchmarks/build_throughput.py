@@ -67,7 +67,7 @@ def floor(root: Path, n_images: int, out: Path, n_rows: int, encode_original: bo
 
     from mfpo_data.config import load_recipe
     from mfpo_data.imaging import decode_image, encode_png
-    from mfpo_data.pipeline.build import FINAL_PARQUET
+    from mfpo_data.pipeline.build import final_parquet_options
     from mfpo_data.schema import Sample, features, to_row
     from mfpo_data.stages.sources import CocoSource
 
@@ -78,7 +78,7 @@ def floor(root: Path, n_images: int, out: Path, n_rows: int, encode_original: bo
     feats = features()
     start = time.perf_counter()
     written = 0
-    with pq.ParquetWriter(out / "floor.parquet", feats.arrow_schema, **FINAL_PARQUET) as writer:
+    with pq.ParquetWriter(out / "floor.parquet", feats.arrow_schema, **final_parquet_options()) as writer:
         rows = []
         for name in files:
             data = (root / "sample" / name).read_bytes()  # the pipeline reads and decodes each image once too
@@ -155,10 +155,13 @@ def main() -> None:
     if args._child:
         root, n_images, out, tasks, workers = args._child
         import mfpo_data.pipeline.build  # noqa: F401  (imports are not the build's work)
+        from mfpo_data.config import load_recipe
+        from mfpo_data.pipeline.executors import resolve_start_method
 
+        start = resolve_start_method(load_recipe("coco", tuple(args.extra)).executor.start_method)  # as the build will
         c0 = time.process_time()
         wall, rows = build(Path(root), int(n_images), Path(out), int(tasks), int(workers), args.extra)
-        print(json.dumps({"wall": wall, "rows": rows, "cpu_self": time.process_time() - c0}))
+        print(json.dumps({"wall": wall, "rows": rows, "cpu_self": time.process_time() - c0, "start": start}))
         return
 
     with tempfile.TemporaryDirectory(prefix="mfpo-bench-") as tmp:
@@ -191,7 +194,8 @@ def main() -> None:
         for name in ("floor, both images encoded", "floor, original embedded"):
             f = best[name]
             print(f"ratio 1-worker build / {name}: wall {one['wall'] / f['wall']:.2f}x, CPU {one['cpu'] / f['cpu']:.2f}x")
-        print(f"2 workers vs 1: speed-up (wall) {one['wall'] / two['wall']:.2f}x; CPU spent {two['cpu'] / one['cpu']:.2f}x")
+        print(f"2 workers vs 1: speed-up (wall) {one['wall'] / two['wall']:.2f}x; CPU spent {two['cpu'] / one['cpu']:.2f}x "
+              f"(workers started by {two['start']})")  # fmt: skip
         if args.rss_n:
             n_rss = math.ceil(args.rss_n / PAIRS_PER_IMAGE)
             run = child_build(root, n_rss, tmp / "rss", 2, 2, args.extra)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -41,9 +42,23 @@ VERSIONED_PACKAGES = ("mfpo", "datasets", "datatrove", "numpy", "pillow", "pyarr
                       "pycocotools", "torch", "transformers", "diffusers")  # fmt: skip
 
 
-# Final shards: a dictionary only where values repeat (an image's pairs share its original bytes); no
-# statistics (min/max of image bytes are useless and slow); parquet's default compression for text.
-FINAL_PARQUET = {"use_dictionary": ["images.list.element.bytes"], "write_statistics": False}
+IMAGE_BYTES = ("images.list.element.bytes", "rejected_images.list.element.bytes")  # parquet column paths
+
+
+@lru_cache(maxsize=1)
+def final_parquet_options() -> dict:
+    """`ParquetWriter` options of the final shards: a dictionary only where values repeat (an image's
+    pairs share its original bytes); no statistics (min/max of image bytes are useless and slow);
+    snappy for every column but the image bytes, which are PNG or JPEG already (snappy saved 0.3% of
+    their size and cost an eighth of finalize's time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(arrow_schema().empty_table(), sink)
+    paths = [column.path for column in pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema]
+    return {"use_dictionary": [IMAGE_BYTES[0]], "write_statistics": False,
+            "compression": {path: "none" if path in IMAGE_BYTES else "snappy" for path in paths}}  # fmt: skip
 
 
 BACKEND_SECTIONS = ("keywords", "grounding", "segmentation", "perturbation", "scoring")
@@ -253,7 +268,7 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         tmp = final.with_name(final.name + ".tmp")
         with _open_staging(layout, rank) as staging:
             bucket_index = staging.schema.get_field_index("difficulty_bucket")
-            with pq.ParquetWriter(tmp, staging.schema, **FINAL_PARQUET) as writer:  # a row group per batch
+            with pq.ParquetWriter(tmp, staging.schema, **final_parquet_options()) as writer:  # a row group per batch
                 for group in range(staging.num_record_batches):
                     batch = staging.get_batch(group)
                     column = pa.array([buckets[i] for i in batch.column("id").to_pylist()], pa.string())
