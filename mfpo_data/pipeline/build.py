@@ -180,7 +180,8 @@ def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
         job.run()  # launches the dependency (the rank array) first
         return
     if recipe.executor.kind == "local" and min(recipe.executor.workers or 1, recipe.executor.tasks) > 1:
-        with WorkerWatchdog(layout, logs / "completions"):  # a worker killed mid-rank stops the build, not hangs it
+        # A worker killed mid-rank stops the build instead of hanging it; finalize's Parquet set-up runs meanwhile.
+        with WorkerWatchdog(layout, logs / "completions", while_waiting=final_parquet_options):
             executor.run()
     else:
         executor.run()

@@ -54,8 +54,11 @@ class WorkerWatchdog:
     handler is restored on exit. Off the main thread no handler can be installed, and it does nothing.
     """
 
-    def __init__(self, layout: OutputLayout, completions: Path, interval: float = 1.0):
+    def __init__(self, layout: OutputLayout, completions: Path, interval: float = 1.0, while_waiting=None):
+        """`while_waiting()`, if given, runs once on the watching thread, after the workers started: work
+        that the launcher would otherwise do after them (finalize's imports), done while it waits."""
         self.layout, self.completions, self.interval = layout, completions, interval
+        self._while_waiting = while_waiting
         self.dead: tuple[int, int] | None = None  # (rank, pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="mfpo-worker-watchdog", daemon=True)
@@ -88,6 +91,9 @@ class WorkerWatchdog:
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
             with _CHECKING:
+                if self._while_waiting is not None:
+                    self._while_waiting, work = None, self._while_waiting
+                    work()
                 self.dead = self._find_dead()
             if self.dead is not None:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # wakes its blocking wait
