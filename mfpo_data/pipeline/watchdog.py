@@ -93,7 +93,10 @@ class WorkerWatchdog:
             with _CHECKING:
                 if self._while_waiting is not None:
                     self._while_waiting, work = None, self._while_waiting
-                    work()
+                    try:
+                        work()
+                    except Exception:  # an optimisation only: whoever needs its result later meets the error
+                        pass
                 self.dead = self._find_dead()
             if self.dead is not None:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # wakes its blocking wait
