@@ -196,3 +196,29 @@ def test_cli_build_on_slurm_submits_and_says_so(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "submitted 3 tasks and a finalize job to Slurm" in result.output
     assert len(sbatch.calls) == 4  # the array, its stats merge, finalize, its stats merge
+
+
+def test_watchdog_finds_a_dead_worker_only_for_an_unfinished_rank(tmp_path):
+    import subprocess
+    import time
+
+    from mfpo_data.layout import OutputLayout
+    from mfpo_data.pipeline.watchdog import WorkerWatchdog, process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while process_alive(child.pid) and time.monotonic() < deadline:  # exits, then lingers as a zombie
+        time.sleep(0.05)
+    assert not process_alive(child.pid)  # not yet reaped, yet dead
+    layout = OutputLayout(tmp_path)
+    layout.staging_dir.mkdir()
+    completions = tmp_path / "completions"
+    completions.mkdir()
+    layout.staging_pid(0).write_text(str(os.getpid()))  # running
+    layout.staging_pid(1).write_text(str(child.pid))  # died, but its rank finished
+    (completions / "00001").touch()
+    watchdog = WorkerWatchdog(layout, completions)
+    assert watchdog._find_dead() is None
+    layout.staging_pid(2).write_text(str(child.pid))  # died mid-rank
+    assert watchdog._find_dead() == (2, child.pid)
+    child.wait()
