@@ -24,9 +24,12 @@ from pathlib import Path
 @dataclass(frozen=True)
 class OutputLayout:
     root: Path
+    logs: Path | None = None  # `executor.logging_dir` when the recipe sets one; else OUT/logs
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
+        if self.logs is not None:
+            object.__setattr__(self, "logs", Path(self.logs))
 
     @property
     def data_dir(self) -> Path:
@@ -38,7 +41,7 @@ class OutputLayout:
 
     @property
     def logging_dir(self) -> Path:
-        return self.root / "logs"
+        return self.logs if self.logs is not None else self.root / "logs"
 
     @property
     def stats_file(self) -> Path:

@@ -146,7 +146,7 @@ def build_dataset(
         recipe = load_recipe(recipe, tuple(overrides))
     if output_dir is not None:
         recipe.output.dir = str(output_dir)
-    layout = OutputLayout(Path(recipe.output.dir))
+    layout = recipe_layout(recipe)
     resolved = recipe.to_yaml_dict()
     _check_same_recipe(layout, resolved)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -159,20 +159,21 @@ def build_dataset(
     n_items = source.prepare(layout.staging_dir / "source_index.jsonl")
     logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
     pipeline = build_pipeline(recipe, source=source)
-    _forget_ranks_without_shards(recipe, layout)
+    _forget_ranks_without_shards(layout, recipe.executor.tasks)
     run_executor(recipe, pipeline, layout)
     return layout
 
 
-def logging_dir(recipe: Recipe, layout: OutputLayout) -> Path:
-    return Path(recipe.executor.logging_dir) if recipe.executor.logging_dir else layout.logging_dir
+def recipe_layout(recipe: Recipe) -> OutputLayout:
+    """The output folder of `recipe`, with datatrove's logging dir where `executor.logging_dir` puts it."""
+    return OutputLayout(Path(recipe.output.dir), recipe.executor.logging_dir)
 
 
 def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
     """Run the ranks, then finalize. On Slurm nothing runs here: the rank array is submitted with a
     one-task finalize job chained after it (`afterok`), so one `mfpo-data build` does the whole build;
     rerunning it resubmits only unfinished ranks (and finalize, unless that finished)."""
-    logs = logging_dir(recipe, layout)
+    logs = layout.logging_dir
     executor = make_executor(recipe.executor, pipeline, logs)
     if recipe.executor.kind == "slurm":
         job = make_executor(recipe.executor, [FinalizeStep(str(layout.root), recipe)], logs / "finalize", tasks=1,
@@ -181,7 +182,7 @@ def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
         return
     if recipe.executor.kind == "local" and min(recipe.executor.workers or 1, recipe.executor.tasks) > 1:
         # A worker killed mid-rank stops the build instead of hanging it; finalize's Parquet set-up runs meanwhile.
-        with WorkerWatchdog(layout, logs / "completions", while_waiting=final_parquet_options):
+        with WorkerWatchdog(layout, while_waiting=final_parquet_options):
             executor.run()
     else:
         executor.run()
@@ -198,24 +199,16 @@ class FinalizeStep(PipelineStep):
         self.output_dir, self.recipe = output_dir, recipe
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        finalize(OutputLayout(Path(self.output_dir)), self.recipe)
+        finalize(OutputLayout(Path(self.output_dir), self.recipe.executor.logging_dir), self.recipe)
         yield from ()
 
 
-def missing_ranks(recipe: Recipe, layout: OutputLayout) -> list[int]:
-    """Ranks whose completion marker or staging shard is missing."""
-    completions = logging_dir(recipe, layout) / "completions"
-    tasks = recipe.executor.tasks
-    return [r for r in range(tasks) if not ((completions / f"{r:05d}").is_file() and layout.staging_shard(r).is_file())]
-
-
-def _forget_ranks_without_shards(recipe: Recipe, layout: OutputLayout) -> None:
+def _forget_ranks_without_shards(layout: OutputLayout, tasks: int) -> None:
     """A completion marker whose staging shard is gone (deleted by hand, or written by a version that
     staged in another format) would make datatrove skip a rank that finalize then finds missing, on
     every rerun. Remove such markers so that the rank runs again."""
-    completions = logging_dir(recipe, layout) / "completions"
-    for rank in missing_ranks(recipe, layout):
-        (completions / f"{rank:05d}").unlink(missing_ok=True)
+    for rank in layout.missing_ranks(tasks):
+        layout.completion_marker(rank).unlink(missing_ok=True)
 
 
 def tertile_buckets(items: list[tuple[str, float]]) -> tuple[dict[str, str], list[float]]:
@@ -242,7 +235,7 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     import pyarrow.parquet as pq
 
     tasks = recipe.executor.tasks
-    missing = missing_ranks(recipe, layout)
+    missing = layout.missing_ranks(tasks)
     if missing:
         raise MfpoError(f"build incomplete: ranks {missing} of {tasks} did not finish; rerun the same command to resume")
     items = []

@@ -47,17 +47,17 @@ def process_alive(pid: int) -> bool:
 
 
 class WorkerWatchdog:
-    """`with WorkerWatchdog(layout, completions_dir): executor.run()`; see the module docstring.
+    """`with WorkerWatchdog(layout): executor.run()`; see the module docstring.
 
     The watching thread wakes the main thread with SIGUSR1 (SIGINT may be ignored, as in a background
     job of a script), whose handler raises `WorkerDiedError` in the executor's wait; the previous
     handler is restored on exit. Off the main thread no handler can be installed, and it does nothing.
     """
 
-    def __init__(self, layout: OutputLayout, completions: Path, interval: float = 1.0, while_waiting=None):
+    def __init__(self, layout: OutputLayout, interval: float = 1.0, while_waiting=None):
         """`while_waiting()`, if given, runs once on the watching thread, after the workers started: work
         that the launcher would otherwise do after them (finalize's imports), done while it waits."""
-        self.layout, self.completions, self.interval = layout, completions, interval
+        self.layout, self.interval = layout, interval
         self._while_waiting = while_waiting
         self.dead: tuple[int, int] | None = None  # (rank, pid)
         self._stop = threading.Event()
@@ -109,6 +109,6 @@ class WorkerWatchdog:
                 pid = int(path.read_text())
             except (OSError, ValueError):  # being replaced
                 continue
-            if not process_alive(pid) and not (self.completions / f"{rank:05d}").is_file():
+            if not process_alive(pid) and not self.layout.completion_marker(rank).is_file():
                 return rank, pid
         return None

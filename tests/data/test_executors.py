@@ -212,12 +212,11 @@ def test_watchdog_finds_a_dead_worker_only_for_an_unfinished_rank(tmp_path):
     assert not process_alive(child.pid)  # not yet reaped, yet dead
     layout = OutputLayout(tmp_path)
     layout.staging_dir.mkdir()
-    completions = tmp_path / "completions"
-    completions.mkdir()
+    layout.completion_marker(1).parent.mkdir(parents=True)
     layout.staging_pid(0).write_text(str(os.getpid()))  # running
     layout.staging_pid(1).write_text(str(child.pid))  # died, but its rank finished
-    (completions / "00001").touch()
-    watchdog = WorkerWatchdog(layout, completions)
+    layout.completion_marker(1).touch()
+    watchdog = WorkerWatchdog(layout)
     assert watchdog._find_dead() is None
     layout.staging_pid(2).write_text(str(child.pid))  # died mid-rank
     assert watchdog._find_dead() == (2, child.pid)
