@@ -7,7 +7,7 @@ torch at module level: config validation imports backend modules to read their s
 from __future__ import annotations
 
 from mfpo_data._deps import require
-from mfpo_data.backends.loading import load_once
+from mfpo_data.backends.loading import device_for_rank, load_once
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -22,6 +22,23 @@ def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(torch, dtype)
+
+
+class ModelBackend:
+    """Base of the backends that load a model: keeps the rank that `MapStage` hands over in `setup`,
+    to place the model on that rank's device. Subclasses set `self.device` and `self.dtype`."""
+
+    device: str
+    dtype: str
+    _rank = 0
+
+    def setup(self, rank: int, world_size: int) -> None:
+        self._rank = rank
+
+    def device_and_dtype(self, auto_on_cuda: str):
+        """This rank's device (`device_for_rank`) and the torch dtype to load the model in there."""
+        device = device_for_rank(self.device, self._rank)
+        return device, resolve_dtype(self.dtype, device, auto_on_cuda=auto_on_cuda)
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:

@@ -21,12 +21,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank
+from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
 from mfpo_data.schema import Sample
 
 
-class EntropyDifficulty:
+class EntropyDifficulty(ModelBackend):
     def __init__(
         self,
         model_id: str,
@@ -41,15 +40,10 @@ class EntropyDifficulty:
             raise ValueError("scoring.max_answer_tokens must be >= 1")
         self.model_id, self.revision, self.mode, self.max_answer_tokens = model_id, revision, mode, max_answer_tokens
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
-        self._rank = 0
-
-    def setup(self, rank: int, world_size: int) -> None:
-        self._rank = rank
 
     def _load(self):
         require_extra("score", "scoring backend 'entropy'")
-        device = device_for_rank(self.device, self._rank)
-        dtype = resolve_dtype(self.dtype, device, auto_on_cuda="bfloat16")
+        device, dtype = self.device_and_dtype(auto_on_cuda="bfloat16")
 
         model, processor = load_pretrained(
             "AutoModelForImageTextToText", self.model_id, self.revision, device, dtype, self.trust_remote_code

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank
+from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
 from mfpo_data.imaging import grounding_dino_detections, nms
 from mfpo_data.schema import KeyObject, Sample
 
@@ -42,7 +41,7 @@ def phrase_token_positions(offsets: list[tuple[int, int]], spans: list[tuple[int
     return out
 
 
-class GroundingDinoGrounder:
+class GroundingDinoGrounder(ModelBackend):
     def __init__(
         self,
         model_id: str = "IDEA-Research/grounding-dino-tiny",
@@ -59,15 +58,10 @@ class GroundingDinoGrounder:
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.nms_iou, self.max_boxes_per_phrase = nms_iou, max_boxes_per_phrase
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
-        self._rank = 0
-
-    def setup(self, rank: int, world_size: int) -> None:
-        self._rank = rank
 
     def _load(self):
         require_extra("grounding", "grounding backend 'grounding_dino'")
-        device = device_for_rank(self.device, self._rank)
-        dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float32")
+        device, dtype = self.device_and_dtype(auto_on_cuda="float32")
 
         model, processor = load_pretrained(
             "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code

@@ -13,13 +13,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import load_pretrained, require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank
+from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
 from mfpo_data.imaging import resize_boxes
 from mfpo_data.schema import Sample
 
 
-class SamSegmenter:
+class SamSegmenter(ModelBackend):
     def __init__(
         self,
         model_id: str = "facebook/sam-vit-base",
@@ -32,15 +31,10 @@ class SamSegmenter:
     ):
         self.model_id, self.revision, self.multimask_policy = model_id, revision, multimask_policy
         self.mask_threshold, self.device, self.dtype, self.trust_remote_code = mask_threshold, device, dtype, trust_remote_code
-        self._rank = 0
-
-    def setup(self, rank: int, world_size: int) -> None:
-        self._rank = rank
 
     def _load(self):
         require_extra("segment", "segmentation backend 'sam'")
-        device = device_for_rank(self.device, self._rank)
-        dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float32")
+        device, dtype = self.device_and_dtype(auto_on_cuda="float32")
 
         model, processor = load_pretrained(
             "SamModel", self.model_id, self.revision, device, dtype, self.trust_remote_code

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import require_extra, resolve_dtype
-from mfpo_data.backends.loading import device_for_rank, load_once
+from mfpo_data.backends._hf import ModelBackend, require_extra
+from mfpo_data.backends.loading import load_once
 from mfpo_data.imaging import blend, dilate_mask, feather_alpha, resize_image, resize_mask
 from mfpo_data.schema import Sample
 
@@ -43,7 +43,7 @@ def working_size(width: int, height: int, resolution: int, multiple: int) -> tup
             max(multiple, int(round(height * scale / multiple)) * multiple))
 
 
-class SdInpaintPerturber:
+class SdInpaintPerturber(ModelBackend):
     def __init__(
         self,
         model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -73,15 +73,10 @@ class SdInpaintPerturber:
         self.resolution, self.mask_dilate, self.feather = resolution, mask_dilate, feather
         self.safety_checker, self.black_level = safety_checker, black_level
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
-        self._rank = 0
-
-    def setup(self, rank: int, world_size: int) -> None:
-        self._rank = rank
 
     def _load(self):
         require_extra("inpaint", "perturbation backend 'sd_inpaint'", "torch", "diffusers", "transformers")
-        device = device_for_rank(self.device, self._rank)
-        dtype = resolve_dtype(self.dtype, device, auto_on_cuda="float16")
+        device, dtype = self.device_and_dtype(auto_on_cuda="float16")
 
         def load():
             from diffusers import AutoPipelineForInpainting
