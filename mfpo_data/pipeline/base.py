@@ -41,8 +41,9 @@ class MapStage(Stage):
     (`backend.setup(rank, world_size)`), so it can pick its device.
     """
 
-    batch_size: int = 1
-    backend: object | None = None
+    def __init__(self, backend: object | None = None, batch_size: int = 1):
+        super().__init__()
+        self.backend, self.batch_size = backend, batch_size
 
     def setup(self, rank: int, world_size: int) -> None:
         if self.backend is not None and hasattr(self.backend, "setup"):

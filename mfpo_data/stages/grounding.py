@@ -13,12 +13,10 @@ class GroundingStage(MapStage):
     name = "grounding"
 
     def __init__(self, grounder: Grounder, batch_size: int = 8):
-        super().__init__()
-        self.grounder, self.batch_size = grounder, batch_size
-        self.backend = grounder
+        super().__init__(grounder, batch_size)
 
     def process_batch(self, batch: list[Sample]) -> None:
-        results = self.grounder.ground(batch, [s.keywords for s in batch])
+        results = self.backend.ground(batch, [s.keywords for s in batch])
         for sample, objects in zip(batch, results, strict=True):
             for obj in objects:
                 x0, y0, x1, y1 = obj.box_xyxy

@@ -11,10 +11,9 @@ class KeywordStage(MapStage):
     name = "keywords"
 
     def __init__(self, extractor: KeywordExtractor, top_k: int = 1, batch_size: int = 32):
-        super().__init__()
-        self.extractor, self.top_k, self.batch_size = extractor, top_k, batch_size
-        self.backend = extractor
+        super().__init__(extractor, batch_size)
+        self.top_k = top_k
 
     def process_batch(self, batch: list[Sample]) -> None:
-        for sample, phrases in zip(batch, self.extractor.extract(batch), strict=True):
+        for sample, phrases in zip(batch, self.backend.extract(batch), strict=True):
             sample.keywords = list(phrases)[: self.top_k]

@@ -14,13 +14,12 @@ class PerturbationStage(MapStage):
     name = "perturbation"
 
     def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8):
-        super().__init__()
-        self.perturber, self.kind, self.seed, self.batch_size = perturber, kind, seed, batch_size
-        self.backend = perturber
+        super().__init__(perturber, batch_size)
+        self.kind, self.seed = kind, seed
 
     def process_batch(self, batch: list[Sample]) -> None:
         seeds = [sample_seed(self.seed, s.id, "perturbation") for s in batch]
-        results = self.perturber.perturb(batch, seeds)
+        results = self.backend.perturb(batch, seeds)
         for sample, (edited, params) in zip(batch, results, strict=True):
             if edited.shape != sample.image.shape:
                 raise SampleError(f"perturbation_shape: {edited.shape} vs {sample.image.shape} in {sample.id}")

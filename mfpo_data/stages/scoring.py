@@ -13,12 +13,10 @@ class ScoringStage(MapStage):
     name = "scoring"
 
     def __init__(self, scorer: DifficultyScorer, batch_size: int = 8):
-        super().__init__()
-        self.scorer, self.batch_size = scorer, batch_size
-        self.backend = scorer
+        super().__init__(scorer, batch_size)
 
     def process_batch(self, batch: list[Sample]) -> None:
-        for sample, value in zip(batch, self.scorer.score(batch), strict=True):
+        for sample, value in zip(batch, self.backend.score(batch), strict=True):
             if not math.isfinite(value):
                 raise SampleError(f"bad_difficulty: {value} for {sample.id}")
             sample.difficulty = float(value)

@@ -14,9 +14,7 @@ class SegmentationStage(MapStage):
     name = "segmentation"
 
     def __init__(self, segmenter: Segmenter, batch_size: int = 8):
-        super().__init__()
-        self.segmenter, self.batch_size = segmenter, batch_size
-        self.backend = segmenter
+        super().__init__(segmenter, batch_size)
 
     def process_batch(self, batch: list[Sample]) -> None:
         todo = [s for s in batch if s.key_objects]
@@ -26,7 +24,7 @@ class SegmentationStage(MapStage):
         if not todo:
             return
         try:
-            results = self.segmenter.segment(todo)
+            results = self.backend.segment(todo)
         except ImageError as e:
             raise SampleError(str(e)) from None
         for sample, masks in zip(todo, results, strict=True):
