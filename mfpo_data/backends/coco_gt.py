@@ -38,11 +38,9 @@ class CocoGtSegmenter:
         for sample in samples:
             masks = []
             for obj in sample.key_objects:
-                if obj.annotation_index is None:
-                    masks.append(box_mask(obj.box_xyxy, sample.height, sample.width))
-                    continue
-                segmentation = sample.annotations[obj.annotation_index].segmentation
-                if segmentation is None:
+                index = obj.annotation_index
+                segmentation = sample.annotations[index].segmentation if index is not None else None
+                if segmentation is None:  # not grounded from an annotation, or one without a shape: its box
                     masks.append(box_mask(obj.box_xyxy, sample.height, sample.width))
                 else:
                     masks.append(mask_from_segmentation(segmentation, sample.height, sample.width))
