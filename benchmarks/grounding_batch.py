@@ -39,7 +39,7 @@ def save_full_size(root: Path) -> tuple[Path, Path]:
         SamProcessor,
     )
 
-    from tests.fixtures.tiny_detectors import make_bert_tokenizer
+    from mfpo_data.backends.tiny import make_bert_tokenizer
 
     try:
         from transformers import GroundingDinoImageProcessorPil as GdIP
@@ -74,7 +74,7 @@ def main() -> None:
     from mfpo_data.backends.grounding_dino import GroundingDinoGrounder
     from mfpo_data.backends.sam import SamSegmenter
     from mfpo_data.schema import Sample
-    from tests.fixtures.tiny_detectors import make_tiny_grounding_dino, make_tiny_sam
+    from mfpo_data.backends.tiny import make_tiny_grounding_dino, make_tiny_sam
 
     root = Path(tempfile.mkdtemp())
     if args.full:

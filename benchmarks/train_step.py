@@ -62,8 +62,8 @@ VARIANTS = {  # name: (side, precomputed reference, sequence_chunks)
 def _base(args):
     import torch
 
-    from tests.fixtures.tiny_vlm import build_tiny_llava
-    from tests.train.synthetic import synthetic_rows
+    from mfpo_train.tiny import build_tiny_llava
+    from mfpo_train.synthetic import synthetic_rows
 
     torch.set_num_threads(args.threads)
     model, processor = build_tiny_llava(image_size=args.image_size, hidden_size=args.hidden, num_layers=args.layers)

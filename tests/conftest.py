@@ -15,6 +15,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory):
     """A tiny random LLaVA with its processor, saved to a folder and loaded like a model id."""
-    from tests.fixtures.tiny_vlm import make_tiny_llava
+    from mfpo_train.tiny import make_tiny_llava
 
     return make_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))

@@ -1,7 +1,7 @@
 """Efficacy micro-benchmark (issue 7): does the image reward undo DPO's text shortcut? CPU, minutes.
 
 Per seed:
-  1. SFT a tiny random LLaVA (tests/fixtures/tiny_vlm.py) from scratch on biased synthetic data
+  1. SFT a tiny random LLaVA (mfpo_train/tiny.py) from scratch on biased synthetic data
      ("What color is the {shape}?", each shape on its prior colour `--p-prior` of the time). The SFT
      loop is here (mfpo_train has none) but runs on MFPOCollator + mfpo_train.model.sequence_logps.
   2. Preference rows built by mfpo-data's code: chosen = true colour, rejected = the prior colour for a
@@ -118,7 +118,7 @@ def sft(args, seed: int, out: Path) -> tuple[Path, dict]:
 
     from mfpo_train.collator import MFPOCollator
     from mfpo_train.model import sequence_logps
-    from tests.fixtures.tiny_vlm import build_tiny_llava
+    from mfpo_train.tiny import build_tiny_llava
 
     torch.manual_seed(seed)
     model, processor = build_tiny_llava(image_size=shapes.SIZE, hidden_size=args.hidden, num_layers=args.layers,

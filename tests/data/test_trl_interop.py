@@ -2,7 +2,7 @@
 
 No column is renamed or dropped by us: TRL reads `images`, `prompt`, `chosen`, `rejected` (typed
 content parts, image parts as `{"type": "image", "text": None}`) and ignores the MFPO columns.
-Tested with trl 1.16.0 and a tiny random LLaVA and Idefics3 (tests/fixtures/tiny_vlm.py).
+Tested with trl 1.16.0 and a tiny random LLaVA and Idefics3 (mfpo_train/tiny.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_dpo_trainer_runs_two_steps_on_the_published_dataset(published, tmp_path
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import DPOConfig, DPOTrainer
 
-    from tests.fixtures import tiny_vlm
+    from mfpo_train import tiny as tiny_vlm
 
     torch.manual_seed(0)
     path = getattr(tiny_vlm, f"make_tiny_{family}")(tmp_path / family)

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_idefics3(tmp_path_factory):
-    from tests.fixtures.tiny_vlm import make_tiny_idefics3
+    from mfpo_train.tiny import make_tiny_idefics3
 
     return make_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))
 
@@ -23,7 +23,7 @@ def built_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """12 rows with random 40x56 images, 4 per difficulty bucket, laid out like a build output."""
-    from tests.train.synthetic import write_build_output
+    from mfpo_train.synthetic import write_build_output
 
     return write_build_output(tmp_path_factory.mktemp("synthetic"), n=12)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mfpo_train.collator import MFPOCollator
-from tests.train.synthetic import synthetic_rows
+from mfpo_train.synthetic import synthetic_rows
 
 
 @pytest.fixture(scope="module", params=["llava", "idefics3"])

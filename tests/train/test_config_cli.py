@@ -83,7 +83,7 @@ def test_known_errors_are_one_line_with_exit_code_1(tmp_path):
 def test_cli_refuses_a_dataset_without_mfpo_columns(tmp_path):
     import datasets
 
-    from tests.train.synthetic import synthetic_rows
+    from mfpo_train.synthetic import synthetic_rows
 
     rows = [{k: r[k] for k in ("images", "prompt", "chosen", "rejected")} for r in synthetic_rows(2)]
     (tmp_path / "trl" / "data").mkdir(parents=True)

@@ -20,7 +20,7 @@ from mfpo_train.model import (
     sequence_logps,
     split_logps,
 )
-from tests.train.synthetic import synthetic_rows
+from mfpo_train.synthetic import synthetic_rows
 
 
 SEQS = ("chosen", "rejected", "perturbed")
@@ -145,7 +145,7 @@ def _qwen2vl_batch():
         from transformers import Qwen2VLImageProcessorPil as Qwen2VLImageProcessor
     except ImportError:
         from transformers import Qwen2VLImageProcessor
-    from tests.fixtures.tiny_vlm import _text_config, make_tokenizer
+    from mfpo_train.tiny import _text_config, make_tokenizer
 
     tok = make_tokenizer(extra_special=("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"),
                          image_token="<|image_pad|>", video_token="<|video_pad|>")

@@ -110,7 +110,7 @@ def test_text_loss_equals_trl_sigmoid_dpo(tiny_llava, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mfpo_train.model import sequence_logps
-    from tests.train.synthetic import synthetic_rows
+    from mfpo_train.synthetic import synthetic_rows
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_llava)
     ref_model = copy.deepcopy(model)

@@ -8,7 +8,7 @@ import torch
 from mfpo_train.collator import MFPOCollator
 from mfpo_train.config import LoraConfig, ModelConfig
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, model_inputs, sequence_logps
-from tests.train.synthetic import synthetic_rows
+from mfpo_train.synthetic import synthetic_rows
 
 
 @pytest.fixture(params=["llava", "idefics3"])

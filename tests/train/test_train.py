@@ -135,7 +135,7 @@ def _with_reference_columns(src_rows, bad_rows, key):
 def test_nonfinite_loss_skips_the_step_and_stops_past_the_limit(tiny_llava, make_config, tmp_path):
     from mfpo_train.data import reference_key
     from mfpo_train.errors import TrainingError
-    from tests.train.synthetic import synthetic_rows
+    from mfpo_train.synthetic import synthetic_rows
 
     key = reference_key(str(tiny_llava), None, 256)
     (tmp_path / "nan" / "data").mkdir(parents=True)
@@ -155,7 +155,7 @@ def test_dataset_without_mfpo_columns_is_refused_before_loading_a_model(make_con
     import datasets
 
     from mfpo_data.errors import SchemaError
-    from tests.train.synthetic import synthetic_rows
+    from mfpo_train.synthetic import synthetic_rows
 
     rows = [{k: r[k] for k in ("images", "prompt", "chosen", "rejected")} for r in synthetic_rows(2)]
     (tmp_path / "trl" / "data").mkdir(parents=True)

@@ -8,20 +8,20 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_gdino(tmp_path_factory):
-    from tests.fixtures.tiny_detectors import make_tiny_grounding_dino
+    from mfpo_data.backends.tiny import make_tiny_grounding_dino
 
     return make_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-gdino"))
 
 
 @pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory):
-    from tests.fixtures.tiny_detectors import make_tiny_sam
+    from mfpo_data.backends.tiny import make_tiny_sam
 
     return make_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
 
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    from tests.fixtures.tiny_detectors import make_tiny_sd_inpaint
+    from mfpo_data.backends.tiny import make_tiny_sd_inpaint
 
     return make_tiny_sd_inpaint(tmp_path_factory.mktemp("tiny-sd"))

@@ -73,7 +73,7 @@ def test_semantic_term_with_a_local_embedding_model(tmp_path):
     import torch
     from transformers import BertConfig, BertModel
 
-    from tests.fixtures.tiny_detectors import make_bert_tokenizer
+    from mfpo_data.backends.tiny import make_bert_tokenizer
 
     tok = make_bert_tokenizer()
     torch.manual_seed(0)
