@@ -67,9 +67,9 @@ def floor(root: Path, n_images: int, out: Path, n_rows: int, encode_original: bo
 
     from mfpo_data.config import load_recipe
     from mfpo_data.imaging import decode_image, encode_png
-    from mfpo_data.pipeline.build import final_parquet_options
+    from mfpo_data.pipeline.finalize import final_parquet_options
     from mfpo_data.schema import Sample, features, to_row
-    from mfpo_data.stages.sources import CocoSource
+    from mfpo_data.sources.coco import CocoSource
 
     output = load_recipe("coco").output
     index = out / "index.jsonl"

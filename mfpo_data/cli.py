@@ -69,7 +69,7 @@ def validate(recipe: RecipeOpt = "coco", set_: SetOpt = None) -> None:
     """Check a recipe (keys, types, backends, inputs) without loading any model."""
     try:
         from mfpo_data.config import find_recipe, load_recipe
-        from mfpo_data.pipeline.build import make_source
+        from mfpo_data.pipeline.assemble import make_source
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
         source = make_source(loaded)

@@ -1,4 +1,5 @@
 """Fault injection for crash-resume tests: `MFPO_FAULT_INJECT` SIGKILLs the process at a chosen point.
+Imported only when that variable is set (`stages/s7_writer.fault_point`).
 
     RANK:N         after rank RANK wrote N rows (its shard is still a temp file)
     RANK:sN        after N samples, kept or dropped, reached rank RANK's writer
@@ -17,8 +18,10 @@ import os
 import signal
 from pathlib import Path
 
+from mfpo_data.stages.s7_writer import FAULT_ENV
 
-FAULT_ENV, MARK_ENV = "MFPO_FAULT_INJECT", "MFPO_FAULT_MARK"
+
+MARK_ENV = "MFPO_FAULT_MARK"
 
 
 class FaultPoint:

@@ -17,6 +17,7 @@ OUT/
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +83,10 @@ class OutputLayout:
 
     def final_shards(self) -> list[Path]:
         return sorted(self.data_dir.glob("train-*.parquet"))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file and a rename: a reader sees the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

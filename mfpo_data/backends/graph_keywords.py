@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
 from mfpo_data.vocabulary import SYNONYMS, category_of
 
@@ -269,8 +270,10 @@ def _embedder(model_id: str, revision: str | None, device: str):
     return _EMBEDDERS[key]
 
 
-class GraphKeywords:
+class GraphKeywords(Described):
     """Rank key-object phrases of the chosen answer (and optionally the question) on a word graph."""
+
+    backend = "graph"
 
     def __init__(
         self,
@@ -363,19 +366,7 @@ class GraphKeywords:
         return weighted_pagerank(w, prior, self.alpha)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "graph",
-            "include_question": self.include_question,
-            "question_weight": self.question_weight,
-            "prefer_target": self.prefer_target,
-            "window_phi": self.window_phi,
-            "position_decay": self.position_decay,
-            "alpha": self.alpha,
-            "vocabulary_prior": self.vocabulary_prior,
-            "max_modifiers": self.max_modifiers,
-            "scene_weight": self.scene_weight,
-            "negation_weight": self.negation_weight,
-            "model_id": self.embedding_model,
-            "revision": self.embedding_revision,
-            "semantic_weight": self.semantic_weight if self.embedding_model else None,
-        }
+        out = super().describe()  # the embedding model is reported as the backend's model
+        out["model_id"], out["revision"] = out.pop("embedding_model"), out.pop("embedding_revision")
+        out["semantic_weight"] = self.semantic_weight if self.embedding_model else None
+        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mfpo_data.backends.base import KeywordExtractor
-from mfpo_data.pipeline.base import MapStage
+from mfpo_data.stages.base import MapStage
 from mfpo_data.schema import Sample
 
 

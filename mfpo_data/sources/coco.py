@@ -2,35 +2,33 @@
 
 `CocoSource` reads the COCO 2014/2017 layout (`annotations/instances_{split}.json`,
 `annotations/captions_{split}.json`, images in `{split}/`), by default the small sample bundled with
-mfpo. `prepare()` runs once in the launching process and writes a compact per-image index (JSON
-lines sorted by image id), so each rank streams its images (`index % world_size == rank`) without
-loading COCO's large annotation files into every worker.
+mfpo. The index (`sources/base.py`) holds one line per image, sorted by image id, so no worker
+loads COCO's large annotation files. The text pairs come from `coco_pairs.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, confined_path, decode_image, xywh_to_xyxy
-from mfpo_data.pipeline.base import Stage
+from mfpo_data.coco_pairs import caption_pairs, presence_pairs
+from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng
-from mfpo_data.stages.pairs import caption_pairs, presence_pairs
+from mfpo_data.sources.base import IndexedSource, read_image
 from mfpo_data.vocabulary import SUPERCATEGORY
 
 
 BUNDLED_COCO = Path(__file__).resolve().parent.parent / "assets" / "coco_sample"
 
 
-class CocoSource(Stage):
+class CocoSource(IndexedSource):
     """COCO images with caption pairs and presence pairs built from their annotations."""
 
-    name = "source"
+    kind = "coco"
 
     def __init__(
         self,
@@ -48,7 +46,7 @@ class CocoSource(Stage):
         seed: int = 0,
         index_path: str | None = None,
     ):
-        super().__init__()
+        super().__init__(max_image_pixels, seed, index_path)
         self.root = Path(root).expanduser() if root else BUNDLED_COCO
         self.split = split
         self.images_dir = self.root / (images_dir or split)
@@ -56,8 +54,7 @@ class CocoSource(Stage):
         self.captions_file = self.root / (captions_file or f"annotations/captions_{split}.json")
         self.pair_types = list(pair_types) if pair_types is not None else ["caption", "presence"]
         self.captions_per_image, self.presence_per_image = captions_per_image, presence_per_image
-        self.absent_key, self.limit, self.max_image_pixels = absent_key, limit, max_image_pixels
-        self.seed, self.index_path = seed, index_path
+        self.absent_key, self.limit = absent_key, limit
 
     # -- run once, before the ranks -------------------------------------------------------------
     def check(self) -> None:
@@ -73,9 +70,8 @@ class CocoSource(Stage):
         if not self.pair_types:
             raise MfpoError("source.pair_types is empty")
 
-    def prepare(self, index_path: Path) -> int:
-        """Write the per-image index; returns the number of images indexed."""
-        self.check()
+    def index_entries(self) -> list[dict]:
+        """One line per image: its file, usable annotations, captions and rejected annotations."""
         instances = _read_json(self.instances_file)
         for key in ("images", "annotations", "categories"):
             if not isinstance(instances.get(key), list):
@@ -100,30 +96,13 @@ class CocoSource(Stage):
                 rec = records.get(cap.get("image_id"))
                 if rec is not None:
                     rec["captions"].append([cap["id"], cap.get("caption") or ""])
-        chosen = list(records.values())[: self.limit] if self.limit is not None else list(records.values())
-        index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_name(index_path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in chosen:
-                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-        os.replace(tmp, index_path)
-        self.index_path = str(index_path)
-        return len(chosen)
+        return list(records.values())[: self.limit] if self.limit is not None else list(records.values())
 
     # -- per rank ---------------------------------------------------------------------------------
-    def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
-        if self.index_path is None:
-            raise RuntimeError("CocoSource.prepare() must run before the ranks start")
-        with open(self.index_path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if i % world_size == rank:
-                    yield from self._samples(json.loads(line))
-
-    def _samples(self, rec: dict) -> Iterator[Sample]:
+    def samples(self, rec: dict, rank_state: dict) -> Iterator[Sample]:
         image_id = str(rec["id"])
         for reject in rec["rejects"]:
-            self.stat_update("dropped/unknown_category")
-            yield _placeholder(reject["id"], image_id, "source", reject["reason"])
+            yield self.reject(reject["id"], reject["reason"], image_id=image_id)
         annotations = [Annotation(a["category"], xywh_to_xyxy(a["bbox"]), a["segmentation"]) for a in rec["annotations"]]
         present = sorted({a.category for a in annotations})
         pair_rng = rng(self.seed, f"{self.split}:{image_id}", "pairs")
@@ -135,14 +114,8 @@ class CocoSource(Stage):
         if not pairs:
             self.stat_update("images_without_pairs")
             return
-        try:
-            path = confined_path(self.images_dir, rec["file_name"])
-            data = path.read_bytes()
-            image, as_is = decode_image(data, self.max_image_pixels)
-        except FileNotFoundError:
-            error = f"missing_file: {rec['file_name']}"
-        except IsADirectoryError:
-            error = f"missing_file: {rec['file_name']} is a directory"
+        try:  # once per image: its pairs share the decoded image
+            image, embedded = read_image(rec["file_name"], self.images_dir, self.max_image_pixels)
         except ImageError as e:
             error = str(e)
         else:
@@ -150,7 +123,7 @@ class CocoSource(Stage):
         for pair in pairs:
             sample = Sample(
                 id=f"{self.split}:{image_id}:{pair.key}",
-                source="coco",
+                source=self.kind,
                 image_id=image_id,
                 pair_type=pair.kind,
                 question=pair.question,
@@ -161,16 +134,11 @@ class CocoSource(Stage):
                 metadata={"file_name": rec["file_name"], **pair.metadata},
             )
             if error:
-                sample.drop(self.name, error)
-                self.stat_update(f"dropped/{error.split(':')[0]}")
+                self.drop(sample, error)
             else:
-                sample.image, sample.image_bytes = image, (data if as_is else None)
+                sample.image, sample.image_bytes = image, embedded
                 self.stat_update(f"pairs/{pair.kind}")
             yield sample
-
-
-def _placeholder(sample_id: str, image_id: str, stage: str, reason: str) -> Sample:
-    return Sample(sample_id, "coco", image_id, "", "", "", "", dropped=(stage, reason))
 
 
 def _read_json(path: Path) -> dict:

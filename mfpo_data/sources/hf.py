@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS
-from mfpo_data.stages.sources_external import ExternalSource
+from mfpo_data.sources.records import RecordSource
 
 
-class HfSource(ExternalSource):
+class HfSource(RecordSource):
     kind = "hf"
     where = "row"
 

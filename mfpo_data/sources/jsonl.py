@@ -1,6 +1,6 @@
 """`source.kind: jsonl`: one JSON object per line with a question, a chosen and a rejected answer and an
 image path relative to `image_root` (confined to it). `id` is optional: without it the id is a stable
-hash of the line's content. See `sources_external` for what is validated and how it is sharded.
+hash of the line's content. See `sources/records.py` for what is validated and how it is sharded.
 
     {"id": "q1", "question": "What is on the table?", "chosen": "A red mug.", "rejected": "A cat.", "image": "img/1.jpg"}
 """
@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from mfpo_data.errors import ConfigError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS
-from mfpo_data.stages.sources_external import ExternalSource
+from mfpo_data.sources.records import RecordSource
 
 
-class JsonlSource(ExternalSource):
+class JsonlSource(RecordSource):
     kind = "jsonl"
     where = "line"
 

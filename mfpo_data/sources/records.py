@@ -1,34 +1,30 @@
 """What the `jsonl` and `hf` sources share: ready-made preference pairs (question, chosen, rejected, image).
 
-`prepare()` runs once in the launching process. It reads every record's text (never its image),
-maps columns, validates, derives ids and writes a compact index: one JSON line per input record, in
-input order. Records that cannot be used are index lines too, carrying their reject reason, so the
-rank that owns the line writes them to the rejects file and no input ever goes missing:
+The index (`sources/base.py`) holds one line per input record, in input order: its text (never its
+image) with columns mapped by a preset, validated, with an id. Records that cannot be used are
+index lines too, carrying their reject reason, so the rank that owns the line writes them to the
+rejects file and no input ever goes missing:
 
 - `bad_encoding` (a JSONL line that is not UTF-8) and `bad_json` (not a JSON object), with the line number;
 - `missing_field`, `bad_field` (not a string) and `empty_text` (empty or whitespace-only text);
 - `same_answers` (chosen == rejected) and `duplicate_id` (the first record with an id is kept).
 
-`run()` streams the index, keeps line `i` when `i % world_size == rank`, and decodes the image
-there; unreadable images are dropped like the COCO source drops them (`missing_file`,
-`path_escapes_root`, `empty_file`, `undecodable_image`, `too_many_pixels`).
+Each rank decodes the images of its own lines with the sources' one image reader, which drops an
+unreadable image with its reason as it does for COCO.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mfpo_data.errors import ConfigError
-from mfpo_data.imaging import ImageError, confined_path, decode_image, to_rgb
-from mfpo_data.pipeline.base import Stage
+from mfpo_data.imaging import ImageError
 from mfpo_data.schema import Sample
+from mfpo_data.sources.base import IndexedSource, read_image
 
 
 FIELDS = ("id", "question", "chosen", "rejected", "image")
@@ -57,10 +53,9 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
 
 
-class ExternalSource(Stage):
+class RecordSource(IndexedSource):
     """Base of the sources that read finished text pairs. Subclasses yield raw records and open images."""
 
-    name = "source"
     kind = "external"  # the `source` column of the rows
     where = "record"  # how a position is named in reasons: "line 7", "row 7"
 
@@ -75,12 +70,12 @@ class ExternalSource(Stage):
         seed: int,
         index_path: str | None,
     ):
-        super().__init__()
+        super().__init__(max_image_pixels, seed, index_path)
         self.columns = resolve_columns(preset, columns)
         self.explicit_columns = set(columns or ())  # a preset's `id` column may be absent (ids are then hashes)
         self.image_root = Path(image_root).expanduser() if image_root else None
         self.metadata_columns = list(metadata_columns or [])
-        self.limit, self.max_image_pixels, self.seed, self.index_path = limit, max_image_pixels, seed, index_path
+        self.limit = limit
 
     # -- for subclasses ---------------------------------------------------------------------------
     def records(self) -> Iterator[tuple[int, dict | str]]:
@@ -145,49 +140,33 @@ class ExternalSource(Stage):
             return "same_answers: chosen == rejected"
         return None
 
-    def prepare(self, index_path: Path) -> int:
-        """Write the index; returns the number of records indexed (kept and rejected)."""
-        self.check()
-        index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_name(index_path.name + ".tmp")
+    def index_entries(self) -> Iterator[dict]:
+        """One entry per record (kept or rejected), up to `limit`; a repeated id is a reject."""
         seen: dict[str, int] = {}
         n = 0
-        with open(tmp, "w", encoding="utf-8") as f:
-            for position, record in self.records():
-                if self.limit is not None and n >= self.limit:
-                    break
-                entry = self.entry(position, record)
-                if "reject" not in entry:
-                    first = seen.setdefault(entry["id"], position)
-                    if first != position:
-                        entry = {"id": entry["id"], "reject": f"duplicate_id: {self.where} {position} repeats the id of {self.where} {first}"}
-                f.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
-                n += 1
-        os.replace(tmp, index_path)
-        self.index_path = str(index_path)
-        return n
+        for position, record in self.records():
+            if self.limit is not None and n >= self.limit:
+                break
+            entry = self.entry(position, record)
+            if "reject" not in entry:
+                first = seen.setdefault(entry["id"], position)
+                if first != position:
+                    entry = {"id": entry["id"], "reject": f"duplicate_id: {self.where} {position} repeats the id of {self.where} {first}"}
+            yield entry
+            n += 1
 
     def check(self) -> None:
         if self.image_root is not None and not self.image_root.is_dir():
             raise ConfigError(f"source.image_root: folder not found: {self.image_root}")
 
     # -- per rank -----------------------------------------------------------------------------------
-    def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
-        if self.index_path is None:
-            raise RuntimeError(f"{type(self).__name__}.prepare() must run before the ranks start")
-        state = None
-        with open(self.index_path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if i % world_size != rank:
-                    continue
-                entry = json.loads(line)
-                if "reject" in entry:
-                    self.stat_update(f"dropped/{entry['reject'].split(':')[0]}")
-                    yield Sample(entry["id"], self.kind, "", "external", "", "", "", dropped=(self.name, entry["reject"]))
-                    continue
-                if state is None:
-                    state = self.open_images()
-                yield self.sample(entry, state)
+    def samples(self, entry: dict, rank_state: dict) -> Iterator[Sample]:
+        if "reject" in entry:
+            yield self.reject(entry["id"], entry["reject"], pair_type="external")
+            return
+        if "images" not in rank_state:  # opened by the first kept record of the rank
+            rank_state["images"] = self.open_images()
+        yield self.sample(entry, rank_state["images"])
 
     def sample(self, entry: dict, state: Any) -> Sample:
         image_id = entry["image"] if isinstance(entry["image"], str) else entry["id"]
@@ -202,35 +181,9 @@ class ExternalSource(Stage):
             metadata=entry["meta"],
         )
         try:
-            sample.image, sample.image_bytes = self.load_image(self.image_bytes(entry, state))
+            sample.image, sample.image_bytes = read_image(self.image_bytes(entry, state), self.image_root, self.max_image_pixels)
         except ImageError as e:
-            sample.drop(self.name, str(e))
-            self.stat_update(f"dropped/{str(e).split(':')[0]}")
+            self.drop(sample, str(e))
         else:
             self.stat_update("pairs/external")
         return sample
-
-    def load_image(self, value: Any) -> tuple[np.ndarray, bytes | None]:
-        """Decode an image given as bytes, a path under `image_root`, an HF image dict or a PIL image."""
-        if isinstance(value, dict):  # datasets.Image(decode=False): {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, str):
-            if self.image_root is None:
-                raise ImageError(f"path_escapes_root: {value!r} is a path but source.image_root is not set")
-            path = confined_path(self.image_root, value)
-            try:
-                value = path.read_bytes()
-            except FileNotFoundError:
-                raise ImageError(f"missing_file: {value}") from None
-            except IsADirectoryError:
-                raise ImageError(f"missing_file: {value} is a directory") from None
-            except PermissionError:
-                raise ImageError(f"unreadable_file: {value}") from None
-        if isinstance(value, (bytes, bytearray)):
-            image, as_is = decode_image(bytes(value), self.max_image_pixels)
-            return image, (bytes(value) if as_is else None)
-        if hasattr(value, "mode") and hasattr(value, "size"):  # a PIL image
-            if value.size[0] * value.size[1] > self.max_image_pixels:
-                raise ImageError(f"too_many_pixels: {value.size[0]}x{value.size[1]} > {self.max_image_pixels}")
-            return np.asarray(to_rgb(value), dtype=np.uint8).copy(), None
-        raise ImageError(f"missing_image: no image in the record ({type(value).__name__})")
