@@ -1,6 +1,6 @@
 """One training step of MFPO (online / precomputed reference; one forward / gradient caching) against TRL's sigmoid DPO.
 
-    python benchmarks/train_step.py [--rounds 8] [--warmup 2] [--batch 4] [--image-size 224] [--hidden 256] [--layers 4]
+    python -m benchmarks.train_step [--rounds 8] [--warmup 2] [--batch 4] [--image-size 224] [--hidden 256] [--layers 4]
 
 Same tiny random LLaVA (same seed), same LoRA (r8, q/v of the language model), same rows, same pairs per step,
 same optimizer (AdamW) and clipping, float32 and no gradient checkpointing on both sides (TRL's DPOConfig turns
@@ -48,7 +48,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = {  # name: (side, precomputed reference, sequence_chunks)
     "trl_dpo_sigmoid": ("trl", False, 1),
@@ -267,7 +266,7 @@ def main() -> None:
     if not args.skip_memory:
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         for name in VARIANTS:
-            cmd = [sys.executable, __file__, "--variant", name] + [
+            cmd = [sys.executable, "-m", __spec__.name, "--variant", name] + [
                 f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                 if k not in ("variant", "skip_memory") and v is not None]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
