@@ -71,8 +71,8 @@ def main() -> None:
 
     from mfpo_data.backends.grounding_dino import GroundingDinoGrounder
     from mfpo_data.backends.sam import SamSegmenter
-    from mfpo_data.schema import Sample
     from mfpo_data.backends.tiny import make_tiny_grounding_dino, make_tiny_sam
+    from mfpo_data.schema import Sample
 
     root = Path(tempfile.mkdtemp())
     if args.full:

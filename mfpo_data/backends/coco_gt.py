@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from mfpo_data.backends.base import NO_WEIGHTS, Described

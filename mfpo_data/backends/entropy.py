@@ -17,7 +17,7 @@ The prompt is the processor's chat template applied to a user turn with the imag
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 

@@ -7,7 +7,7 @@ learn, or one under 2 pixels) or where it finds no foreground gives `on_failure`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 

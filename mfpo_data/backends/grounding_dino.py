@@ -11,7 +11,7 @@ features at the image edge, so a padded batch would not give the same boxes as o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 

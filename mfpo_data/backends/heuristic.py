@@ -9,8 +9,6 @@ strongly changed region is easy. The value lies in [0, 1].
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 

@@ -9,7 +9,7 @@ fraction of the cost. The noise is `default_rng(seed).standard_normal(box shape)
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 

@@ -9,7 +9,7 @@ The stage unions the masks of all boxes of the key objects.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 

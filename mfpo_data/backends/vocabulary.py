@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
 from mfpo_data.vocabulary import find_mentions

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from mfpo_data.errors import MfpoError
 from mfpo_data.coco_pairs import caption_pairs, presence_pairs
+from mfpo_data.errors import MfpoError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng

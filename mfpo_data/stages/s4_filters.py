@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from mfpo_data.stages.base import Stage
 from mfpo_data.schema import Sample
+from mfpo_data.stages.base import Stage
 
 
 class RegionFilter(Stage):

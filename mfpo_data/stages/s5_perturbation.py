@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from mfpo_data.backends.base import PerturbDrop, Perturber
 from mfpo_data.imaging import composite
-from mfpo_data.stages.base import MapStage, SampleError
 from mfpo_data.schema import Sample
 from mfpo_data.seeding import sample_seed
+from mfpo_data.stages.base import MapStage, SampleError
 
 
 class PerturbationStage(MapStage):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mfpo_data.imaging import encode_png, rle_encode
 from mfpo_data.layout import OutputLayout
-from mfpo_data.stages.base import Stage
 from mfpo_data.schema import Sample, arrow_schema, to_row
+from mfpo_data.stages.base import Stage
 
 
 FAULT_ENV = "MFPO_FAULT_INJECT"  # set only by the crash-resume tests

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from mfpo_data.errors import MissingExtraError
 from mfpo_data.backends.grounding_dino import grounding_dino_detections, nms
+from mfpo_data.errors import MissingExtraError
 from mfpo_data.imaging import box_iou, feather_alpha, resize_boxes
 from mfpo_data.schema import KeyObject, Sample
 
