@@ -186,7 +186,7 @@ class Recipe:
         return out
 
 
-_BACKEND_SECTIONS = {
+BACKEND_SECTIONS = {  # the recipe sections that choose a backend, in pipeline order
     "keywords": KeywordsConfig,
     "grounding": GroundingConfig,
     "segmentation": SegmentationConfig,
@@ -220,7 +220,7 @@ def recipe_from_dict(data: dict) -> Recipe:
     plain = {k: v for k, v in data.items() if k in ("seed", "filters", "output", "executor")}
     recipe = from_dict(Recipe, plain)
     recipe.source = _split_section("source", SourceConfig, data.get("source"), "kind")
-    for name, cls in _BACKEND_SECTIONS.items():
+    for name, cls in BACKEND_SECTIONS.items():
         setattr(recipe, name, _split_section(name, cls, data.get(name), "backend"))
     return recipe
 

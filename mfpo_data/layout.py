@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def shard_name(split: str, index: int, count: int) -> str:
+    """A parquet shard's file name, as `datasets` and the Hub name them: `train-00000-of-00003.parquet`."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
 @dataclass(frozen=True)
 class OutputLayout:
     root: Path
@@ -69,7 +74,7 @@ class OutputLayout:
         return self.staging_dir / f"{rank:05d}.stats.json"
 
     def final_shard(self, rank: int, tasks: int) -> Path:
-        return self.data_dir / f"train-{rank:05d}-of-{tasks:05d}.parquet"
+        return self.data_dir / shard_name("train", rank, tasks)
 
     def completion_marker(self, rank: int) -> Path:
         return self.logging_dir / "completions" / f"{rank:05d}"

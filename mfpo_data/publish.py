@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.layout import shard_name
 
 
 logger = logging.getLogger(__name__)
@@ -183,11 +184,9 @@ def split_by_image(image_ids: list[str], test_size: float | int, seed: int) -> t
 
 def _row_group_size(features) -> int:
     """Small row groups for image datasets (the dataset viewer reads one group at a time), as `datasets` does."""
-    try:  # datasets >= 4
-        from datasets.arrow_writer import get_writer_batch_size_from_features as get
-    except ImportError:  # datasets 3.x
-        from datasets.io.parquet import get_writer_batch_size as get
-    return get(features) or 100
+    from datasets.arrow_writer import get_writer_batch_size_from_features
+
+    return get_writer_batch_size_from_features(features) or 100
 
 
 def _write_shards(ds, folder: Path, split: str) -> tuple[list[str], int]:
@@ -200,7 +199,7 @@ def _write_shards(ds, folder: Path, split: str) -> tuple[list[str], int]:
     for i in range(n):
         shard = ds.shard(num_shards=n, index=i, contiguous=True).with_format("arrow")
         shard = shard.map(embed_table_storage, batched=True, desc=None)
-        name = f"data/{split}-{i:05d}-of-{n:05d}.parquet"
+        name = f"data/{shard_name(split, i, n)}"
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shard.with_format(None).to_parquet(str(folder / name), batch_size=_row_group_size(ds.features))
         names.append(name)

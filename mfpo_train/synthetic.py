@@ -54,7 +54,9 @@ def write_build_output(out_dir, n: int = 12, seed: int = 0):
     """Write the dataset where a build puts it (OUT/data/train-00000-of-00001.parquet); return OUT."""
     from pathlib import Path
 
+    from mfpo_data.layout import shard_name
+
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    synthetic_dataset(n, seed).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+    synthetic_dataset(n, seed).to_parquet(str(out / "data" / shard_name("train", 0, 1)))
     return out

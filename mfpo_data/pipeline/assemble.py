@@ -8,7 +8,7 @@ arguments and can be used from Python without YAML. Next: `run.py` runs the list
 from __future__ import annotations
 
 from mfpo_data import backends, sources
-from mfpo_data.config import Recipe
+from mfpo_data.config import BACKEND_SECTIONS, Recipe
 from mfpo_data.stages.s1_keywords import KeywordStage
 from mfpo_data.stages.s2_grounding import GroundingStage
 from mfpo_data.stages.s3_segmentation import SegmentationStage
@@ -16,9 +16,6 @@ from mfpo_data.stages.s4_filters import RegionFilter
 from mfpo_data.stages.s5_perturbation import PerturbationStage
 from mfpo_data.stages.s6_scoring import ScoringStage
 from mfpo_data.stages.s7_writer import ShardWriter
-
-
-BACKEND_SECTIONS = ("keywords", "grounding", "segmentation", "perturbation", "scoring")
 
 
 def make_backends(recipe: Recipe) -> dict:

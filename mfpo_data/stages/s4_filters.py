@@ -1,4 +1,5 @@
-"""Filters: the only stages that drop samples, each with a reason that is counted and written out."""
+"""Filters: drop samples by their key region (none, too small, too large), each with a reason that is
+counted and written to the rejects file. (Other stages drop too, but only a sample they cannot process.)"""
 
 from __future__ import annotations
 
