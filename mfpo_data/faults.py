@@ -18,18 +18,16 @@ import os
 import signal
 from pathlib import Path
 
-from mfpo_data.stages.s7_writer import FAULT_ENV
 
-
-MARK_ENV = "MFPO_FAULT_MARK"
+MARK_ENV = "MFPO_FAULT_MARK"  # (`MFPO_FAULT_INJECT` is read by the writer and handed over as `spec`)
 
 
 class FaultPoint:
-    """The fault armed for one rank (or for "finalize"), read from the environment once."""
+    """The fault armed for one rank (or for "finalize") by `spec`, the value of `MFPO_FAULT_INJECT`."""
 
-    def __init__(self, rank: int | str):
+    def __init__(self, rank: int | str, spec: str):
         self.event, self.count = None, 0
-        where, _, point = os.environ.get(FAULT_ENV, "").partition(":")
+        where, _, point = spec.partition(":")
         if not point or where != str(rank):
             return
         if point == "commit":

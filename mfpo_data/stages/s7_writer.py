@@ -34,11 +34,12 @@ class _NoFault:
 def fault_point(where: int | str):
     """The crash point armed for a rank (or "finalize") by `FAULT_ENV`; `mfpo_data.faults`, which kills
     the process there, is imported only when a test sets it, so a normal build never loads it."""
-    if not os.environ.get(FAULT_ENV):
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
         return _NoFault()
     from mfpo_data.faults import FaultPoint
 
-    return FaultPoint(where)
+    return FaultPoint(where, spec)
 
 
 def reason_code(reason: str) -> str:
