@@ -217,7 +217,11 @@ def score_amber(
     g = dict.fromkeys(("chair_score", "safe_cover_score", "hallu_cover_score", "non_hallu_score"), 0.0)
     g.update(dict.fromkeys(("chair_num", "safe_cover_num", "hallu_cover_num", "non_hallu_num"), _START))
     sections = ("overall", "existence", "attribute", "state", "number", "action", "relation")
-    d = {s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0) | dict.fromkeys(("num", "no_num", "ans_no_num"), _START) for s in sections}
+    d = {
+        s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0)
+        | dict.fromkeys(("num", "no_num", "ans_no_num"), _START)
+        for s in sections
+    }
     details = []
     for row in answers:
         item = data.annotations.get(row["id"])

@@ -16,12 +16,18 @@ def sample():
 # 3 chelsea.jpg: cat; 8 apple.jpg: apple; 9 orange.jpg: orange; 14 street.jpg: car, person;
 # 15 basketball.jpg: chair, person, sports ball
 ANSWERS = [
-    {"image_id": 3, "answer": "Two kittens sleep on a sofa next to a cat."},  # cat, couch*, cat: 3 mentions, 1 hallucinated
-    {"image_id": 14, "answer": "A man and two women walk past parked cars and a bus."},  # person, person, car, bus*
-    {"image_id": 2, "answer": "A cup of coffee with a spoon on a wooden table."},  # cup, spoon, dining table (from captions)
-    {"image_id": 15, "answer": "A man holds a sports ball; a dog and another dog watch."},  # person, sports ball, dog*, dog*
-    {"image_id": 8, "answer": "A red fruit on a table."},  # dining table*
-    {"image_id": 9, "answer": "A bright picture."},  # no object
+    # cat, couch*, cat: 3 mentions, 1 hallucinated
+    {"image_id": 3, "answer": "Two kittens sleep on a sofa next to a cat."},
+    # person, person, car, bus*
+    {"image_id": 14, "answer": "A man and two women walk past parked cars and a bus."},
+    # cup, spoon, dining table (named only in the captions)
+    {"image_id": 2, "answer": "A cup of coffee with a spoon on a wooden table."},
+    # person, sports ball, dog*, dog*
+    {"image_id": 15, "answer": "A man holds a sports ball; a dog and another dog watch."},
+    # dining table*
+    {"image_id": 8, "answer": "A red fruit on a table."},
+    # no object
+    {"image_id": 9, "answer": "A bright picture."},
 ]
 
 

@@ -50,7 +50,12 @@ def test_singulariser_plurals_and_words_that_only_look_plural():
     assert [singularize(w) for w in ("bus", "glass", "tennis", "this", "was", "is", "as", "sheep")] == [
         "bus", "glass", "tennis", "this", "was", "is", "as", "sheep"]  # fmt: skip
     # pattern's mistakes, reproduced only on request
-    assert [singularize(w, reference=True) for w in ("bus", "glass", "tennis", "ties")] == ["bu", "glas", "tenni", "ty"]
+    assert [singularize(w, reference=True) for w in ("bus", "glass", "tennis", "ties")] == [
+        "bu",
+        "glas",
+        "tenni",
+        "ty",
+    ]
     assert singularize("hot-dogs") == "hot-dog"
 
 
