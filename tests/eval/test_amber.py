@@ -69,6 +69,11 @@ def test_discriminative_hand_computed(data):
     assert "number" not in d and "generative" not in r
 
 
+def test_vocabulary_words_are_kept_as_written():
+    vocab = {"people", "person", "dog"}
+    assert amber.amber_nouns("People and people, dogs and persons.", vocab) == ["people", "dog", "person"]
+
+
 def test_lenient_parser_reads_the_first_word(data):
     r = amber.score_amber(ANSWERS[2:], data, parser="lenient")
     assert r["discriminative"]["overall"]["Accuracy"] == 50.0  # "Yes." now counts: 2 / 4.001
