@@ -61,6 +61,11 @@ class OutputLayout:
     def recipe_file(self) -> Path:
         return self.root / "recipe.resolved.yaml"
 
+    @property
+    def source_index(self) -> Path:
+        """The source's index, written once before the ranks (`sources/base.py`)."""
+        return self.staging_dir / "source_index.jsonl"
+
     def staging_shard(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.arrow"
 

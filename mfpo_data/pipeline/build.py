@@ -77,7 +77,7 @@ def build_dataset(
     atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
 
     source = make_source(recipe)
-    n_items = source.prepare(layout.staging_dir / "source_index.jsonl")
+    n_items = source.prepare(layout.source_index)
     logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
     pipeline = build_pipeline(recipe, source=source)
     forget_ranks_without_shards(layout, recipe.executor.tasks)

@@ -17,6 +17,7 @@ from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
 from mfpo_data.pipeline.assemble import describe_backends
 from mfpo_data.schema import arrow_schema
+from mfpo_data.sources.base import index_stats_file
 from mfpo_data.stages.s7_writer import fault_point
 
 
@@ -112,6 +113,9 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         filters=vars(recipe.filters),
         seed=recipe.seed,
     )
+    indexed = index_stats_file(layout.source_index)  # what the source counted while indexing (source.exclude)
+    if indexed.is_file():
+        stats.update(json.loads(indexed.read_text()))
     atomic_write(layout.stats_file, json.dumps(stats, indent=2, sort_keys=True))
     rejects = []
     for rank in range(tasks):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mfpo_data.imaging import ImageError, confined_path, decode_image, to_rgb
+from mfpo_data.layout import atomic_write
 from mfpo_data.schema import Sample
 from mfpo_data.stages.base import Stage
 
@@ -37,6 +38,7 @@ class IndexedSource(Stage):
     def __init__(self, max_image_pixels: int, seed: int, index_path: str | None):
         super().__init__()
         self.max_image_pixels, self.seed, self.index_path = max_image_pixels, seed, index_path
+        self.index_stats: dict = {}  # what indexing counted (e.g. images left out); finalize adds it to stats.json
 
     # -- for subclasses ---------------------------------------------------------------------------
     def check(self) -> None:
@@ -62,6 +64,7 @@ class IndexedSource(Stage):
                 f.write(json.dumps(entry, separators=(",", ":")) + "\n")
                 n += 1
         os.replace(tmp, index_path)
+        write_index_stats(index_path, self.index_stats)
         self.index_path = str(index_path)
         return n
 
@@ -84,6 +87,16 @@ class IndexedSource(Stage):
         """Drop a sample this source made (an unreadable image), counted by its reason code."""
         sample.drop(self.name, reason)
         self.stat_update(f"dropped/{reason.split(':')[0]}")
+
+
+def index_stats_file(index_path: Path) -> Path:
+    return Path(index_path).parent / "source_stats.json"
+
+
+def write_index_stats(index_path: Path, stats: dict) -> None:
+    """Beside the index: what indexing counted, for finalize to merge into stats.json (always written, so a
+    rerun with other settings never keeps an old count)."""
+    atomic_write(index_stats_file(index_path), json.dumps(stats, sort_keys=True))
 
 
 def read_image(value: Any, root: Path | None, max_pixels: int) -> tuple[np.ndarray, bytes | None]:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from mfpo_data.coco_pairs import caption_pairs, presence_pairs
 from mfpo_data.errors import MfpoError
+from mfpo_data.eval_ids import exclusion_ids
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng
@@ -45,6 +46,7 @@ class CocoSource(IndexedSource):
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         seed: int = 0,
         index_path: str | None = None,
+        exclude: str = "eval",
     ):
         super().__init__(max_image_pixels, seed, index_path)
         self.root = Path(root).expanduser() if root else BUNDLED_COCO
@@ -55,6 +57,7 @@ class CocoSource(IndexedSource):
         self.pair_types = list(pair_types) if pair_types is not None else ["caption", "presence"]
         self.captions_per_image, self.presence_per_image = captions_per_image, presence_per_image
         self.absent_key, self.limit = absent_key, limit
+        self.exclude = exclude  # "eval": leave out the images mfpo-eval scores on (mfpo_data.eval_ids)
 
     # -- run once, before the ranks -------------------------------------------------------------
     def check(self) -> None:
@@ -69,6 +72,7 @@ class CocoSource(IndexedSource):
             raise MfpoError(f"source: image folder not found: {self.images_dir}")
         if not self.pair_types:
             raise MfpoError("source.pair_types is empty")
+        exclusion_ids(self.exclude)  # fails early on a missing exclusion file
 
     def index_entries(self) -> list[dict]:
         """One line per image: its file, usable annotations, captions and rejected annotations."""
@@ -78,7 +82,10 @@ class CocoSource(IndexedSource):
                 raise MfpoError(f"source: {self.instances_file} has no '{key}' list")
         categories = {c["id"]: c["name"] for c in instances["categories"]}
         records: dict[int, dict] = {}
-        for img in sorted(instances["images"], key=lambda i: i["id"]):
+        excluded = exclusion_ids(self.exclude)
+        images = [img for img in instances["images"] if img["id"] not in excluded]
+        self.index_stats["excluded"] = {"exclude": self.exclude, "images": len(instances["images"]) - len(images)}
+        for img in sorted(images, key=lambda i: i["id"]):
             records[img["id"]] = {"id": img["id"], "file_name": img["file_name"], "annotations": [], "captions": [], "rejects": []}
         for ann in sorted(instances["annotations"], key=lambda a: a["id"]):
             rec = records.get(ann.get("image_id"))
