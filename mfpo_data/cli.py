@@ -37,6 +37,7 @@ def build(
     recipe: RecipeOpt = "coco",
     set_: SetOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete what an earlier build wrote in the folder and start over.")] = False,
 ) -> None:
     """Build a dataset from a recipe. Rerunning the same command resumes an interrupted build."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -45,7 +46,7 @@ def build(
         from mfpo_data.pipeline.build import build_dataset
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
-        layout = build_dataset(loaded, (), output)
+        layout = build_dataset(loaded, (), output, restart=restart)
     except _known_errors() as e:
         raise _fail(str(e)) from None
     if loaded.executor.kind == "slurm":
