@@ -118,3 +118,33 @@ def start_forkserver(modules: list[str]) -> None:
 
     multiprocess.set_forkserver_preload([m for m in modules if m != "__main__"])
     forkserver.ensure_running()
+
+
+class _Launcher:
+    """The key of the after-fork hook below (`register_after_fork` keeps a weak reference to it)."""
+
+
+_LAUNCHER = _Launcher()
+
+
+def children_die_with_launcher() -> None:
+    """Make the processes that `multiprocess` forks from here (datatrove's Manager and its pool workers)
+    receive SIGTERM when the launcher dies, even by SIGKILL, instead of living on as orphans (Linux's
+    `PR_SET_PDEATHSIG`, set in each child as it starts). Elsewhere, and for spawned children, a no-op."""
+    if sys.platform != "linux":
+        return
+    from multiprocess import util
+
+    util.register_after_fork(_LAUNCHER, _arm_parent_death_signal)
+
+
+def _arm_parent_death_signal(_key) -> None:
+    import ctypes
+    import os
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # the launcher died before the signal was armed
+        os._exit(1)
+

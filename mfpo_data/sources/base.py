@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,22 @@ class IndexedSource(Stage):
     def samples(self, entry: dict, rank_state: dict) -> Iterator[Sample]:
         """The samples of one index line. `rank_state` lives as long as one rank's run (open readers)."""
         raise NotImplementedError
+
+    def entry_rejects(self, entry: dict) -> list[str]:
+        """The reject reasons an index line carries (records that failed their checks)."""
+        return []
+
+    def check_records(self, sample: int | None = None) -> tuple[int, Counter]:
+        """What `mfpo-data validate` reports: the record checks of the index, without writing it or reading
+        an image. Returns (index lines checked, reject counts by reason code); `sample`: the first N lines."""
+        self.check()
+        n, reasons = 0, Counter()
+        for entry in self.index_entries():
+            if sample is not None and n >= sample:
+                break
+            n += 1
+            reasons.update(r.split(":", 1)[0] for r in self.entry_rejects(entry))
+        return n, reasons
 
     # -- run once, before the ranks -----------------------------------------------------------------
     def prepare(self, index_path: Path) -> int:

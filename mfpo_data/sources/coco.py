@@ -64,7 +64,9 @@ class CocoSource(IndexedSource):
         if not self.root.is_dir():
             raise MfpoError(f"source.root: COCO folder not found: {self.root}")
         if not self.instances_file.is_file():
-            raise MfpoError(f"source: instances file not found: {self.instances_file}")
+            splits = sorted(p.name.removeprefix("instances_").removesuffix(".json") for p in (self.root / "annotations").glob("instances_*.json"))
+            has = f"; the folder has split(s): {', '.join(splits)} (source.split)" if splits else ""
+            raise MfpoError(f"source: instances file not found: {self.instances_file}{has}")
         if "caption" in self.pair_types and not self.captions_file.is_file():
             raise MfpoError(f"source: captions file not found: {self.captions_file} (or drop 'caption' from source.pair_types)")
         if not self.images_dir.is_dir():
@@ -132,6 +134,9 @@ class CocoSource(IndexedSource):
                     rec["captions"].append([cap_id, cap["caption"]])
         kept = list(records.values())
         return (kept[: self.limit] if self.limit is not None else kept) + loose
+
+    def entry_rejects(self, entry: dict) -> list[str]:
+        return [entry["reject"]] if "reject" in entry else [r["reason"] for r in entry["rejects"]]
 
     # -- per rank ---------------------------------------------------------------------------------
     def samples(self, rec: dict, rank_state: dict) -> Iterator[Sample]:

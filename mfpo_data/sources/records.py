@@ -159,6 +159,9 @@ class RecordSource(IndexedSource):
             yield entry
             n += 1
 
+    def entry_rejects(self, entry: dict) -> list[str]:
+        return [entry["reject"]] if "reject" in entry else []
+
     def check(self) -> None:
         if self.image_root is not None and not self.image_root.is_dir():
             raise ConfigError(f"source.image_root: folder not found: {self.image_root}")
