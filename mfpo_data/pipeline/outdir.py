@@ -48,9 +48,9 @@ def output_root(path: str | Path) -> Path:
 
 
 def is_mfpo_build(root: Path) -> bool:
-    """A folder an mfpo build claimed: it holds our manifest (or the recipe file of an older build)."""
+    """A folder an mfpo build claimed: it holds our manifest or lock (or the recipe file of an older build)."""
     layout = OutputLayout(root)
-    return layout.manifest_file.is_file() or layout.recipe_file.is_file()
+    return layout.manifest_file.is_file() or layout.recipe_file.is_file() or (Path(root) / LOCK_NAME).is_file()
 
 
 def check_output_folder(root: Path) -> None:
