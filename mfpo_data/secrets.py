@@ -3,10 +3,10 @@
 - `public_recipe` keeps the sections that decide the rows (seed, source, the backend sections,
   filters) and the package versions; `executor` (Slurm `env_command`, `sbatch_args`, accounts, Ray
   addresses) and `output` (local folders) are how and where a build ran, not what it made.
-- `public_value` replaces a local absolute path (`/home/me/coco`, `~/data`, `C:\\data`) by
-  `<local>/` and its last component, in any nested value.
+- `public_value` replaces a local absolute path (`/home/me/coco`, `~/data`, `C:\\data`), or one inside a
+  text, by `<local>/` and its last component, in any nested value.
 - `scrub` replaces every token-shaped string (Hugging Face, GitHub, OpenAI, AWS, Slack, Google keys,
-  JWTs, private keys, credentials in URLs, `token=...` / `password: ...` assignments) by `***`.
+  JWTs, private keys, credentials in URLs, `token=...` / `password: ...` assignments) by `<redacted>`.
   Every text that can be published (the dataset card, publish's messages) goes through it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 
 PUBLIC_SECTIONS = ("seed", "source", "keywords", "grounding", "segmentation", "perturbation", "scoring", "filters", "versions")
-REDACTED = "***"
+REDACTED = "<redacted>"  # not `***`, which YAML reads as an alias
 
 TOKEN_PATTERNS = [
     re.compile(p)
@@ -45,8 +45,11 @@ ASSIGNMENT = re.compile(  # HF_TOKEN=..., password: ..., "api_key": "..." (not m
 )
 
 
+EMBEDDED_PATH = re.compile(r"(?<![\w:/.~<>-])~?/(?:[\w.-]+/)+[\w.-]*")
+
+
 def scrub(text: str, *known: str | None) -> str:
-    """`text` with token-shaped strings, credentials and the `known` secrets replaced by `***`."""
+    """`text` with token-shaped strings, credentials and the `known` secrets replaced by `<redacted>`."""
     for secret in known:
         if secret:
             text = text.replace(secret, REDACTED)
@@ -69,6 +72,8 @@ def public_value(value: Any) -> Any:
     if isinstance(value, str) and is_local_path(value):
         path = PureWindowsPath(value) if re.match(r"[A-Za-z]:[\\/]|\\\\", value) else PurePosixPath(value)
         return f"<local>/{path.name}" if path.name else "<local>"
+    if isinstance(value, str):  # a path inside a text ("weights at /home/me/sam.pt"), not a URL's path
+        return EMBEDDED_PATH.sub(lambda m: f"<local>/{PurePosixPath(m.group(0)).name}", value)
     return value
 
 

@@ -418,7 +418,7 @@ def test_other_hub_errors_are_one_line_without_the_token(build, monkeypatch, pre
     hub.errors["create_commit"] = [http_error(400, f"400 Bad Request: bad header Bearer {FAKE_TOKEN}\nmore")]
     with pytest.raises(PublishError) as info:
         publish(build.root, "o/n", token=FAKE_TOKEN)
-    assert str(info.value) == "create_commit failed: HTTP 400: 400 Bad Request: bad header Bearer ***"
+    assert str(info.value) == "create_commit failed: HTTP 400: 400 Bad Request: bad header Bearer <redacted>"
     assert hub.sleeps == []
 
 
