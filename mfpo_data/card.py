@@ -3,7 +3,8 @@
 `publish` renders it from what it knows for sure: the features in `schema.py`, the splits it just
 wrote (rows, bytes, pair types, difficulty buckets, key-object categories), the build's
 `stats.json` (drops per reason, backends with model ids and revisions) and `recipe.resolved.yaml`
-(perturbation parameters, seed, package versions). `validate_card` checks the metadata offline the
+(perturbation parameters, seed, package versions), through `secrets.py`: only the recipe sections that
+describe the data, local paths shortened, token-shaped strings scrubbed. `validate_card` checks the metadata offline the
 way the Hub and `datasets` read it, so a card that would not parse is never uploaded.
 """
 
@@ -18,6 +19,7 @@ from string import Template
 from typing import Any
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import public_recipe, public_value, scrub
 
 
 class CardError(MfpoError):
@@ -275,8 +277,9 @@ def render_card(
     from huggingface_hub import DatasetCard
 
     recipe = yaml.safe_load(recipe_text) or {}
-    if not isinstance(recipe, Mapping):
-        recipe = {}
+    recipe = public_recipe(recipe if isinstance(recipe, Mapping) else {})  # no executor, output or local path
+    stats = {**stats, "backends": public_value(stats.get("backends") or {})}
+    recipe_text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
     name = repo_id.split("/")[-1]
     licence = licence_for(recipe, stats)
     data = card_data(splits, pretty_name=name, licence=licence)
@@ -327,7 +330,7 @@ def render_card(
         else "See `DATASHEET.md` in the mfpo repository for motivation, composition, collection, uses and limits.",
     )  # fmt: skip
     # Values are inserted as they are: braces or `$` in the recipe or the datasheet are not template syntax.
-    return str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + body))
+    return scrub(str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + body)))
 
 
 def _block(text: str) -> str:

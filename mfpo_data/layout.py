@@ -11,6 +11,8 @@ OUT/
   rejects.jsonl                       every dropped sample of the build, sorted by id
   stats.json                          merged counts: rows, pair types, categories, buckets, drops per reason
   recipe.resolved.yaml                the fully resolved recipe plus package versions
+  manifest.json                       what the build wrote: index fingerprint, final files with sha256
+  .mfpo.lock                          held by the running build (`pipeline/outdir.py`)
 ```
 """
 
@@ -65,6 +67,25 @@ class OutputLayout:
     def source_index(self) -> Path:
         """The source's index, written once before the ranks (`sources/base.py`)."""
         return self.staging_dir / "source_index.jsonl"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    @classmethod
+    def open(cls, root: str | Path) -> OutputLayout:
+        """A finished or running build folder as its build recorded it: with the `executor.logging_dir`
+        of its `recipe.resolved.yaml` (relative to the folder it ran in, as the build resolved it)."""
+        import yaml
+
+        root = Path(root).expanduser()
+        layout = cls(root)
+        try:
+            recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return layout
+        logs = (recipe.get("executor") or {}).get("logging_dir") if isinstance(recipe, dict) else None
+        return cls(root, Path(logs).expanduser()) if isinstance(logs, str) and logs else layout
 
     def staging_shard(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.arrow"

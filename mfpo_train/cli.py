@@ -47,6 +47,7 @@ def main(
     print_config: bool = PRINT_CONFIG,
 ):
     """Train with MFPO (L_text + L_image + L_margin) over the easy -> medium -> hard curriculum."""
+    config, resume_from = (p.expanduser() if p else p for p in (config, resume_from))
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config": config, "overrides": overrides}
         return
@@ -82,6 +83,7 @@ def precompute_ref(
     """Score every row with the reference model and write a copy of the dataset with ref_*_logps columns."""
     parent = ctx.obj or {}
     config = config or parent.get("config")
+    config, output = (p.expanduser() if p else p for p in (config, output))
     overrides = list(parent.get("overrides") or []) + list(overrides)
     if config is None:
         typer.echo("error: --config is required", err=True)

@@ -183,7 +183,7 @@ class TrainConfig:
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.train.output_dir)
+        return Path(self.train.output_dir).expanduser()
 
 
 def _join(path: str, name: str) -> str:

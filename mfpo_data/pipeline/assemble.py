@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mfpo_data import backends, sources
 from mfpo_data.config import BACKEND_SECTIONS, Recipe
+from mfpo_data.errors import ConfigError
 from mfpo_data.stages.s1_keywords import KeywordStage
 from mfpo_data.stages.s2_grounding import GroundingStage
 from mfpo_data.stages.s3_segmentation import SegmentationStage
@@ -23,7 +24,10 @@ def make_backends(recipe: Recipe) -> dict:
     out = {}
     for name in BACKEND_SECTIONS:
         section = getattr(recipe, name)
-        out[name] = backends.resolve(name, section.backend)(**section.options)
+        try:
+            out[name] = backends.resolve(name, section.backend)(**section.options)
+        except ValueError as e:  # a value the backend refuses (perturbation.t=5000): one line naming the section
+            raise ConfigError(f"'{name}' ({section.backend}): {e}") from None
     return out
 
 

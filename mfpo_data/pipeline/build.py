@@ -1,12 +1,15 @@
-"""`build_dataset`: the whole build in reading order. The recipe is checked against an existing
-output, the source is indexed once, the stage list is assembled (`assemble.py`), run on an executor
-(`run.py`), and finalized (`finalize.py`). Rerunning the same call resumes an interrupted build.
+"""`build_dataset`: the whole build in reading order. The recipe and inputs are checked and the stage list
+is assembled (`assemble.py`) before the output folder is claimed and locked (`outdir.py`); the recipe is
+checked against an existing output, the source is indexed once (its fingerprint checked against a build
+being resumed), the stages run on an executor (`run.py`) and are finalized (`finalize.py`). Rerunning
+the same call resumes an interrupted build.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
 from mfpo_data.pipeline.assemble import build_pipeline, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
+from mfpo_data.pipeline.outdir import (BuildLock, InputsChangedError, check_output_folder, check_same_inputs, output_root,
+                                       read_manifest, remove_build, sha256_file, write_manifest)  # fmt: skip
 from mfpo_data.pipeline.run import forget_ranks_without_shards, run_executor
 
 
@@ -39,11 +44,13 @@ def package_versions() -> dict[str, str]:
 
 
 def _identity(resolved: dict) -> dict:
-    """What decides the rows: the recipe less how it runs (workers, progress bars, package versions)."""
+    """What decides the rows: the recipe less how it runs (workers, progress bars, package versions) and
+    where it writes (a relative, absolute or moved output folder holds the same build)."""
     out = json.loads(json.dumps(resolved, default=str))
     out.pop("versions", None)
     out["executor"] = {"tasks": out.get("executor", {}).get("tasks", 1)}  # kind, workers, resources: how, not what
     out.get("output", {}).pop("progress", None)
+    out.get("output", {}).pop("dir", None)
     return out
 
 
@@ -53,38 +60,86 @@ def _check_same_recipe(layout: OutputLayout, resolved: dict) -> None:
     previous = yaml.safe_load(layout.recipe_file.read_text()) or {}
     if _identity(previous) != _identity(resolved):
         raise MfpoError(
-            f"{layout.root} holds a build of a different recipe; choose another output.dir or remove the folder"
+            f"{layout.root} holds a build of a different recipe; choose another output.dir, or rerun with --restart "
+            "to replace that build"
         )
+
+
+class EmptyBuildError(MfpoError):
+    """A build that finished with no row: every input was dropped."""
 
 
 def build_dataset(
     recipe: str | Path | Recipe = "coco",
     overrides: Sequence[str] = (),
     output_dir: str | Path | None = None,
+    *,
+    restart: bool = False,
 ) -> OutputLayout:
-    """Build the dataset a recipe describes; rerunning the same call resumes an interrupted build."""
+    """Build the dataset a recipe describes; rerunning the same call resumes an interrupted build.
+
+    Everything that can fail on the recipe or the inputs (the source's folders, backend values) fails
+    before the folder is touched. `restart=True` deletes what an earlier build wrote in the folder
+    (`outdir.remove_build`) and starts over. Raises `EmptyBuildError`, with the drop counts, when no
+    input gave a row."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, tuple(overrides))
     if output_dir is not None:
         recipe.output.dir = str(output_dir)
+    recipe.output.dir = str(output_root(recipe.output.dir))
+    if recipe.executor.logging_dir:
+        recipe.executor.logging_dir = str(output_root(recipe.executor.logging_dir))
     layout = recipe_layout(recipe)
-    resolved = recipe.to_yaml_dict()
-    _check_same_recipe(layout, resolved)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    # Local workers that start from a forkserver: start it now, so that it imports their modules on
-    # another core while this process indexes the source and builds the pipeline.
-    start_local_workers_early(recipe.executor, worker_modules(recipe))
-    atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
-
+    check_output_folder(layout.root)
     source = make_source(recipe)
-    n_items = source.prepare(layout.source_index)
-    logger.info("indexed %d source items into %d tasks", n_items, recipe.executor.tasks)
-    pipeline = build_pipeline(recipe, source=source)
-    forget_ranks_without_shards(layout, recipe.executor.tasks)
-    run_executor(recipe, pipeline, layout)
+    source.check()
+    pipeline = build_pipeline(recipe, source=source)  # constructs every backend: bad values fail here
+    resolved = recipe.to_yaml_dict()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with BuildLock(layout.root):
+        if restart:
+            removed = remove_build(layout)
+            logger.info("--restart: removed %d files of the earlier build in %s", len(removed), layout.root)
+        _check_same_recipe(layout, resolved)
+        manifest = read_manifest(layout)
+        write_manifest(layout, manifest)  # the folder is an mfpo build from here on
+        # Local workers that start from a forkserver: start it now, so that it imports their modules on
+        # another core while this process indexes the source.
+        start_local_workers_early(recipe.executor, worker_modules(recipe))
+        _index(source, layout, recipe.executor.tasks, manifest)
+        atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
+        forget_ranks_without_shards(layout, recipe.executor.tasks)
+        run_executor(recipe, pipeline, layout)
+    if recipe.executor.kind != "slurm":
+        stats = layout.read_stats()
+        if stats["rows"] == 0:
+            dropped = stats.get("dropped") or {}
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+            raise EmptyBuildError(f"the build gave 0 rows: {sum(dropped.values())} inputs dropped ({counts or 'none'}); "
+                                  f"see {layout.rejects_file}")  # fmt: skip
     return layout
+
+
+def _index(source, layout: OutputLayout, tasks: int, manifest: dict) -> None:
+    """Index the source; refuse to resume finished ranks over inputs that changed since they ran."""
+    index = layout.source_index
+    fresh = index.with_name("source_index.next.jsonl")
+    n_items = source.prepare(fresh)
+    fingerprint = sha256_file(fresh)
+    try:
+        check_same_inputs(layout, fingerprint, n_items, tasks)
+    except InputsChangedError:
+        fresh.unlink(missing_ok=True)
+        raise
+    os.replace(fresh, index)
+    source.index_path = str(index)
+    if manifest.get("index") != {"sha256": fingerprint, "items": n_items}:
+        manifest["index"] = {"sha256": fingerprint, "items": n_items}
+        write_manifest(layout, manifest)
+    logger.info("indexed %d source items into %d tasks", n_items, tasks)
 
 
 def recipe_layout(recipe: Recipe) -> OutputLayout:
     """The output folder of `recipe`, with datatrove's logging dir where `executor.logging_dir` puts it."""
-    return OutputLayout(Path(recipe.output.dir), recipe.executor.logging_dir)
+    return OutputLayout(output_root(recipe.output.dir),
+                        output_root(recipe.executor.logging_dir) if recipe.executor.logging_dir else None)  # fmt: skip

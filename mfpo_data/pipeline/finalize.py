@@ -1,5 +1,6 @@
 """Finalize a build after every rank: difficulty buckets cut over the whole build, the final parquet
-shards, merged stats and rejects. The last step; `run.py` calls it (or chains it as a Slurm job).
+shards, merged stats and rejects, then `manifest.json` with each final file's rows and sha256 (what
+publish verifies). The last step; `run.py` calls it (or chains it as a Slurm job).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mfpo_data.config import Recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
 from mfpo_data.pipeline.assemble import describe_backends
+from mfpo_data.pipeline.outdir import file_entry, read_manifest, write_manifest
 from mfpo_data.schema import arrow_schema
 from mfpo_data.sources.base import index_stats_file
 from mfpo_data.stages.s7_writer import fault_point
@@ -80,9 +82,11 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     buckets, edges = tertile_buckets(items)
 
     layout.data_dir.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(layout)
     expected = {layout.final_shard(r, tasks) for r in range(tasks)}
-    for stale in set(layout.final_shards()) - expected:
-        stale.unlink()
+    for stale in set(layout.final_shards()) - expected:  # an earlier finalize's shards (other task count)
+        if stale.relative_to(layout.root).as_posix() in manifest.get("files", {}):  # never a file we did not write
+            stale.unlink()
     fault = fault_point("finalize")  # crash-resume tests only
 
     def write_final(rank: int) -> None:
@@ -123,6 +127,10 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
             rejects += [json.loads(line) for line in f if line.strip()]
     rejects.sort(key=lambda r: r["id"])
     atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
+    files = {layout.final_shard(r, tasks): pq.ParquetFile(layout.final_shard(r, tasks)).metadata.num_rows for r in range(tasks)}
+    files.update({layout.stats_file: None, layout.rejects_file: None})
+    manifest["files"] = {p.relative_to(layout.root).as_posix(): file_entry(p, rows) for p, rows in files.items()}
+    write_manifest(layout, manifest)  # last: a manifest that lists files means finalize finished
     for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
         pid_file.unlink(missing_ok=True)
     return stats

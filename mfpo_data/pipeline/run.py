@@ -11,7 +11,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from mfpo_data.config import Recipe
 from mfpo_data.layout import OutputLayout
-from mfpo_data.pipeline.executors import make_executor
+from mfpo_data.pipeline.executors import children_die_with_launcher, make_executor
 from mfpo_data.pipeline.finalize import final_parquet_options, finalize
 from mfpo_data.pipeline.watchdog import WorkerWatchdog
 
@@ -22,6 +22,8 @@ def run_executor(recipe: Recipe, pipeline: list, layout: OutputLayout) -> None:
     rerunning it resubmits only unfinished ranks (and finalize, unless that finished)."""
     logs = layout.logging_dir
     executor = make_executor(recipe.executor, pipeline, logs)
+    if recipe.executor.kind == "local":
+        children_die_with_launcher()  # a killed launcher leaves no Manager or worker process behind
     if recipe.executor.kind == "slurm":
         job = make_executor(recipe.executor, [FinalizeStep(str(layout.root), recipe)], logs / "finalize", tasks=1,
                             depends=executor, job_name=f"{recipe.executor.job_name}-finalize", finalize_job=True)  # fmt: skip

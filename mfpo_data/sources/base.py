@@ -8,14 +8,17 @@ what an index line holds (`index_entries`) and which samples one line gives (`sa
 
 An item that cannot be used is not lost: it becomes a dropped placeholder sample (`reject`) that
 the writer records in the rejects file with its reason. Unreadable images are dropped with one of
-`missing_file`, `unreadable_file`, `path_escapes_root`, `empty_file`, `undecodable_image`,
-`too_many_pixels`, `missing_image`.
+`missing_file`, `unreadable_file`, `not_a_file` (a named pipe, a device), `path_escapes_root`,
+`empty_file`, `undecodable_image`, `too_many_pixels`, `missing_image`, or a path check of
+`sources/validate.py` (`bad_path`, `path_too_long`, `bad_text`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import numpy as np
 from mfpo_data.imaging import ImageError, confined_path, decode_image, to_rgb
 from mfpo_data.layout import atomic_write
 from mfpo_data.schema import Sample
+from mfpo_data.sources.validate import check_path
 from mfpo_data.stages.base import Stage
 
 
@@ -51,6 +55,22 @@ class IndexedSource(Stage):
     def samples(self, entry: dict, rank_state: dict) -> Iterator[Sample]:
         """The samples of one index line. `rank_state` lives as long as one rank's run (open readers)."""
         raise NotImplementedError
+
+    def entry_rejects(self, entry: dict) -> list[str]:
+        """The reject reasons an index line carries (records that failed their checks)."""
+        return []
+
+    def check_records(self, sample: int | None = None) -> tuple[int, Counter]:
+        """What `mfpo-data validate` reports: the record checks of the index, without writing it or reading
+        an image. Returns (index lines checked, reject counts by reason code); `sample`: the first N lines."""
+        self.check()
+        n, reasons = 0, Counter()
+        for entry in self.index_entries():
+            if sample is not None and n >= sample:
+                break
+            n += 1
+            reasons.update(r.split(":", 1)[0] for r in self.entry_rejects(entry))
+        return n, reasons
 
     # -- run once, before the ranks -----------------------------------------------------------------
     def prepare(self, index_path: Path) -> int:
@@ -108,15 +128,23 @@ def read_image(value: Any, root: Path | None, max_pixels: int) -> tuple[np.ndarr
     if isinstance(value, str):
         if root is None:
             raise ImageError(f"path_escapes_root: {value!r} is a path but source.image_root is not set")
+        reason = check_path(value, "image")
+        if reason:
+            raise ImageError(reason)
         path = confined_path(root, value)
         try:
+            mode = path.stat().st_mode
+            if stat.S_ISDIR(mode):
+                raise ImageError(f"missing_file: {value} is a directory")
+            if not stat.S_ISREG(mode):  # a named pipe or a device would block the read or never end
+                raise ImageError(f"not_a_file: {value} is not a regular file")
             value = path.read_bytes()
         except FileNotFoundError:
             raise ImageError(f"missing_file: {value}") from None
-        except IsADirectoryError:
-            raise ImageError(f"missing_file: {value} is a directory") from None
         except PermissionError:
             raise ImageError(f"unreadable_file: {value}") from None
+        except OSError as e:  # ENAMETOOLONG, ELOOP, EIO, ...
+            raise ImageError(f"unreadable_file: {value!r:.200} ({e.strerror})") from None
     if isinstance(value, (bytes, bytearray)):
         image, as_is = decode_image(bytes(value), max_pixels)
         return image, (bytes(value) if as_is else None)

@@ -59,6 +59,9 @@ class JsonlSource(RecordSource):
                 except json.JSONDecodeError as e:
                     yield number, f"bad_json: line {number}: {e.msg} at column {e.colno}"
                     continue
+                except RecursionError:
+                    yield number, f"too_deep: line {number} nests lists or objects too deeply to parse"
+                    continue
                 if not isinstance(record, dict):
                     yield number, f"bad_json: line {number} is a {type(record).__name__}, not an object"
                     continue

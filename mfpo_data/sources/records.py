@@ -6,7 +6,9 @@ index lines too, carrying their reject reason, so the rank that owns the line wr
 rejects file and no input ever goes missing:
 
 - `bad_encoding` (a JSONL line that is not UTF-8) and `bad_json` (not a JSON object), with the line number;
-- `missing_field`, `bad_field` (not a string) and `empty_text` (empty or whitespace-only text);
+- the field checks of `sources/validate.py`: `missing_field`, `bad_field` (not a string), `bad_text` (a NUL
+  byte, a lone surrogate), `empty_text`, `bad_id`, `bad_path` and `path_too_long` (an image path that is
+  encoded data or longer than the OS allows), `too_deep` (a metadata column nested too deeply);
 - `same_answers` (chosen == rejected) and `duplicate_id` (the first record with an id is kept).
 
 Each rank decodes the images of its own lines with the sources' one image reader, which drops an
@@ -25,6 +27,7 @@ from mfpo_data.errors import ConfigError
 from mfpo_data.imaging import ImageError
 from mfpo_data.schema import Sample
 from mfpo_data.sources.base import IndexedSource, read_image
+from mfpo_data.sources.validate import check_depth, check_id, check_path, check_text
 
 
 FIELDS = ("id", "question", "chosen", "rejected", "image")
@@ -109,33 +112,34 @@ class RecordSource(IndexedSource):
             return {"id": f"{self.kind}:{self.where}:{position}", "reject": record}
         texts = {name: self.field(record, name) for name in TEXT_FIELDS}
         raw_id = self.field(record, "id")
+        if raw_id not in (None, "") and (reason := check_id(raw_id, self.column_name("id"), (str, int)) or (
+                isinstance(raw_id, str) and check_text(raw_id, self.column_name("id")))):  # fmt: skip
+            return {"id": f"{self.kind}:{self.where}:{position}", "reject": f"{reason} ({self.where} {position})"}
         image = self.image_ref(record)
         sample_id = str(raw_id) if raw_id not in (None, "") else content_id(texts, image, self.id_salt(position))
-        reason = self.check_record(record, texts)
+        meta = {self.where: position, **{c: record.get(c) for c in self.metadata_columns}}
+        reason = self.check_record(record, texts) or next(filter(None, (check_depth(meta[c], c) for c in self.metadata_columns)), None)
         if reason:
             return {"id": sample_id, "reject": f"{reason} ({self.where} {position})"}
-        meta = {self.where: position, **{c: record.get(c) for c in self.metadata_columns}}
         return {"id": sample_id, **texts, "image": image, "pos": position, "meta": meta}
 
     def id_salt(self, position: int) -> Any:
         """Extra content for ids derived from content (HF rows with embedded images add their position)."""
         return None
 
+    def column_name(self, name: str) -> str:
+        column = self.columns.get(name)
+        return "+".join(column) if isinstance(column, list) else str(column)
+
     def check_record(self, record: dict, texts: dict) -> str | None:
-        reason = self.check_texts(texts)
-        if reason is None and self.field(record, "image") is None:
-            return f"missing_field: no '{self.columns['image']}'"
-        return reason
+        """The texts, and the image as a file path (`sources/validate.py`); HF overrides the image part."""
+        return self.check_texts(texts) or check_path(self.field(record, "image"), self.column_name("image"))
 
     def check_texts(self, texts: dict) -> str | None:
         for name in TEXT_FIELDS:
-            value = texts[name]
-            if value is None:
-                return f"missing_field: no '{self.columns[name]}'"
-            if not isinstance(value, str):
-                return f"bad_field: '{self.columns[name]}' is {type(value).__name__}, not text"
-            if not value.strip():
-                return f"empty_text: '{self.columns[name]}' is empty"
+            reason = check_text(texts[name], self.column_name(name))
+            if reason:
+                return reason
         if texts["chosen"].strip() == texts["rejected"].strip():
             return "same_answers: chosen == rejected"
         return None
@@ -154,6 +158,9 @@ class RecordSource(IndexedSource):
                     entry = {"id": entry["id"], "reject": f"duplicate_id: {self.where} {position} repeats the id of {self.where} {first}"}
             yield entry
             n += 1
+
+    def entry_rejects(self, entry: dict) -> list[str]:
+        return [entry["reject"]] if "reject" in entry else []
 
     def check(self) -> None:
         if self.image_root is not None and not self.image_root.is_dir():
