@@ -72,8 +72,13 @@ class IndexedSource(Stage):
         rank_state: dict = {}
         with open(self.index_path, encoding="utf-8") as f:
             for i, line in enumerate(f):
-                if i % world_size == rank:
+                if self.rank_of(i, line, world_size) == rank:
                     yield from self.samples(json.loads(line), rank_state)
+
+    def rank_of(self, line_number: int, line: str, world_size: int) -> int:
+        """The rank that takes index line `line_number`: `line_number % world_size`, unless a source
+        keeps what one reader must read together (a streamed file) on one rank."""
+        return line_number % world_size
 
     def reject(self, sample_id: str, reason: str, image_id: str = "", pair_type: str = "") -> Sample:
         """A placeholder for an item that cannot be used: dropped by this stage, counted by its reason code."""
