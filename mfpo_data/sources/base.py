@@ -2,8 +2,9 @@
 
 `prepare()` runs once in the launching process: it checks the inputs and writes a compact index,
 one JSON line per item (an image, or an input record), atomically (temp file, then rename). Each
-rank then streams the index and keeps line `i` when `i % world_size == rank`, so ranks never load
-the source's large files and the split does not depend on how many ranks run. A subclass says
+rank then streams the index and keeps line `i` when `i % world_size == rank` (`rank_of`; a streamed
+HF dataset keeps each file on one rank), so ranks never load the source's large files and no row
+depends on how many ranks run. A subclass says
 what an index line holds (`index_entries`) and which samples one line gives (`samples`).
 
 An item that cannot be used is not lost: it becomes a dropped placeholder sample (`reject`) that

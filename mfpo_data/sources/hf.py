@@ -109,13 +109,19 @@ class HfSource(RecordSource):
         fallback = self.preset.image_fallback if "image" not in self.explicit_columns else None
         return self._mapped("image") + ([fallback] if fallback else [])
 
+    @staticmethod
+    def _optional_images(images: list[str]) -> tuple[str, ...]:
+        return tuple(images) if len(images) > 1 else ()  # with a fallback, either column will do
+
     def records(self) -> Iterator[tuple[int, dict | str]]:
         texts = list(self.preset.inputs) or self._mapped("question", "chosen", "rejected")
         text_columns = list(dict.fromkeys(self._mapped("id") + texts + self.metadata_columns + self.preset_metadata))
         optional = tuple(self.preset_metadata) + (() if "id" in self.explicit_columns else tuple(self._mapped("id")))
         images = self._image_columns()
-        ds = self._load(list(dict.fromkeys(text_columns + images)), optional + tuple(images[1:]))
+        ds = self._load(list(dict.fromkeys(text_columns + images)), optional + self._optional_images(images))
         present = ds.column_names or text_columns  # a stream of unknown features lists none
+        if ds.column_names and not any(c in present for c in images):
+            raise MfpoError(f"source: dataset {self.path!r} has no column {' or '.join(map(repr, images))} (columns: {', '.join(present)})")
         ds = ds.select_columns([c for c in text_columns if c in present])
         shards = _num_shards(ds) if self.streaming else 1
         if shards <= 1:
@@ -151,7 +157,7 @@ class HfSource(RecordSource):
 
     def open_images(self) -> Any:
         images = self._image_columns()
-        ds = self._load(images, tuple(images[1:]))
+        ds = self._load(images, self._optional_images(images))
         column = next((c for c in images if c in (ds.column_names or images)), images[0])
         return _RowReader(ds.select_columns([column]), column, self.streaming)
 

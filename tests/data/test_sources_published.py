@@ -123,7 +123,9 @@ def test_rlhf_v_parquet_file_and_jsonl_export_give_the_same_pairs(rlhf_v):
                       "preset": "rlhf_v"}, rlhf_v / "b")  # fmt: skip
     export = _build({"kind": "jsonl", "path": str(rlhf_v / "export.jsonl"), "image_root": str(rlhf_v / "images"),
                      "preset": "rlhf_v"}, rlhf_v / "c")  # fmt: skip
-    assert _pairs(saved) == _pairs(rows_by_id(parquet)) == _pairs(rows_by_id(export))
+    as_hf = _build({"kind": "hf", "path": "json", "data_files": str(rlhf_v / "export.jsonl"), "image_root": str(rlhf_v / "images"),
+                    "preset": "rlhf_v"}, rlhf_v / "d")  # fmt: skip  # the hf source on the export: images by image_path too
+    assert _pairs(saved) == _pairs(rows_by_id(parquet)) == _pairs(rows_by_id(export)) == _pairs(rows_by_id(as_hf))
     assert set(_rejects(export)) == {"RLHF-V-Dataset:4", "RLHF-V-Dataset:5"}
 
 
