@@ -4,7 +4,8 @@
     coco.py     `kind: coco`: COCO annotations and images; text pairs from `mfpo_data/coco_pairs.py`
     records.py  what `jsonl` and `hf` share: ready-made pairs, column presets, record validation
     jsonl.py    `kind: jsonl`: a JSON-lines file with image paths
-    hf.py       `kind: hf`: a Hugging Face dataset (Hub id or local folder)
+    hf.py       `kind: hf`: a Hugging Face dataset (Hub id or local folder); a stream sharded by its files
+    presets/    published schemas that are not one flat pair per row: RLHF-V (`rlhf_v`), VLFeedback (`vlfeedback`)
 """
 
 from __future__ import annotations

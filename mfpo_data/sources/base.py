@@ -2,8 +2,9 @@
 
 `prepare()` runs once in the launching process: it checks the inputs and writes a compact index,
 one JSON line per item (an image, or an input record), atomically (temp file, then rename). Each
-rank then streams the index and keeps line `i` when `i % world_size == rank`, so ranks never load
-the source's large files and the split does not depend on how many ranks run. A subclass says
+rank then streams the index and keeps line `i` when `i % world_size == rank` (`rank_of`; a streamed
+HF dataset keeps each file on one rank), so ranks never load the source's large files and no row
+depends on how many ranks run. A subclass says
 what an index line holds (`index_entries`) and which samples one line gives (`samples`).
 
 An item that cannot be used is not lost: it becomes a dropped placeholder sample (`reject`) that
@@ -95,8 +96,13 @@ class IndexedSource(Stage):
         rank_state: dict = {}
         with open(self.index_path, encoding="utf-8") as f:
             for i, line in enumerate(f):
-                if i % world_size == rank:
+                if self.rank_of(i, line, world_size) == rank:
                     yield from self.samples(json.loads(line), rank_state)
+
+    def rank_of(self, line_number: int, line: str, world_size: int) -> int:
+        """The rank that takes index line `line_number`: `line_number % world_size`, unless a source
+        keeps what one reader must read together (a streamed file) on one rank."""
+        return line_number % world_size
 
     def reject(self, sample_id: str, reason: str, image_id: str = "", pair_type: str = "") -> Sample:
         """A placeholder for an item that cannot be used: dropped by this stage, counted by its reason code."""

@@ -9,7 +9,9 @@ rejects file and no input ever goes missing:
 - the field checks of `sources/validate.py`: `missing_field`, `bad_field` (not a string), `bad_text` (a NUL
   byte, a lone surrogate), `empty_text`, `bad_id`, `bad_path` and `path_too_long` (an image path that is
   encoded data or longer than the OS allows), `too_deep` (a metadata column nested too deeply);
-- `same_answers` (chosen == rejected) and `duplicate_id` (the first record with an id is kept).
+- `same_answers` (chosen == rejected) and `duplicate_id` (the first record with an id is kept);
+- what a record preset (`sources/presets/`) rejects: a malformed `text` (RLHF-V), a tie or a missing
+  rating (VLFeedback).
 
 Each rank decodes the images of its own lines with the sources' one image reader, which drops an
 unreadable image with its reason as it does for COCO.
@@ -21,12 +23,13 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mfpo_data.errors import ConfigError
 from mfpo_data.imaging import ImageError
 from mfpo_data.schema import Sample
 from mfpo_data.sources.base import IndexedSource, read_image
+from mfpo_data.sources.presets import META, PAIR, RECORD_PRESETS, REJECT, Preset
 from mfpo_data.sources.validate import check_depth, check_id, check_path, check_text
 
 
@@ -38,15 +41,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     # RLAIF-V-Dataset / RLHF-V: `idx` is a per-subset index, so the id joins it with `ds_name`.
     "rlaif_v": {"id": ["ds_name", "idx"], "question": "question", "chosen": "chosen", "rejected": "rejected", "image": "image"},
 }
+# `source.preset`: the mappings above and the record presets (RLHF-V's JSON `text`, VLFeedback's ratings).
+PresetName = Literal["default", "rlaif_v", "rlhf_v", "vlfeedback"]
 
 
-def resolve_columns(preset: str, columns: dict[str, Any] | None) -> dict[str, Any]:
-    if preset not in PRESETS:
-        raise ConfigError(f"'source.preset' is '{preset}', expected one of: {', '.join(PRESETS)}")
-    out = dict(PRESETS[preset])
+def make_preset(name: str, options: dict[str, Any] | None) -> Preset:
+    """The preset object of `source.preset`: a record preset, or one that passes records through unchanged."""
+    if name in RECORD_PRESETS:
+        return RECORD_PRESETS[name](options)
+    if name not in PRESETS:
+        raise ConfigError(f"'source.preset' is '{name}', expected one of: {', '.join([*PRESETS, *RECORD_PRESETS])}")
+    preset = Preset(options)
+    preset.name = name
+    return preset
+
+
+def resolve_columns(preset: str | Preset, columns: dict[str, Any] | None) -> dict[str, Any]:
+    preset = preset if isinstance(preset, Preset) else make_preset(preset, None)
+    out = dict(preset.columns or PRESETS[preset.name])
     for key, value in (columns or {}).items():
         if key not in FIELDS:
             raise ConfigError(f"unknown key 'source.columns.{key}' (allowed: {', '.join(FIELDS)})")
+        if key in preset.produced:
+            raise ConfigError(f"'source.columns.{key}' cannot be set with preset {preset.name}: the preset reads it from {', '.join(preset.inputs)}")
         out[key] = value
     return out
 
@@ -72,12 +89,16 @@ class RecordSource(IndexedSource):
         max_image_pixels: int,
         seed: int,
         index_path: str | None,
+        preset_options: dict[str, Any] | None = None,
     ):
         super().__init__(max_image_pixels, seed, index_path)
-        self.columns = resolve_columns(preset, columns)
+        self.preset = make_preset(preset, preset_options)
+        self.columns = resolve_columns(self.preset, columns)
         self.explicit_columns = set(columns or ())  # a preset's `id` column may be absent (ids are then hashes)
         self.image_root = Path(image_root).expanduser() if image_root else None
         self.metadata_columns = list(metadata_columns or [])
+        # the preset's provenance columns, where a record has them (after the user's, which are always written)
+        self.preset_metadata = [c for c in self.preset.metadata if c not in self.metadata_columns]
         self.limit = limit
 
     # -- for subclasses ---------------------------------------------------------------------------
@@ -104,20 +125,32 @@ class RecordSource(IndexedSource):
         if isinstance(column, list):
             values = [record.get(c) for c in column]
             return None if any(v is None for v in values) else ":".join(str(v) for v in values)
-        return record.get(column) if column else None
+        value = record.get(column) if column else None
+        if value is None and name == "image" and self.preset.image_fallback and "image" not in self.explicit_columns:
+            value = record.get(self.preset.image_fallback)
+        return value
 
     def entry(self, position: int, record: dict | str) -> dict:
         """The index entry of one record: the fields a sample needs, or a reject."""
         if isinstance(record, str):
             return {"id": f"{self.kind}:{self.where}:{position}", "reject": record}
-        texts = {name: self.field(record, name) for name in TEXT_FIELDS}
         raw_id = self.field(record, "id")
         if raw_id not in (None, "") and (reason := check_id(raw_id, self.column_name("id"), (str, int)) or (
                 isinstance(raw_id, str) and check_text(raw_id, self.column_name("id")))):  # fmt: skip
             return {"id": f"{self.kind}:{self.where}:{position}", "reject": f"{reason} ({self.where} {position})"}
+        pair = record.get(PAIR)
+        if REJECT in record:  # the preset's reject: named by the record's id where it has one
+            sample_id = str(raw_id) if raw_id not in (None, "") else f"{self.kind}:{self.where}:{position}"
+            return {"id": f"{sample_id}:{pair}" if pair else sample_id, "reject": f"{record[REJECT]} ({self.where} {position})"}
+        texts = {name: self.field(record, name) for name in TEXT_FIELDS}
         image = self.image_ref(record)
-        sample_id = str(raw_id) if raw_id not in (None, "") else content_id(texts, image, self.id_salt(position))
+        if raw_id not in (None, ""):
+            sample_id = f"{raw_id}:{pair}" if pair else str(raw_id)
+        else:
+            sample_id = content_id(texts, image, self.id_salt(position))
         meta = {self.where: position, **{c: record.get(c) for c in self.metadata_columns}}
+        meta.update({c: record[c] for c in self.preset_metadata if c in record})
+        meta.update(record.get(META) or {})
         reason = self.check_record(record, texts) or next(filter(None, (check_depth(meta[c], c) for c in self.metadata_columns)), None)
         if reason:
             return {"id": sample_id, "reject": f"{reason} ({self.where} {position})"}
@@ -133,7 +166,10 @@ class RecordSource(IndexedSource):
 
     def check_record(self, record: dict, texts: dict) -> str | None:
         """The texts, and the image as a file path (`sources/validate.py`); HF overrides the image part."""
-        return self.check_texts(texts) or check_path(self.field(record, "image"), self.column_name("image"))
+        reason = self.check_texts(texts)
+        if reason is None and self.field(record, "image") is None and self.preset.image_fallback:
+            return f"missing_field: no '{self.columns['image']}' or '{self.preset.image_fallback}'"
+        return reason or check_path(self.field(record, "image"), self.column_name("image"))
 
     def check_texts(self, texts: dict) -> str | None:
         for name in TEXT_FIELDS:
@@ -145,18 +181,22 @@ class RecordSource(IndexedSource):
         return None
 
     def index_entries(self) -> Iterator[dict]:
-        """One entry per record (kept or rejected), up to `limit`; a repeated id is a reject."""
+        """The entries (kept or rejected) of the first `limit` records: one per record, or one per pair a
+        record preset makes of it; a repeated id is a reject."""
         seen: dict[str, int] = {}
         n = 0
         for position, record in self.records():
             if self.limit is not None and n >= self.limit:
                 break
-            entry = self.entry(position, record)
-            if "reject" not in entry:
-                first = seen.setdefault(entry["id"], position)
-                if first != position:
-                    entry = {"id": entry["id"], "reject": f"duplicate_id: {self.where} {position} repeats the id of {self.where} {first}"}
-            yield entry
+            for flat in [record] if isinstance(record, str) else self.preset.expand(record):
+                entry = self.entry(position, flat)
+                if "reject" not in entry:
+                    if entry["id"] in seen:
+                        first = seen[entry["id"]]
+                        entry = {"id": entry["id"], "reject": f"duplicate_id: {self.where} {position} repeats the id of {self.where} {first}"}
+                    else:
+                        seen[entry["id"]] = position
+                yield entry
             n += 1
 
     def entry_rejects(self, entry: dict) -> list[str]:
