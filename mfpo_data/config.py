@@ -225,18 +225,26 @@ def recipe_from_dict(data: dict) -> Recipe:
     return recipe
 
 
-def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe file by path, or by name in ./recipes/ and then among the recipes shipped with mfpo."""
-    path = Path(name_or_path)
+def find_recipe(name_or_path: str | Path, subdir: str = "") -> Path:
+    """A recipe file by path, or by name in ./recipes/ and then among the recipes shipped with mfpo.
+
+    `subdir="train"` looks for training configs (`recipes/train/`), as `mfpo-train --config NAME` does.
+    """
+    path = Path(name_or_path).expanduser()
+    kind, command = ("training config", "mfpo-train configs") if subdir == "train" else ("recipe", "mfpo-data recipes")
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
+            raise ConfigError(f"{kind} file not found: {path}")
         return path
-    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+    for folder in _recipe_folders(subdir):
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"no recipe named '{name_or_path}' (see `mfpo-data recipes`)")
+    raise ConfigError(f"no {kind} named '{name_or_path}' (see `{command}`)")
+
+
+def _recipe_folders(subdir: str) -> tuple[Path, Path]:
+    return Path.cwd() / "recipes" / subdir, RECIPES_DIR / subdir
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -244,10 +252,10 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     return recipe_from_dict(apply_overrides(data, list(overrides)))
 
 
-def list_recipes() -> list[tuple[str, Path, str]]:
+def list_recipes(subdir: str = "") -> list[tuple[str, Path, str]]:
     """(name, path, first header comment line) of every recipe found, local ones first."""
     seen, out = set(), []
-    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+    for folder in _recipe_folders(subdir):
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             if path.stem in seen:
                 continue
