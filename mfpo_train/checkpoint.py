@@ -90,8 +90,9 @@ def resolve_resume(resume: bool | str | Path, output_dir: Path) -> Path | None:
     return path
 
 
-# What a run writes into its output folder; any of them there means the folder holds a run.
-RUN_MARKERS = ("metrics.jsonl", "checkpoints", "final", "config.json")
+# What a run that trained at least one step leaves in its output folder. config.json alone is not one: a run
+# that failed before its first step (a wrong model path) must not claim the folder for the corrected command.
+RUN_MARKERS = ("metrics.jsonl", "checkpoints", "final")
 
 
 def refuse_existing_run(output_dir: Path) -> None:

@@ -53,8 +53,7 @@ def test_rerun_into_a_run_folder_without_resume_is_refused(tiny_llava, synthetic
     before = (run / "metrics.jsonl").read_bytes()
     again = _cli(*common)
     assert again.returncode == 1 and "Traceback" not in again.stderr
-    assert _error_lines(again.stderr) == [f"error: {run} holds a training run already (metrics.jsonl, checkpoints, "
-                                          "config.json): "
+    assert _error_lines(again.stderr) == [f"error: {run} holds a training run already (metrics.jsonl, checkpoints): "
                                           "pass --resume to continue it, or set train.output_dir to a new folder"]
     assert (run / "metrics.jsonl").read_bytes() == before
 
@@ -205,3 +204,18 @@ def test_make_tiny_model_writes_a_loadable_model_and_never_overwrites(tmp_path):
     assert _error_lines(refused.stderr) == [f"error: {tmp_path / 'mine'} exists and is not an empty folder; "
                                             "choose a new one"]
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_model_that_is_not_there_is_one_line_and_claims_no_folder(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    common = ["--config", "debug", "--set", f"data.dataset={synthetic_data}", "--set", f"train.output_dir={run}"]
+    folder = _cli(*common, "--set", f"model.name_or_path={tmp_path / 'no-model'}")
+    assert folder.returncode == 1 and "Traceback" not in folder.stderr
+    assert _error_lines(folder.stderr) == [f"error: no model folder at {tmp_path / 'no-model'} (model.name_or_path): "
+                                           "point model.name_or_path at a folder with the model's config.json"]
+    hub = _cli(*common, "--set", "model.name_or_path=org/not-cached-model")
+    assert hub.returncode == 1 and "Traceback" not in hub.stderr
+    assert _error_lines(hub.stderr) == [
+        "error: model 'org/not-cached-model' (model.name_or_path) is neither a local folder nor in the Hugging Face "
+        "cache and the Hub is offline (HF_HUB_OFFLINE): download it (hf download org/not-cached-model) or point "
+        "model.name_or_path at a local folder"]
