@@ -268,7 +268,7 @@ def drop_options_of_switched_backends(data: dict, overrides: list[str] | tuple[s
     """`--set perturbation.backend=blur` on a recipe written for `diffusion_noise`: the recipe's options that
     the new backend does not take (`t`, `schedule`) are dropped with a note instead of failing as unknown keys.
     Options given with `--set` are never dropped: a wrong one is still an error."""
-    selectors = {"source": (SourceConfig, "kind"), **{n: (c, "backend") for n, c in _BACKEND_SECTIONS.items()}}
+    selectors = {"source": (SourceConfig, "kind"), **{n: (c, "backend") for n, c in BACKEND_SECTIONS.items()}}
     parsed = [parse_override(item)[::-1] for item in overrides]
     given = {tuple(parts) for _, parts in parsed}
     out = dict(data)
