@@ -280,7 +280,8 @@ def drop_options_of_switched_backends(data: dict, overrides: list[str] | tuple[s
         if not isinstance(recipe_section, dict) or recipe_section.get(selector) == value:
             continue
         try:
-            accepted = keyword_params(resolve(section, value))
+            chosen = sources.resolve(value) if section == "source" else backends.resolve(section, value)
+            accepted = keyword_params(chosen)
         except ConfigError:  # an unknown backend: recipe_from_dict names it
             continue
         own = {f.name for f in dataclasses.fields(cls)}
