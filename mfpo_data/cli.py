@@ -48,6 +48,9 @@ def build(
         layout = build_dataset(loaded, (), output)
     except _known_errors() as e:
         raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished ranks are kept; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
     if loaded.executor.kind == "slurm":
         typer.echo(
             f"submitted {loaded.executor.tasks} tasks and a finalize job to Slurm (see `squeue --me`); "
@@ -69,12 +72,14 @@ def validate(recipe: RecipeOpt = "coco", set_: SetOpt = None) -> None:
     """Check a recipe (keys, types, backends, inputs) without loading any model."""
     try:
         from mfpo_data.config import find_recipe, load_recipe
-        from mfpo_data.pipeline.assemble import make_source
+        from mfpo_data.pipeline.assemble import check_models, make_source
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
         source = make_source(loaded)
         if hasattr(source, "check"):
             source.check()
+        for note in check_models(loaded):
+            typer.echo(f"note: {note}")
     except _known_errors() as e:
         raise _fail(str(e)) from None
     typer.echo(f"ok: {find_recipe(recipe)}")
@@ -102,7 +107,7 @@ def inspect(
     try:
         rows = read_rows(path, n=n, seed=seed)
         render_grid(rows, out, n=n)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, *_known_errors()) as e:
         raise _fail(str(e)) from None
     typer.echo(f"wrote {out}")
 

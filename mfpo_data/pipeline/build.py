@@ -15,7 +15,7 @@ import yaml
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
-from mfpo_data.pipeline.assemble import build_pipeline, make_source, worker_modules
+from mfpo_data.pipeline.assemble import build_pipeline, check_models, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
 from mfpo_data.pipeline.run import forget_ranks_without_shards, run_executor
 
@@ -70,6 +70,8 @@ def build_dataset(
     layout = recipe_layout(recipe)
     resolved = recipe.to_yaml_dict()
     _check_same_recipe(layout, resolved)
+    for note in check_models(recipe):  # offline, a model that is not there fails here, before any rank
+        logger.info(note)
     layout.root.mkdir(parents=True, exist_ok=True)
     # Local workers that start from a forkserver: start it now, so that it imports their modules on
     # another core while this process indexes the source and builds the pipeline.

@@ -76,7 +76,9 @@ class IndexedSource(Stage):
         with open(self.index_path, encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if i % world_size == rank:
-                    yield from self.samples(json.loads(line), rank_state)
+                    for sample in self.samples(json.loads(line), rank_state):
+                        sample.source_item = i
+                        yield sample
 
     def reject(self, sample_id: str, reason: str, image_id: str = "", pair_type: str = "") -> Sample:
         """A placeholder for an item that cannot be used: dropped by this stage, counted by its reason code."""
