@@ -36,13 +36,11 @@ def make_executor(
     tasks = cfg.tasks if tasks is None else tasks
     common = dict(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir), skip_completed=True, depends=depends)
     if cfg.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         workers = min(cfg.workers or 1, tasks)
         start_method = resolve_start_method(cfg.start_method)
         if workers > 1 and start_method == "forkserver":  # a no-op when build_dataset started it already
             start_forkserver(sorted({type(step).__module__ for step in pipeline} | {"pyarrow"}))
-        return LocalPipelineExecutor(**common, workers=workers, start_method=start_method)
+        return _local_executor_class()(**common, workers=workers, start_method=start_method)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -80,6 +78,26 @@ def make_executor(
             time=time_to_seconds(cfg.time) if cfg.time else None,
         )
     raise ValueError(f"unknown executor kind {cfg.kind!r}")
+
+
+_LOCAL_EXECUTOR = None
+
+
+def _local_executor_class():
+    """datatrove's local executor, with each rank's pipeline listing and stats block in the rank's log file
+    (`logs/logs/task_N.log`) and not on the console; errors are still shown. datatrove prints a rank's log to
+    the console only for local rank 0 ("at the moment only used for logging"), so every rank runs as 1+."""
+    global _LOCAL_EXECUTOR
+    if _LOCAL_EXECUTOR is None:
+        from datatrove.executor import LocalPipelineExecutor
+
+        class QuietLocalExecutor(LocalPipelineExecutor):
+            def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+                return super()._run_for_rank(rank, local_rank=local_rank + 1, node_rank=node_rank)
+
+        QuietLocalExecutor.__qualname__ = QuietLocalExecutor.__name__  # picklable by reference from this module
+        globals()["QuietLocalExecutor"] = _LOCAL_EXECUTOR = QuietLocalExecutor
+    return _LOCAL_EXECUTOR
 
 
 def resolve_start_method(requested: str) -> str:

@@ -219,3 +219,20 @@ def test_a_model_that_is_not_there_is_one_line_and_claims_no_folder(synthetic_da
         "error: model 'org/not-cached-model' (model.name_or_path) is neither a local folder nor in the Hugging Face "
         "cache and the Hub is offline (HF_HUB_OFFLINE): download it (hf download org/not-cached-model) or point "
         "model.name_or_path at a local folder"]
+
+
+def test_ctrl_c_in_training_says_how_to_resume(monkeypatch, synthetic_data, tmp_path):
+    from typer.testing import CliRunner
+
+    import mfpo_train.train as train_module
+    from mfpo_train.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = CliRunner().invoke(app, ["--config", "debug", "--set", f"train.output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == (
+        "interrupted: rerun the same command with --resume to continue from the last checkpoint "
+        "(train.save_every sets how often one is written)")

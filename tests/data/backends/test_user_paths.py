@@ -85,3 +85,29 @@ def test_the_progress_bar_counts_each_ranks_source_items_with_a_total(tmp_path):
     assert [writer._bar(layout, r, 2).total for r in range(2)] == [8, 7]
     assert [writer._bar(layout, r, 4).total for r in range(4)] == [4, 4, 4, 3]
     assert ShardWriter(str(tmp_path), progress=False)._bar(layout, 0, 1) is None
+
+
+def test_datatrove_rank_stats_go_to_the_log_folder_not_the_console(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mfpo_data.cli", "build", "--recipe", "coco", "--output", str(tmp_path),
+                          "--set", "source.limit=3", "--set", "output.progress=false"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Stats: Task 0" not in out.stderr and "PIPELINE" not in out.stderr
+    assert out.stderr.count("Stats: All 1 tasks") == 1  # the merged summary, once
+    assert "Stats: Task 0" in (tmp_path / "logs" / "logs" / "task_00000.log").read_text()
+
+
+def test_ctrl_c_in_build_says_how_to_resume(monkeypatch):
+    import mfpo_data.pipeline.build as build
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "build_dataset", interrupted)
+    result = CliRunner().invoke(app, ["build", "--recipe", "coco"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1] == ("interrupted: finished ranks are kept; rerun the same command "
+                                                      "to resume")
