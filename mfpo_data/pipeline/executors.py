@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from datatrove.executor import LocalPipelineExecutor
+
 from mfpo_data._deps import require
 from mfpo_data.config import ExecutorConfig, time_to_seconds
 
@@ -40,7 +42,7 @@ def make_executor(
         start_method = resolve_start_method(cfg.start_method)
         if workers > 1 and start_method == "forkserver":  # a no-op when build_dataset started it already
             start_forkserver(sorted({type(step).__module__ for step in pipeline} | {"pyarrow"}))
-        return _local_executor_class()(**common, workers=workers, start_method=start_method)
+        return QuietLocalExecutor(**common, workers=workers, start_method=start_method)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -80,24 +82,13 @@ def make_executor(
     raise ValueError(f"unknown executor kind {cfg.kind!r}")
 
 
-_LOCAL_EXECUTOR = None
-
-
-def _local_executor_class():
+class QuietLocalExecutor(LocalPipelineExecutor):
     """datatrove's local executor, with each rank's pipeline listing and stats block in the rank's log file
     (`logs/logs/task_N.log`) and not on the console; errors are still shown. datatrove prints a rank's log to
     the console only for local rank 0 ("at the moment only used for logging"), so every rank runs as 1+."""
-    global _LOCAL_EXECUTOR
-    if _LOCAL_EXECUTOR is None:
-        from datatrove.executor import LocalPipelineExecutor
 
-        class QuietLocalExecutor(LocalPipelineExecutor):
-            def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-                return super()._run_for_rank(rank, local_rank=local_rank + 1, node_rank=node_rank)
-
-        QuietLocalExecutor.__qualname__ = QuietLocalExecutor.__name__  # picklable by reference from this module
-        globals()["QuietLocalExecutor"] = _LOCAL_EXECUTOR = QuietLocalExecutor
-    return _LOCAL_EXECUTOR
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        return super()._run_for_rank(rank, local_rank=local_rank + 1, node_rank=node_rank)
 
 
 def resolve_start_method(requested: str) -> str:
