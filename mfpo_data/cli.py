@@ -49,6 +49,9 @@ def build(
         layout = build_dataset(loaded, (), output, restart=restart)
     except _known_errors() as e:
         raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: finished ranks are kept; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
     if loaded.executor.kind == "slurm":
         typer.echo(
             f"submitted {loaded.executor.tasks} tasks and a finalize job to Slurm (see `squeue --me`); "
@@ -74,10 +77,11 @@ def validate(
     """Check a recipe (keys, types, backend values) and its input records as the build would, without loading any model."""
     try:
         from mfpo_data.config import find_recipe, load_recipe
-        from mfpo_data.pipeline.assemble import make_backends, make_source
+        from mfpo_data.pipeline.assemble import check_models, make_source
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
-        make_backends(loaded)  # the values the backends refuse (perturbation.t=5000) fail here, as in a build
+        for note in check_models(loaded):  # builds every backend: values they refuse (perturbation.t=5000) fail here
+            typer.echo(f"note: {note}")
         n, reasons = make_source(loaded).check_records(sample)
     except _known_errors() as e:
         raise _fail(str(e)) from None
@@ -109,7 +113,7 @@ def inspect(
         path, out = path.expanduser(), out.expanduser()
         rows = read_rows(path, n=n, seed=seed)
         render_grid(rows, out, n=n)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, *_known_errors()) as e:
         raise _fail(str(e)) from None
     typer.echo(f"wrote {out}")
 

@@ -9,17 +9,28 @@ typo fails `mfpo-data validate` before any model loads. `source` works the same 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mfpo_data import backends, sources
 from mfpo_data.errors import ConfigError
-from mfpo_data.strict import apply_overrides, check_kwargs, from_dict, load_yaml, to_dict
+from mfpo_data.strict import (
+    apply_overrides,
+    check_kwargs,
+    from_dict,
+    keyword_params,
+    load_yaml,
+    parse_override,
+    to_dict,
+)
 
 
 _PACKAGE = Path(__file__).resolve().parent
 # Recipes shipped in the wheel (copied there by setup.py), or the checkout's recipes/ in a source tree.
+logger = logging.getLogger(__name__)
+
 RECIPES_DIR = _PACKAGE / "recipes" if (_PACKAGE / "recipes").is_dir() else _PACKAGE.parent / "recipes"
 RESERVED_OPTIONS = {"seed", "index_path"}  # set by the builder, not by recipes
 
@@ -225,29 +236,67 @@ def recipe_from_dict(data: dict) -> Recipe:
     return recipe
 
 
-def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe file by path, or by name in ./recipes/ and then among the recipes shipped with mfpo."""
-    path = Path(name_or_path)
+def find_recipe(name_or_path: str | Path, subdir: str = "") -> Path:
+    """A recipe file by path, or by name in ./recipes/ and then among the recipes shipped with mfpo.
+
+    `subdir="train"` looks for training configs (`recipes/train/`), as `mfpo-train --config NAME` does.
+    """
+    path = Path(name_or_path).expanduser()
+    kind, command = ("training config", "mfpo-train configs") if subdir == "train" else ("recipe", "mfpo-data recipes")
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
+            raise ConfigError(f"{kind} file not found: {path}")
         return path
-    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+    for folder in _recipe_folders(subdir):
         candidate = folder / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"no recipe named '{name_or_path}' (see `mfpo-data recipes`)")
+    raise ConfigError(f"no {kind} named '{name_or_path}' (see `{command}`)")
+
+
+def _recipe_folders(subdir: str) -> tuple[Path, Path]:
+    return Path.cwd() / "recipes" / subdir, RECIPES_DIR / subdir
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     data = load_yaml(find_recipe(name_or_path))
+    data = drop_options_of_switched_backends(data, overrides)
     return recipe_from_dict(apply_overrides(data, list(overrides)))
 
 
-def list_recipes() -> list[tuple[str, Path, str]]:
+def drop_options_of_switched_backends(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`--set perturbation.backend=blur` on a recipe written for `diffusion_noise`: the recipe's options that
+    the new backend does not take (`t`, `schedule`) are dropped with a note instead of failing as unknown keys.
+    Options given with `--set` are never dropped: a wrong one is still an error."""
+    selectors = {"source": (SourceConfig, "kind"), **{n: (c, "backend") for n, c in BACKEND_SECTIONS.items()}}
+    parsed = [parse_override(item)[::-1] for item in overrides]
+    given = {tuple(parts) for _, parts in parsed}
+    out = dict(data)
+    for value, parts in parsed:
+        if len(parts) != 2 or parts[0] not in selectors or parts[1] != selectors[parts[0]][1]:
+            continue
+        section, (cls, selector) = parts[0], selectors[parts[0]]
+        recipe_section = data.get(section)
+        if not isinstance(recipe_section, dict) or recipe_section.get(selector) == value:
+            continue
+        try:
+            chosen = sources.resolve(value) if section == "source" else backends.resolve(section, value)
+            accepted = keyword_params(chosen)
+        except ConfigError:  # an unknown backend: recipe_from_dict names it
+            continue
+        own = {f.name for f in dataclasses.fields(cls)}
+        dropped = [k for k in recipe_section if k not in own and k not in accepted and (section, k) not in given]
+        if dropped:
+            logger.warning("note: %s.%s=%s does not take the recipe's %s; dropped", section, selector, value,
+                           ", ".join(f"{section}.{k}" for k in dropped))
+            out[section] = {k: v for k, v in recipe_section.items() if k not in dropped}
+    return out
+
+
+def list_recipes(subdir: str = "") -> list[tuple[str, Path, str]]:
     """(name, path, first header comment line) of every recipe found, local ones first."""
     seen, out = set(), []
-    for folder in (Path.cwd() / "recipes", RECIPES_DIR):
+    for folder in _recipe_folders(subdir):
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             if path.stem in seen:
                 continue

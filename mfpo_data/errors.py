@@ -15,3 +15,7 @@ class MissingExtraError(MfpoError, ImportError):
 
 class SchemaError(MfpoError):
     """A dataset whose columns do not match `mfpo_data.schema.features()`."""
+
+
+class MissingModelError(MfpoError, OSError):
+    """A model id that is neither a local folder nor in the Hugging Face cache (offline), or cannot be loaded."""

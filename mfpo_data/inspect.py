@@ -96,15 +96,36 @@ def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 8) -> Path:
     return out_path
 
 
+INSPECT_COLUMNS = ("images", "rejected_images", "chosen", "rejected")
+
+
+def _columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is not parquet
+        raise ValueError(f"{path} is not a readable parquet file ({type(e).__name__})") from None
+
+
 def read_rows(path: str | Path, n: int = 8, seed: int | None = None) -> list[dict]:
     """The first `n` rows (or `n` seeded-random rows) of a build or dataset folder, images as raw bytes."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
     files = sorted(path.glob("data/*.parquet")) or sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
     files = [f for f in files if "staging" not in f.parts]
     if not files:
-        raise FileNotFoundError(f"no parquet files under {path}")
+        if (path / "staging").is_dir() or (path / "recipe.resolved.yaml").is_file():
+            raise FileNotFoundError(f"{path} is a build that has not finished: it has no data/*.parquet yet "
+                                    "(rerun the same mfpo-data build command to complete it)")
+        raise FileNotFoundError(f"{path} holds no parquet files: pass a build output folder (with data/*.parquet), "
+                                "a dataset folder or a parquet file")
+    missing = [c for c in INSPECT_COLUMNS if c not in _columns(files[0])]
+    if missing:
+        raise ValueError(f"{files[0]} is not an mfpo dataset: it lacks {', '.join(missing)}, which inspect draws")
     rows = []
     for f in files:
         rows += pq.read_table(f).to_pylist()

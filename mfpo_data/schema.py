@@ -76,6 +76,7 @@ class Sample:
     difficulty: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     dropped: tuple[str, str] | None = None  # (stage, reason)
+    source_item: int | None = field(default=None, repr=False, compare=False)  # its index line (progress; not written)
 
     def drop(self, stage: str, reason: str) -> Sample:
         """Mark the sample as rejected by `stage`; the reason is a short snake_case code plus detail."""

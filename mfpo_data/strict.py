@@ -104,6 +104,9 @@ def loads_yaml(text: str, name: str = "<string>") -> dict:
     return data
 
 
+_COMMENT = re.compile(r"(^|\s)#")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like key.path=value")
@@ -115,6 +118,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, ConfigError):
         value = raw
+    if _COMMENT.search(raw) and not raw.lstrip().startswith(("[", "{", "'", '"')):
+        value = raw.strip()  # on a command line "#" is text: YAML would drop it and what follows as a comment
     return key.split("."), value
 
 
@@ -239,19 +244,24 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     return obj
 
 
+def keyword_params(fn: Any, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, inspect.Parameter]:
+    """The parameters of `fn` (a backend class: its `__init__`) that a recipe can set by name."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    return {
+        n: p
+        for n, p in inspect.signature(target).parameters.items()
+        if n != "self" and n not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
 def check_kwargs(fn: Any, options: Mapping[str, Any], path: str, exclude: frozenset[str] | set[str] = frozenset()) -> dict:
     """Validate `options` against the keyword parameters of `fn` (a backend class): names and types."""
     target = fn.__init__ if inspect.isclass(fn) else fn
-    sig = inspect.signature(target)
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # annotations that cannot be resolved are not checked
         hints = {}
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self" and n not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    params = keyword_params(fn, exclude)
     unknown = [k for k in options if k not in params]
     if unknown:
         raise ConfigError(f"unknown key '{path}.{unknown[0]}' (allowed: {', '.join(params) or 'none'})")

@@ -49,13 +49,21 @@ def describe(feature: Any) -> str:
 
 
 def features_problems(
-    got: Mapping[str, Any], expected: Mapping[str, Any] | None = None, *, strict: bool = False
+    got: Mapping[str, Any], expected: Mapping[str, Any] | None = None, *, strict: bool = False,
+    required: Iterable[str] | None = None,
 ) -> list[str]:
-    """What differs between `got` and the schema, one phrase per kind (empty when they match)."""
+    """What differs between `got` and the schema, one phrase per kind (empty when they match).
+
+    `required` narrows the schema to those columns plus the schema's columns that `got` has (they must
+    still have the schema's types), e.g. TRL's columns for a plain-DPO dataset.
+    """
     if expected is None:
         from mfpo_data.schema import features
 
         expected = features()
+    if required is not None:
+        required = set(required)
+        expected = {c: f for c, f in expected.items() if c in required or c in got}
     missing = [c for c in expected if c not in got]
     mistyped = [
         f"{c} (expected {describe(expected[c])}, got {describe(got[c])})"
@@ -73,9 +81,10 @@ def features_problems(
     return problems
 
 
-def check_features(got: Mapping[str, Any], where: str, *, strict: bool = False) -> None:
+def check_features(got: Mapping[str, Any], where: str, *, strict: bool = False,
+                   required: Iterable[str] | None = None) -> None:
     """Raise one `SchemaError` naming `where` and every column that does not match the schema."""
-    problems = features_problems(got, strict=strict)
+    problems = features_problems(got, strict=strict, required=required)
     if problems:
         raise SchemaError(f"{where} does not match the mfpo schema: " + " | ".join(problems))
 
@@ -92,10 +101,10 @@ def parquet_features(path: Path):
     return datasets.Features.from_arrow_schema(schema)
 
 
-def check_parquet_files(paths: Iterable[Path], *, strict: bool = True) -> None:
+def check_parquet_files(paths: Iterable[Path], *, strict: bool = True, required: Iterable[str] | None = None) -> None:
     """Check every shard's own schema; the first bad shard is named with all its bad columns."""
     for path in paths:
-        check_features(parquet_features(Path(path)), f"shard {path}", strict=strict)
+        check_features(parquet_features(Path(path)), f"shard {path}", strict=strict, required=required)
 
 
 def check_build_complete(root: Path) -> dict:
@@ -167,7 +176,7 @@ def _load(*args, **kwargs):
 
 
 def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, strict: bool = False,
-                      revision: str | None = None):
+                      revision: str | None = None, required: Iterable[str] | None = None):
     """Load a build output folder, a published or dry-run folder, a parquet file or a Hub id, and validate it.
 
     `revision` (a branch, tag or commit sha) pins a Hub dataset; it is passed to `datasets.load_dataset`.
@@ -176,7 +185,8 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     Returns a `datasets.DatasetDict` (or the `Dataset` of `split`) whose features are exactly
     `schema.features()` for every column the schema names. Raises `IncompleteBuildError` for a build
     whose ranks did not all finish, `SchemaError` listing the missing and mistyped columns (plus the
-    unexpected ones when `strict`), `DatasetLoadError` when `datasets` cannot load it.
+    unexpected ones when `strict`), `DatasetLoadError` when `datasets` cannot load it. `required` (see
+    `features_problems`) accepts datasets that have only some of the schema's columns.
     """
     import datasets
 
@@ -190,13 +200,13 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     if path.is_dir() and is_build_dir(path):
         check_build_complete(path)
         shards = OutputLayout.open(path).final_shards()
-        check_parquet_files(shards, strict=strict)
+        check_parquet_files(shards, strict=strict, required=required)
         dd = _load("parquet", data_files={"train": [str(s) for s in shards]}, cache_dir=process_cache_dir())
     elif path.is_dir():
-        check_parquet_files(sorted(path.rglob("*.parquet")), strict=strict)
+        check_parquet_files(sorted(path.rglob("*.parquet")), strict=strict, required=required)
         dd = _load(str(path), cache_dir=process_cache_dir())
     elif path.is_file() and path.suffix == ".parquet":
-        check_parquet_files([path], strict=strict)
+        check_parquet_files([path], strict=strict, required=required)
         dd = _load("parquet", data_files={"train": [str(path)]}, cache_dir=process_cache_dir())
     elif path.exists():
         raise DatasetLoadError(f"{where} is neither a folder nor a parquet file")
@@ -206,7 +216,7 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     if not isinstance(dd, datasets.DatasetDict):  # load_dataset returns a DatasetDict when no split is asked for
         dd = datasets.DatasetDict({"train": dd})
     for name, ds in dd.items():
-        check_features(ds.features, f"{where} split '{name}'", strict=strict)
+        check_features(ds.features, f"{where} split '{name}'", strict=strict, required=required)
     if split is None:
         return dd
     if split not in dd:

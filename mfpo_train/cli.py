@@ -1,8 +1,10 @@
 """`mfpo-train`: train a vision-language model with MFPO, or precompute reference log-probs.
 
-    mfpo-train --config recipes/train/llava15_7b_lora.yaml [--set loss.beta=0.2] [--resume]
-    mfpo-train --config recipes/train/llava15_7b_mfpo.yaml --dry-run     # config + dataset, no model
-    mfpo-train precompute-ref --config recipes/train/llava15_7b_lora.yaml --output data/coco-ref
+    mfpo-train --config llava15_7b_lora [--set loss.beta=0.2] [--resume]   # a name from `configs`, or a path
+    mfpo-train --config llava15_7b_mfpo --dry-run       # config + dataset, no model
+    mfpo-train precompute-ref --config llava15_7b_lora --output data/coco-ref
+    mfpo-train configs                                   # the shipped configs (and ./recipes/train/)
+    mfpo-train make-tiny-model runs/tiny-llava           # a tiny random model for the debug config
 
 Commands are thin: parse, call one library function, print known errors in one line (exit code 1).
 torch and transformers are imported inside the commands, so `--help` is instant.
@@ -20,7 +22,7 @@ from mfpo_data.errors import MfpoError
 
 app = typer.Typer(add_completion=False, help="Train vision-language models on mfpo image-preference data.")
 
-CONFIG = typer.Option(None, "--config", "-c", help="Training config YAML (see recipes/train/).")
+CONFIG = typer.Option(None, "--config", "-c", help="Training config: a name (see `configs`) or a YAML path.")
 SET = typer.Option([], "--set", help="Override a config value, e.g. --set loss.beta=0.2 (repeatable).")
 RESUME = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the output dir.")
 RESUME_FROM = typer.Option(None, "--resume-from", help="Continue from this checkpoint folder.")
@@ -30,19 +32,22 @@ OUTPUT = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size).")
 
 
-def _run(fn):
+def _run(fn, interrupted: str = "interrupted"):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return fn()
     except MfpoError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"\n{interrupted}", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.callback(invoke_without_command=True)
 def main(
     ctx: typer.Context,
-    config: Path | None = CONFIG,
+    config: str | None = CONFIG,
     overrides: list[str] = SET,
     resume: bool = RESUME,
     resume_from: Path | None = RESUME_FROM,
@@ -50,7 +55,7 @@ def main(
     dry_run: bool = DRY_RUN,
 ):
     """Train with MFPO (L_text + L_image + L_margin) over the easy -> medium -> hard curriculum."""
-    config, resume_from = (p.expanduser() if p else p for p in (config, resume_from))
+    resume_from = resume_from.expanduser() if resume_from else None  # a --config path is expanded where it is found
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config": config, "overrides": overrides}
         return
@@ -77,21 +82,22 @@ def main(
         result = train(cfg, resume=resume_from or resume)
         typer.echo(f"trained {result.state.global_step} steps; adapters in {result.final_dir or result.output_dir}")
 
-    _run(run)
+    _run(run, interrupted="interrupted: rerun the same command with --resume to continue from the last checkpoint "
+                          "(train.save_every sets how often one is written)")
 
 
 @app.command("precompute-ref")
 def precompute_ref(
     ctx: typer.Context,
     output: Path = OUTPUT,
-    config: Path | None = CONFIG,
+    config: str | None = CONFIG,
     overrides: list[str] = SET,
     batch_size: int | None = BATCH_SIZE,
 ):
     """Score every row with the reference model and write a copy of the dataset with ref_*_logps columns."""
     parent = ctx.obj or {}
     config = config or parent.get("config")
-    config, output = (p.expanduser() if p else p for p in (config, output))
+    output = output.expanduser()
     overrides = list(parent.get("overrides") or []) + list(overrides)
     if config is None:
         typer.echo("error: --config is required", err=True)
@@ -103,6 +109,41 @@ def precompute_ref(
 
         out = precompute_reference(load_config(config, overrides), output, batch_size=batch_size)
         typer.echo(f"wrote {out}; train on it with --set data.dataset={out}")
+
+    _run(run)
+
+
+@app.command("configs")
+def configs() -> None:
+    """List the training configs found in ./recipes/train and shipped with mfpo."""
+    from mfpo_data.config import list_recipes
+
+    for name, path, header in list_recipes("train"):
+        typer.echo(f"{name:<20} {header}  ({path})")
+
+
+FAMILIES = ("llava", "idefics3")
+
+
+@app.command("make-tiny-model")
+def make_tiny_model(
+    output: Path = typer.Argument(..., help="Empty or new folder to write the model and processor into."),
+    family: str = typer.Option("llava", "--family", help="llava (LlavaForConditionalGeneration) or idefics3."),
+):
+    """Write a tiny randomly initialised vision-language model (no download) for the debug config and tests."""
+
+    def run():
+        from mfpo_data.errors import ConfigError
+
+        if family not in FAMILIES:
+            raise ConfigError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+        target = output.expanduser()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ConfigError(f"{target} exists and is not an empty folder; choose a new one")
+        from mfpo_train import tiny
+
+        path = getattr(tiny, f"make_tiny_{family}")(target)
+        typer.echo(f"wrote a tiny random {family} model to {path}; use it with --set model.name_or_path={path}")
 
     _run(run)
 

@@ -10,7 +10,7 @@ curriculum: [easy, medium, hard]     # or: none (one end-to-end stage over all r
 refresh_reference: false             # reset the reference to the policy at each stage start
 epochs_per_stage: 1
 optim:    {lr, weight_decay, betas, scheduler, warmup_ratio, max_grad_norm}
-train:    {batch_size, gradient_accumulation_steps, mixed_precision, seed, log_every, save_every,
+train:    {batch_size, gradient_accumulation_steps, mixed_precision, seed, log_every, save_every, save_total_limit,
            max_nonfinite_steps, report_to, output_dir, max_steps, sequence_chunks}
 ```
 
@@ -120,6 +120,7 @@ class RunConfig:
     seed: int = 0
     log_every: int = 1
     save_every: int | None = None  # optimizer steps; a checkpoint is also written at every stage end
+    save_total_limit: int | None = None  # keep the newest N checkpoints (null: all)
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips the step; more skips than this stop the run
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # [] for none; metrics.jsonl is always written
     max_steps: int | None = None  # stop after this many optimizer steps (the LR schedule still spans the whole run)
@@ -138,8 +139,9 @@ class RunConfig:
         for name in ("batch_size", "gradient_accumulation_steps", "log_every", "sequence_chunks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"'{_join(path, name)}' must be >= 1, got {getattr(self, name)}")
-        if self.save_every is not None and self.save_every < 1:
-            raise ConfigError(f"'{_join(path, 'save_every')}' must be >= 1 or null, got {self.save_every}")
+        for name in ("save_every", "save_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"'{_join(path, name)}' must be >= 1 or null, got {getattr(self, name)}")
         unknown = [t for t in self.report_to if t not in ("tensorboard", "wandb")]
         if unknown:
             raise ConfigError(f"'{_join(path, 'report_to')}': unknown tracker {unknown[0]!r} (tensorboard, wandb)")
@@ -191,10 +193,12 @@ def _join(path: str, name: str) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config (or start from defaults when `path` is None), apply `a.b=c` overrides, validate."""
+    """Read a YAML config (a path, or the name of one in ./recipes/train/ or shipped with mfpo; defaults when
+    `path` is None), apply `a.b=c` overrides, validate."""
+    from mfpo_data.config import find_recipe
     from mfpo_data.strict import apply_overrides, from_dict, load_yaml
 
-    data = load_yaml(path) if path is not None else {}
+    data = load_yaml(find_recipe(path, subdir="train")) if path is not None else {}
     data = apply_overrides(data, list(overrides))
     return from_dict(TrainConfig, data)
 

@@ -27,16 +27,29 @@ REF_KEY_COLUMN = "ref_logps_model"
 TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "difficulty_bucket")
 
 
-def load_preference_dataset(source: str | Path, split: str = "train", revision: str | None = None):
+def load_preference_dataset(source: str | Path, split: str = "train", revision: str | None = None, *,
+                            image_term: bool = True):
     """Load `source` (a Hub id pinned to `revision` when given) and check it against `mfpo_data.schema.features()`.
 
-    A dataset that lacks the MFPO columns (for example a TRL-only preference set) or has them with the
-    wrong types is refused with one `SchemaError` naming every such column. Extra columns are kept
-    (the `ref_*_logps` columns of `precompute-ref` among them).
+    With `image_term` (MFPO's L_image is trained), a dataset that lacks the MFPO columns (for example a
+    TRL-only preference set) or has them with the wrong types is refused with one `SchemaError` naming
+    every such column and what the image term needs. Without it, a standard TRL preference dataset
+    (`images`, `prompt`, `chosen`, `rejected`) is enough: plain DPO (plus the margin term). Extra columns
+    are kept (the `ref_*_logps` columns of `precompute-ref` among them).
     """
+    from mfpo_data.errors import SchemaError
     from mfpo_data.validate import load_and_validate
 
-    return load_and_validate(str(source), split=split, revision=revision)
+    try:
+        return load_and_validate(str(source), split=split, revision=revision,
+                                 required=None if image_term else TRL_COLUMNS)
+    except SchemaError as e:
+        if not image_term or "missing columns" not in str(e):
+            raise
+        raise SchemaError(f"{e}; the image term (loss.image_weight > 0) needs rejected_images (the perturbed image) "
+                          "and the curriculum needs difficulty_bucket: build the data with mfpo-data, or set "
+                          "loss.image_weight=0 to train plain DPO on TRL's columns (images, prompt, chosen, "
+                          "rejected)") from None
 
 
 def trainer_columns(ds) -> list[str]:
@@ -60,6 +73,10 @@ def has_reference_for(ds, key: str) -> bool:
 def split_stages(ds, stages: list[str]) -> list[tuple[str, object]]:
     """[(stage, rows)] in training order. `["all"]` is one stage over every row (curriculum: none)."""
     if stages == ["all"]:
+        return [("all", ds)]
+    if "difficulty_bucket" not in ds.column_names:
+        logger.warning("the dataset has no difficulty_bucket column: curriculum %s off, one stage over all %d rows",
+                       stages, len(ds))
         return [("all", ds)]
     buckets = ds.with_format(None)["difficulty_bucket"]  # one column read; images are not decoded
     out = []
@@ -113,7 +130,8 @@ def dry_run(cfg) -> str:
     curriculum stages have rows. Returns one line per finding; a problem raises a one-line error."""
     from mfpo_train.errors import TrainingError
 
-    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision,
+                                 image_term=cfg.loss.image_weight > 0)
     if cfg.data.max_samples is not None:
         ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
     key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
@@ -126,3 +144,38 @@ def dry_run(cfg) -> str:
     reference = "precomputed columns" if cfg.reference != "model" and available else f"{cfg.model.name_or_path} (forward)"
     return (f"ok: {cfg.data.dataset} split {cfg.data.split}: {len(ds)} rows with MFPO's columns; "
             f"stages {', '.join(f'{name} {len(rows)}' for name, rows in stages)}; reference {reference}")  # fmt: skip
+
+
+class DecodingRows:
+    """Rows of `ds` for the DataLoader; a row whose image cannot be decoded comes back as None, not an error.
+
+    `datasets` decodes images when a row is read, so one corrupt image would otherwise abort the run.
+    `skip_undecodable` drops the None rows before collation and counts them (`num_undecodable`).
+    """
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.ids = ds.with_format(None)["id"] if "id" in ds.column_names else None
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.ds[i]
+        except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ValueError, ... for bad image bytes
+            row = self.ids[i] if self.ids is not None else f"#{i}"
+            logger.warning("row %s: image cannot be decoded (%s: %s); pair skipped", row, type(e).__name__, e)
+            return None
+
+
+def skip_undecodable(collate):
+    """Wrap a collator: drop the None rows of `DecodingRows` and report how many in `num_undecodable`."""
+
+    def collate_fn(rows: list):
+        kept = [r for r in rows if r is not None]
+        batch = collate(kept) if kept else {"num_pairs": 0, "num_dropped": 0}
+        batch["num_undecodable"] = len(rows) - len(kept)
+        return batch
+
+    return collate_fn

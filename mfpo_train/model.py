@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from mfpo_data._deps import loading_model
 from mfpo_train.collator import NON_MODEL_KEYS
 from mfpo_train.config import LoraConfig, ModelConfig
 from mfpo_train.losses import SequenceLogps
@@ -37,8 +38,9 @@ def load_model_and_processor(cfg: ModelConfig):
     kwargs: dict[str, Any] = dict(common, dtype="auto" if cfg.dtype == "auto" else _DTYPES[cfg.dtype])
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(cfg.name_or_path, **kwargs)
-    processor = AutoProcessor.from_pretrained(cfg.name_or_path, **common)
+    with loading_model(cfg.name_or_path, "model.name_or_path"):
+        model = AutoModelForImageTextToText.from_pretrained(cfg.name_or_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(cfg.name_or_path, **common)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

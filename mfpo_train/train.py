@@ -21,14 +21,24 @@ from pathlib import Path
 
 import torch
 
-from mfpo_train.checkpoint import TrainState, load_checkpoint, register_hooks, resolve_resume, save_checkpoint
+from mfpo_train.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    refuse_existing_run,
+    register_hooks,
+    resolve_resume,
+    save_checkpoint,
+    trim_metrics,
+)
 from mfpo_train.collator import MFPOCollator
 from mfpo_train.config import TrainConfig, config_to_dict
 from mfpo_train.data import (
+    DecodingRows,
     StageBatchSampler,
     has_reference_for,
     load_preference_dataset,
     reference_key,
+    skip_undecodable,
     split_stages,
     trainer_columns,
 )
@@ -65,12 +75,15 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
                               project_dir=str(output_dir))
     set_seed(cfg.train.seed)
+    if not resume:
+        refuse_existing_run(output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
-    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision,
+                                 image_term=cfg.loss.image_weight > 0)
     if cfg.data.max_samples is not None:
         ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
     key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
@@ -107,7 +120,6 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     if cfg.train.sequence_chunks > 1 and accelerator.distributed_type == "DEEPSPEED":
         raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
                             "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
-    accelerator.register_for_checkpointing(scheduler)
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed)
 
@@ -115,7 +127,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     state = TrainState()
     checkpoint = resolve_resume(resume, output_dir)
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, reference_model=ref_model)
+        state = load_checkpoint(accelerator, checkpoint, reference_model=ref_model, scheduler=scheduler)
+    if resume and accelerator.is_main_process:
+        trim_metrics(output_dir / METRICS_FILE, state.global_step)  # the steps after it are trained again
     if accelerator.is_main_process and trackers:
         accelerator.init_trackers("mfpo", config=_flat(config_to_dict(cfg)))
     logger.info("training %d steps over stages %s (rows %s), reference: %s, sequences: %s", total_steps,
@@ -143,21 +157,24 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                 state.global_step += 1
                 metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
                                epoch=state.epoch, lr=scheduler.get_last_lr()[0],
-                               nonfinite_steps=state.nonfinite_steps, dropped_rows=state.dropped_rows)
+                               nonfinite_steps=state.nonfinite_steps, dropped_rows=state.dropped_rows,
+                               undecodable_rows=state.undecodable_rows)
                 history.append(metrics)
                 if state.global_step % cfg.train.log_every == 0:
                     _log(accelerator, output_dir, metrics, trackers)
                 bar.update(1)
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
                 if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
-                    save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
+                    save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model),
+                                    scheduler=scheduler, keep=cfg.train.save_total_limit)
             if not stopped:  # the epoch ran to its end
                 state.epoch += 1
                 state.step_in_epoch = 0
         if not stopped:  # every epoch of the stage ran
             state.stage_index += 1
             state.epoch = 0
-            save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
+            save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model),
+                            scheduler=scheduler, keep=cfg.train.save_total_limit)
     bar.close()
 
     # 7. Save the final adapters (or model) with the processor -----------------------------------
@@ -174,6 +191,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         accelerator.end_training()
     if state.dropped_rows:
         logger.warning("%d rows were dropped: prompt with image tokens >= max_length", state.dropped_rows)
+    if state.undecodable_rows:
+        logger.warning("%d rows were skipped: their image could not be decoded", state.undecodable_rows)
     return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
                        model=accelerator.unwrap_model(model))
 
@@ -186,6 +205,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
     finite = True
     usable = [b for b in micro_batches if b["num_pairs"] > 0]
     state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
+    state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
     for i, batch in enumerate(usable):
         batch = _to_device(batch, accelerator.device)
         sync = i == len(usable) - 1
@@ -245,7 +265,7 @@ def _loader(rows, collator, cfg: TrainConfig, state: TrainState, accelerator):
                                 world_size=accelerator.num_processes, start=state.step_in_epoch * accum)
     # Its own generator: creating the iterator must not draw from the global RNG, or a resumed run's
     # dropout masks would be shifted by one draw against the uninterrupted run's.
-    return torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collator,
+    return torch.utils.data.DataLoader(DecodingRows(rows), batch_sampler=sampler, collate_fn=skip_undecodable(collator),
                                        num_workers=cfg.data.num_workers,
                                        generator=torch.Generator().manual_seed(cfg.train.seed))
 

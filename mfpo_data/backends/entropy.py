@@ -21,12 +21,13 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
+from mfpo_data.backends.loading import ModelBackend, load_pretrained
 from mfpo_data.schema import Sample
 
 
 class EntropyDifficulty(ModelBackend):
     backend = "entropy"
+    SECTION, EXTRA = "scoring", "score"
 
     def __init__(
         self,
@@ -44,11 +45,12 @@ class EntropyDifficulty(ModelBackend):
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
     def _load(self):
-        require_extra("score", "scoring backend 'entropy'")
+        self.require()
         device, dtype = self.device_and_dtype(auto_on_cuda="bfloat16")
 
         model, processor = load_pretrained(
-            "AutoModelForImageTextToText", self.model_id, self.revision, device, dtype, self.trust_remote_code
+            "AutoModelForImageTextToText", self.model_id, self.revision, device, dtype, self.trust_remote_code,
+            key=self.model_key,
         )
         return model, processor, device
 

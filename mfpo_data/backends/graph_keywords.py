@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mfpo_data._deps import loading_model
 from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
 from mfpo_data.vocabulary import SYNONYMS, category_of
@@ -261,8 +262,9 @@ def _embedder(model_id: str, revision: str | None, device: str):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model_id, revision=revision)
-        model = AutoModel.from_pretrained(model_id, revision=revision).to(device).eval()
+        with loading_model(model_id, "keywords.embedding_model"):
+            tok = AutoTokenizer.from_pretrained(model_id, revision=revision)
+            model = AutoModel.from_pretrained(model_id, revision=revision).to(device).eval()
 
         @torch.no_grad()
         def embed(texts: list[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
+from mfpo_data.backends.loading import ModelBackend, load_pretrained
 from mfpo_data.imaging import box_iou, cxcywh_norm_to_xyxy_px
 from mfpo_data.schema import KeyObject, Sample
 
@@ -85,6 +85,7 @@ def nms(boxes, scores, iou_threshold: float) -> list[int]:
 
 class GroundingDinoGrounder(ModelBackend):
     backend = "grounding_dino"
+    SECTION, EXTRA = "grounding", "grounding"
 
     def __init__(
         self,
@@ -104,11 +105,12 @@ class GroundingDinoGrounder(ModelBackend):
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
     def _load(self):
-        require_extra("grounding", "grounding backend 'grounding_dino'")
+        self.require()
         device, dtype = self.device_and_dtype(auto_on_cuda="float32")
 
         model, processor = load_pretrained(
-            "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code
+            "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code,
+            key=self.model_key,
         )
         return model, processor, device, dtype
 

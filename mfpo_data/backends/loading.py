@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from mfpo_data._deps import require
+from mfpo_data._deps import hub_offline, loading_model, missing_model_message, model_in_reach, require
 from mfpo_data.backends.base import Described
+from mfpo_data.errors import MissingModelError
 
 
 _LOADED: dict[Hashable, Any] = {}
@@ -59,11 +60,37 @@ def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
 
 class ModelBackend(Described):
     """Base of the backends that load a model: keeps the rank that `MapStage` hands over in `setup`,
-    to place the model on that rank's device. Subclasses set `self.device` and `self.dtype`."""
+    to place the model on that rank's device. Subclasses set `self.device`, `self.dtype`,
+    `self.model_id` and `self.revision`, and say which recipe section they serve (`SECTION`) and which
+    pip extra brings their libraries (`EXTRA`, `MODULES`)."""
 
+    SECTION = ""
+    EXTRA = ""
+    MODULES: tuple[str, ...] = ("torch", "transformers")
     device: str
     dtype: str
+    model_id: str
+    revision: str | None = None
     _rank = 0
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.SECTION}.model_id"
+
+    def require(self) -> None:
+        """A one-line `MissingExtraError` naming `pip install "mfpo[EXTRA]"` unless the libraries import."""
+        require_extra(self.EXTRA, f"{self.SECTION} backend '{self.backend}'", *self.MODULES)
+
+    def check_available(self) -> str | None:
+        """What `validate` checks without loading anything: the libraries import (else `MissingExtraError`)
+        and the model is a local folder or in the Hub cache. Returns None when it is; else a note when the
+        model will be downloaded, and `MissingModelError` when the Hub is offline."""
+        self.require()
+        if model_in_reach(self.model_id, self.revision):
+            return None
+        if hub_offline():
+            raise MissingModelError(missing_model_message(self.model_id, self.model_key))
+        return f"{self.model_key}: {self.model_id} is not in the Hugging Face cache; the build will download it"
 
     def setup(self, rank: int, world_size: int) -> None:
         self._rank = rank
@@ -80,16 +107,19 @@ def require_extra(extra: str, feature: str, *modules: str) -> None:
 
 
 def load_pretrained(
-    model_class: str, model_id: str, revision: str | None, device: str, dtype, trust_remote_code: bool
+    model_class: str, model_id: str, revision: str | None, device: str, dtype, trust_remote_code: bool,
+    key: str = "model_id",
 ):
-    """`transformers.<model_class>` and its `AutoProcessor`, on `device`, in eval mode, once per process."""
+    """`transformers.<model_class>` and its `AutoProcessor`, on `device`, in eval mode, once per process.
+    A model that is not there is one `MissingModelError` line naming the recipe `key`."""
 
     def load():
         import transformers
 
         kw = dict(revision=revision, trust_remote_code=trust_remote_code)
-        processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
-        model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
+        with loading_model(model_id, key):
+            processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
+            model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
         return model.to(device).eval(), processor
 
     return load_once((model_class, model_id, revision, device, str(dtype)), load)

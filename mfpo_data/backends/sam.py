@@ -13,13 +13,14 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
+from mfpo_data.backends.loading import ModelBackend, load_pretrained
 from mfpo_data.imaging import resize_boxes
 from mfpo_data.schema import Sample
 
 
 class SamSegmenter(ModelBackend):
     backend = "sam"
+    SECTION, EXTRA = "segmentation", "segment"
 
     def __init__(
         self,
@@ -35,11 +36,12 @@ class SamSegmenter(ModelBackend):
         self.mask_threshold, self.device, self.dtype, self.trust_remote_code = mask_threshold, device, dtype, trust_remote_code
 
     def _load(self):
-        require_extra("segment", "segmentation backend 'sam'")
+        self.require()
         device, dtype = self.device_and_dtype(auto_on_cuda="float32")
 
         model, processor = load_pretrained(
-            "SamModel", self.model_id, self.revision, device, dtype, self.trust_remote_code
+            "SamModel", self.model_id, self.revision, device, dtype, self.trust_remote_code,
+            key=self.model_key,
         )
         return model, processor, device, dtype
 

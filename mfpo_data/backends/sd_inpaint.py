@@ -27,7 +27,8 @@ from typing import Any, Literal
 import numpy as np
 
 from mfpo_data.backends.base import PerturbDrop, Perturbed
-from mfpo_data.backends.loading import ModelBackend, load_once, require_extra
+from mfpo_data._deps import loading_model
+from mfpo_data.backends.loading import ModelBackend, load_once
 from mfpo_data.imaging import blend, dilate_mask, feather_alpha, resize_image, resize_mask
 from mfpo_data.schema import Sample
 
@@ -45,6 +46,8 @@ def working_size(width: int, height: int, resolution: int, multiple: int) -> tup
 
 class SdInpaintPerturber(ModelBackend):
     backend = "sd_inpaint"
+    SECTION, EXTRA = "perturbation", "inpaint"
+    MODULES = ("torch", "diffusers", "transformers")
 
     def __init__(
         self,
@@ -77,7 +80,7 @@ class SdInpaintPerturber(ModelBackend):
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
     def _load(self):
-        require_extra("inpaint", "perturbation backend 'sd_inpaint'", "torch", "diffusers", "transformers")
+        self.require()
         device, dtype = self.device_and_dtype(auto_on_cuda="float16")
 
         def load():
@@ -90,7 +93,8 @@ class SdInpaintPerturber(ModelBackend):
                 kw.update(safety_checker=None, requires_safety_checker=False)
             with warnings.catch_warnings():  # diffusers >= 0.36 renames torch_dtype to dtype; both work before 1.0
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-                pipe = AutoPipelineForInpainting.from_pretrained(self.model_id, **kw).to(device)
+                with loading_model(self.model_id, self.model_key):
+                    pipe = AutoPipelineForInpainting.from_pretrained(self.model_id, **kw).to(device)
             pipe.set_progress_bar_config(disable=True)
             return pipe
 

@@ -31,6 +31,19 @@ def make_backends(recipe: Recipe) -> dict:
     return out
 
 
+def check_models(recipe: Recipe) -> list[str]:
+    """`validate`'s model check, loading nothing: each model backend's libraries import and its model is a
+    local folder or in the Hub cache (`MissingExtraError` / `MissingModelError` when not, offline). Returns
+    notes for models a build would download."""
+    notes = []
+    for backend in make_backends(recipe).values():
+        check = getattr(backend, "check_available", None)
+        note = check() if check is not None else None
+        if note:
+            notes.append(note)
+    return notes
+
+
 def make_source(recipe: Recipe):
     return sources.resolve(recipe.source.kind)(**recipe.source.options, seed=recipe.seed)
 

@@ -18,7 +18,7 @@ import yaml
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
-from mfpo_data.pipeline.assemble import build_pipeline, make_source, worker_modules
+from mfpo_data.pipeline.assemble import build_pipeline, check_models, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
 from mfpo_data.pipeline.outdir import (BuildLock, InputsChangedError, check_output_folder, check_same_inputs, output_root,
                                        read_manifest, remove_build, sha256_file, write_manifest)  # fmt: skip
@@ -94,6 +94,8 @@ def build_dataset(
     source = make_source(recipe)
     source.check()
     pipeline = build_pipeline(recipe, source=source)  # constructs every backend: bad values fail here
+    for note in check_models(recipe):  # offline, a model that is not there fails here, before any rank
+        logger.info(note)
     resolved = recipe.to_yaml_dict()
     layout.root.mkdir(parents=True, exist_ok=True)
     with BuildLock(layout.root):

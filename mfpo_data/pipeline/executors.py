@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from datatrove.executor import LocalPipelineExecutor
+
 from mfpo_data._deps import require
 from mfpo_data.config import ExecutorConfig, time_to_seconds
 
@@ -36,13 +38,11 @@ def make_executor(
     tasks = cfg.tasks if tasks is None else tasks
     common = dict(pipeline=pipeline, tasks=tasks, logging_dir=str(logging_dir), skip_completed=True, depends=depends)
     if cfg.kind == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         workers = min(cfg.workers or 1, tasks)
         start_method = resolve_start_method(cfg.start_method)
         if workers > 1 and start_method == "forkserver":  # a no-op when build_dataset started it already
             start_forkserver(sorted({type(step).__module__ for step in pipeline} | {"pyarrow"}))
-        return LocalPipelineExecutor(**common, workers=workers, start_method=start_method)
+        return QuietLocalExecutor(**common, workers=workers, start_method=start_method)
     if cfg.kind == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -80,6 +80,15 @@ def make_executor(
             time=time_to_seconds(cfg.time) if cfg.time else None,
         )
     raise ValueError(f"unknown executor kind {cfg.kind!r}")
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's local executor, with each rank's pipeline listing and stats block in the rank's log file
+    (`logs/logs/task_N.log`) and not on the console; errors are still shown. datatrove prints a rank's log to
+    the console only for local rank 0 ("at the moment only used for logging"), so every rank runs as 1+."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        return super()._run_for_rank(rank, local_rank=local_rank + 1, node_rank=node_rank)
 
 
 def resolve_start_method(requested: str) -> str:

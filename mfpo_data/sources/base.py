@@ -97,7 +97,9 @@ class IndexedSource(Stage):
         with open(self.index_path, encoding="utf-8") as f:
             for i, line in enumerate(f):
                 if self.rank_of(i, line, world_size) == rank:
-                    yield from self.samples(json.loads(line), rank_state)
+                    for sample in self.samples(json.loads(line), rank_state):
+                        sample.source_item = i
+                        yield sample
 
     def rank_of(self, line_number: int, line: str, world_size: int) -> int:
         """The rank that takes index line `line_number`: `line_number % world_size`, unless a source

@@ -76,7 +76,8 @@ class ShardWriter(Stage):
                  "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
         fault = fault_point(rank)  # crash-resume tests only; inert otherwise
         seen = 0
-        bar = self._bar(rank)
+        bar = self._bar(layout, rank, world_size)
+        last_item = None
         rows: list[dict] = []
         with pa.OSFile(str(tmp[shard]), "wb") as sink, pa.ipc.new_file(sink, schema) as writer, \
                 open(tmp[rejects_path], "w", encoding="utf-8") as rejects:  # fmt: skip
@@ -108,11 +109,15 @@ class ShardWriter(Stage):
                     fault.reached("rows", stats["rows"])
                 seen += 1
                 fault.reached("samples", seen)
-                if bar is not None:
-                    bar.update(1)
+                if bar is not None and sample.source_item != last_item:  # the rank moved on to its next item
+                    if last_item is not None:
+                        bar.update(1)
+                        bar.set_postfix(pairs=stats["rows"], refresh=False)
+                    last_item = sample.source_item
                 yield sample
             flush()
         if bar is not None:
+            bar.update(bar.total - bar.n if bar.total else 0)
             bar.close()
         tmp[stats_path].write_text(json.dumps({k: dict(v) if isinstance(v, Counter) else v for k, v in stats.items()}, sort_keys=True))
         # Shard last: a present shard implies its rejects and stats are present too.
@@ -129,9 +134,18 @@ class ShardWriter(Stage):
         mask_rle = rle_encode(sample.mask) if sample.mask is not None else None
         return to_row(sample, original, rejected, mask_rle)
 
-    def _bar(self, rank: int):
+    def _bar(self, layout: OutputLayout, rank: int, world_size: int):
+        """Progress over this rank's source items (images or records), so it has a total and an ETA; the
+        pairs written so far are shown beside it. The total follows the sources' `line % world_size` rule
+        (a stream sharded by its files has other totals: the bar then shows a count and a rate)."""
         if not self.progress:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(desc=f"rank {rank}", unit=" pairs", mininterval=1.0, leave=False)
+        try:
+            with open(layout.source_index, "rb") as f:
+                lines = sum(1 for _ in f)
+        except OSError:  # a pipeline run without an index (stages used from Python): no total
+            lines = None
+        total = None if lines is None else max(0, (lines - rank + world_size - 1) // world_size)
+        return tqdm(total=total, desc=f"rank {rank}", unit=" items", mininterval=1.0, leave=False)

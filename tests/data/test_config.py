@@ -75,3 +75,28 @@ def test_yaml_numbers_follow_yaml_1_2():
     assert apply_overrides({}, ["executor.time=12:00:00"]) == {"executor": {"time": "12:00:00"}}
     recipe = load_recipe("coco", ["executor.kind=slurm", "executor.partition=gpu", "executor.time=12:00:00"])
     assert recipe.executor.time == "12:00:00"
+
+
+def test_switching_a_backend_with_set_drops_the_recipes_options_it_does_not_take(caplog):
+    recipe = load_recipe("coco", ["perturbation.backend=blur"])  # coco.yaml sets t: 500 for diffusion_noise
+    assert recipe.perturbation.backend == "blur" and "t" not in recipe.perturbation.options
+    assert "perturbation.backend=blur does not take the recipe's perturbation.t; dropped" in caplog.text
+    same = load_recipe("coco", ["perturbation.backend=diffusion_noise", "perturbation.t=300"])  # no switch: kept
+    assert same.perturbation.options == {"t": 300}
+    with pytest.raises(ConfigError, match=r"unknown key 'perturbation.t' \(allowed: sigma\)"):
+        load_recipe("coco", ["perturbation.backend=blur", "perturbation.t=3"])  # given on the command line: checked
+    result = CliRunner().invoke(app, ["validate", "--recipe", "coco", "--set", "perturbation.backend=blur"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("raw,value", [
+    ("source /shared/venv/bin/activate # gpu nodes", "source /shared/venv/bin/activate # gpu nodes"),
+    ("#hash-first", "#hash-first"),
+    ("x#y", "x#y"),
+    ("[1, 2]", [1, 2]),
+    ("'quoted # text'", "quoted # text"),
+])
+def test_set_keeps_text_after_a_hash(raw, value):
+    from mfpo_data.strict import parse_override
+
+    assert parse_override(f"executor.env_command={raw}") == (["executor", "env_command"], value)
