@@ -65,8 +65,10 @@ def main(
             return
         from mfpo_train.train import train
 
+        from mfpo_train.summary import format_summary
+
         result = train(cfg, resume=resume_from or resume)
-        typer.echo(f"trained {result.state.global_step} steps; adapters in {result.final_dir or result.output_dir}")
+        typer.echo(format_summary(result))
 
     _run(run)
 
