@@ -57,10 +57,7 @@ def load_for_eval(model: str | Path | None, adapter: str | Path | None = None, *
 
     if adapter is not None:
         adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise EvalError(f"--adapter {adapter}: no adapter_config.json there (mfpo-train writes OUT/final/)")
-        if model is None:
-            model = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        model = model or adapter_base_model(adapter)
     if not model:
         raise EvalError("--model is required (a Hub id or a local folder)")
     device = resolve_device(device)
@@ -80,6 +77,17 @@ def load_for_eval(model: str | Path | None, adapter: str | Path | None = None, *
             net = net.merge_and_unload()
     net.to(device).eval().requires_grad_(False)
     return net, processor
+
+
+def adapter_base_model(adapter: str | Path) -> str:
+    """The base model an adapter folder names (`base_model_name_or_path` of its adapter_config.json)."""
+    config = Path(adapter) / "adapter_config.json"
+    if not config.is_file():
+        raise EvalError(f"--adapter {adapter}: no adapter_config.json there (mfpo-train writes OUT/final/)")
+    name = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not name:
+        raise EvalError(f"{config} names no base model; pass --model")
+    return name
 
 
 def describe_model(model: str | Path | None, adapter: str | Path | None, revision: str | None = None) -> dict:
