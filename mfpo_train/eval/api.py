@@ -111,12 +111,12 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
     for spec in specs:
         folder = out / spec.name
         described = describe_model(spec.model, spec.adapter, spec.revision)
-        check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
-                                "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
-                                "suite": opts.to_dict()})
         logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
         model, processor = load_for_eval(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
                                          revision=spec.revision, trust_remote_code=trust_remote_code)
+        check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
+                                "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
+                                "suite": opts.to_dict()})
         results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
         models.append({"name": spec.label, "role": spec.name, **described, "results": results})
         del model

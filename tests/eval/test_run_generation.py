@@ -9,7 +9,7 @@ import pytest
 from mfpo_train.eval import runner
 from mfpo_train.eval.runner import EvalError, check_settings, generate_answers, load_for_eval
 from mfpo_train.model import is_peft
-from tests.fixtures.eval_run import sample_items, tiny_models  # noqa: F401 (fixture)
+from tests.fixtures.eval_run import sample_items, tiny_models, trained_adapter  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
@@ -82,30 +82,6 @@ def test_bad_model_or_adapter_is_one_line(tmp_path):
     with pytest.raises(EvalError) as err:
         load_for_eval(tmp_path / "no-such-model")
     assert "cannot load model" in str(err.value) and "\n" not in str(err.value)
-
-
-@pytest.fixture(scope="module")
-def trained_adapter(tiny_models, tmp_path_factory):
-    """A LoRA adapter written by mfpo-train (3 steps over the synthetic rows; random LoRA init so it matters)."""
-    from mfpo_train.config import load_config
-    from mfpo_train.synthetic import write_build_output
-    from mfpo_train.train import train
-
-    root = tmp_path_factory.mktemp("adapter")
-    data = write_build_output(root / "data", n=12)
-    cfg = load_config("recipes/train/debug.yaml", [
-        f"model.name_or_path={tiny_models['llava']}", f"data.dataset={data}", f"train.output_dir={root / 'run'}",
-        "train.report_to=[]", "train.save_every=null", "train.batch_size=4", "lora.init_lora_weights=false"])
-    result = train(cfg)
-    try:
-        from accelerate.state import AcceleratorState, PartialState
-
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-    except ImportError:
-        pass
-    assert result.final_dir is not None and (result.final_dir / "adapter_config.json").is_file()
-    return result.final_dir
 
 
 def test_adapter_from_mfpo_train_loads_unmerged_and_changes_answers(tiny_models, trained_adapter):
