@@ -228,6 +228,20 @@ def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
     return rows
 
 
+def _exclusion_sentence(stats: Mapping[str, Any]) -> list[str]:
+    """What `source.exclude` left out (COCO sources record it), so users know the evaluation images are not in it."""
+    excluded = stats.get("excluded")
+    if not isinstance(excluded, Mapping):
+        return []
+    spec = excluded.get("exclude")
+    if spec in (None, "none"):
+        return ["No evaluation images were left out (`source.exclude: none`): do not score models trained on this "
+                "dataset on COCO val2014 benchmarks (POPE, Object HalBench, CHAIR)."]  # fmt: skip
+    what = "the POPE and Object HalBench images (COCO val2014)" if spec == "eval" else f"listed in `{spec}`"
+    return [f"{excluded.get('images', 0)} source images were left out because they are {what} "
+            f"(`source.exclude: {spec}`), so `mfpo-eval` does not score models on their training images."]  # fmt: skip
+
+
 def _source_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
     source = (stats.get("backends") or {}).get("source") or recipe.get("source") or {}
     return [(k, f"`{v}`") for k, v in source.items()] if isinstance(source, Mapping) else []
@@ -314,6 +328,7 @@ def render_card(
         "### Splits",
         _table(("split", "rows", "parquet shards"), [(s.name, s.rows, len(s.shards)) for s in splits]),
         "The split is deterministic and by image: rows that share an `image_id` are in the same split.",
+        *_exclusion_sentence(stats),
         "### Pair types",
         _per_split_table("pair type", splits, "pair_types"),
         "### Difficulty buckets",

@@ -44,3 +44,14 @@ def eval_image_ids(name: str | None = None) -> set[int]:
         raise MfpoError(f"unknown evaluation set {name!r} (known: {', '.join(EVAL_SETS)})")
     names = [name] if name else list(EVAL_SETS)
     return {i for n in names for i in read_id_file(EVAL_IDS_DIR / EVAL_SETS[n])}
+
+
+def exclusion_ids(spec: str | None) -> set[int]:
+    """The image ids a build leaves out for `source.exclude`: "eval" (every shipped set), "none", or a file of ids."""
+    if spec in (None, "none"):
+        return set()
+    if spec == "eval":
+        return eval_image_ids()
+    if not Path(spec).expanduser().is_file():
+        raise MfpoError(f"source.exclude must be 'eval', 'none' or a file of image ids; file not found: {spec}")
+    return set(read_id_file(Path(spec).expanduser()))

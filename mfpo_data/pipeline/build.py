@@ -284,6 +284,9 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         filters=vars(recipe.filters),
         seed=recipe.seed,
     )
+    excluded = layout.staging_dir / "source_excluded.json"  # written by a source that honours source.exclude
+    if excluded.is_file():
+        stats["excluded"] = json.loads(excluded.read_text())
     _atomic_write(layout.stats_file, json.dumps(stats, indent=2, sort_keys=True))
     rejects = []
     for rank in range(tasks):

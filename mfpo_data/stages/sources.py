@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.eval_ids import exclusion_ids
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, confined_path, decode_image, xywh_to_xyxy
 from mfpo_data.pipeline.base import Stage
 from mfpo_data.schema import Annotation, Sample
@@ -47,6 +48,7 @@ class CocoSource(Stage):
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         seed: int = 0,
         index_path: str | None = None,
+        exclude: str = "eval",
     ):
         super().__init__()
         self.root = Path(root).expanduser() if root else BUNDLED_COCO
@@ -58,6 +60,7 @@ class CocoSource(Stage):
         self.captions_per_image, self.presence_per_image = captions_per_image, presence_per_image
         self.absent_key, self.limit, self.max_image_pixels = absent_key, limit, max_image_pixels
         self.seed, self.index_path = seed, index_path
+        self.exclude = exclude  # "eval": leave out the images mfpo-eval scores on (mfpo_data.eval_ids)
 
     # -- run once, before the ranks -------------------------------------------------------------
     def check(self) -> None:
@@ -72,6 +75,7 @@ class CocoSource(Stage):
             raise MfpoError(f"source: image folder not found: {self.images_dir}")
         if not self.pair_types:
             raise MfpoError("source.pair_types is empty")
+        exclusion_ids(self.exclude)  # fails early on a missing exclusion file
 
     def prepare(self, index_path: Path) -> int:
         """Write the per-image index; returns the number of images indexed."""
@@ -82,7 +86,10 @@ class CocoSource(Stage):
                 raise MfpoError(f"source: {self.instances_file} has no '{key}' list")
         categories = {c["id"]: c["name"] for c in instances["categories"]}
         records: dict[int, dict] = {}
-        for img in sorted(instances["images"], key=lambda i: i["id"]):
+        excluded = exclusion_ids(self.exclude)
+        images = [img for img in instances["images"] if img["id"] not in excluded]
+        write_exclusion_count(index_path, self.exclude, len(instances["images"]) - len(images))
+        for img in sorted(images, key=lambda i: i["id"]):
             records[img["id"]] = {"id": img["id"], "file_name": img["file_name"], "annotations": [], "captions": [], "rejects": []}
         for ann in sorted(instances["annotations"], key=lambda a: a["id"]):
             rec = records.get(ann.get("image_id"))
@@ -167,6 +174,12 @@ class CocoSource(Stage):
                 sample.image, sample.image_bytes = image, (data if as_is else None)
                 self.stat_update(f"pairs/{pair.kind}")
             yield sample
+
+
+def write_exclusion_count(index_path: Path, spec: str, count: int) -> None:
+    """Beside the source index: how many images `source.exclude` left out (finalize puts it in stats.json)."""
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    (index_path.parent / "source_excluded.json").write_text(json.dumps({"exclude": spec, "images": count}))
 
 
 def _placeholder(sample_id: str, image_id: str, stage: str, reason: str) -> Sample:

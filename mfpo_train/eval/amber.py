@@ -12,8 +12,9 @@ hallucination. CHAIR = hallucinated nouns / nouns, Cover = truth objects mention
 Hal = % responses with a hallucinated noun, Cog = `hallu` objects mentioned / `hallu` objects.
 
 Differences from the reference, stated in `settings`:
-- nouns: the reference takes NLTK's NN* tags lemmatised by WordNet (both need NLTK data). Here the
-  tokens are singularised and kept when they are in AMBER's vocabulary (`nouns: vocabulary`), so a
+- nouns: the reference takes NLTK's NN* tags lemmatised by WordNet (both need NLTK data). Here a
+  token in AMBER's vocabulary is kept as written (the vocabulary has "people", "sunglasses"), any
+  other token is singularised and kept when that is in the vocabulary (`nouns: vocabulary`), so a
   vocabulary word used as a verb or adjective also counts; the ambiguous ones (orange, light, sign,
   line, ...) are AMBER's safe words and are skipped either way. Case is kept, as in the reference
   ("Dog" at the start of a sentence is not in the vocabulary).
@@ -119,7 +120,8 @@ def _spacy_similarity(model: str) -> Callable[[str, str], float] | None:
 
 def amber_nouns(text: str, vocabulary: set[str]) -> list[str]:
     """The response's words in AMBER's vocabulary, singularised, in order (see the module notes)."""
-    return [w for w in (singularize(t) for t in tokenize(text)) if w in vocabulary]
+    words = (t if t in vocabulary else singularize(t) for t in tokenize(text))
+    return [w for w in words if w in vocabulary]
 
 
 def _mark(flags: list, j: int, tail: int) -> None:
@@ -217,7 +219,11 @@ def score_amber(
     g = dict.fromkeys(("chair_score", "safe_cover_score", "hallu_cover_score", "non_hallu_score"), 0.0)
     g.update(dict.fromkeys(("chair_num", "safe_cover_num", "hallu_cover_num", "non_hallu_num"), _START))
     sections = ("overall", "existence", "attribute", "state", "number", "action", "relation")
-    d = {s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0) | dict.fromkeys(("num", "no_num", "ans_no_num"), _START) for s in sections}
+    d = {
+        s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0)
+        | dict.fromkeys(("num", "no_num", "ans_no_num"), _START)
+        for s in sections
+    }
     details = []
     for row in answers:
         item = data.annotations.get(row["id"])

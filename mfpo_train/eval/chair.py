@@ -47,7 +47,11 @@ REFERENCE_DOUBLE_WORDS = (
 ANIMAL_WORDS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub")
 VEHICLE_WORDS = ("jet", "train")
 # RLAIF-V's `synonyms_refine.txt` = the reference list plus these words (category -> added synonyms).
-REFINE_ADDITIONS = {"person": ("brother", "pedestrian"), "dining table": ("coffee table",), "remote": ("remote control",)}
+REFINE_ADDITIONS = {
+    "person": ("brother", "pedestrian"),
+    "dining table": ("coffee table",),
+    "remote": ("remote control",),
+}
 
 
 @dataclass(frozen=True)
@@ -192,4 +196,6 @@ def score_chair(
         "n": n,
         "counts": counts,
     }
-    return make_result(scorer, metrics, ids=[r["image_id"] for r in answers], settings=dict(vocab.settings), details=details)
+    return make_result(
+        scorer, metrics, ids=[r["image_id"] for r in answers], settings=dict(vocab.settings), details=details
+    )

@@ -53,10 +53,21 @@ class AmberParser(str, Enum):
     lenient = "lenient"
 
 
-CocoRootOpt = Annotated[Path | None, typer.Option("--coco-root", help="COCO folder (annotations/ inside); default: the bundled sample.")]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="COCO split, e.g. val2014 (default: 'sample' without --coco-root, else val2014).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result JSON here (details in a .details.jsonl beside it).")]
-ExactOpt = Annotated[bool, typer.Option("--reference-exact", help="Keep the reference's dead synonym entries and pattern's singular forms.")]
+CocoRootOpt = Annotated[
+    Path | None, typer.Option("--coco-root", help="COCO folder (annotations/ inside); default: the bundled sample.")
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="COCO split, e.g. val2014 (default: 'sample' without --coco-root, else val2014)."),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Write the result JSON here (details in a .details.jsonl beside it)."),
+]
+ExactOpt = Annotated[
+    bool,
+    typer.Option("--reference-exact", help="Keep the reference's dead synonym entries and pattern's singular forms."),
+]
 
 
 def _run(fn):
@@ -91,7 +102,9 @@ def _save(result: dict, out: Path | None) -> None:
     typer.echo(f"wrote {json_path} and {details}")
 
 
-def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, synonyms: Synonyms, exact: bool, out: Path | None):
+def _chair_like(
+    scorer: str, answers: Path, root: Path | None, split: str | None, synonyms: Synonyms, exact: bool, out: Path | None
+):
     from mfpo_train.eval import chair, coco, objhal
     from mfpo_train.eval.io import read_answers
 
@@ -111,7 +124,9 @@ def chair(
     coco_root: CocoRootOpt = None,
     split: SplitOpt = None,
     out: OutOpt = None,
-    synonyms: Annotated[Synonyms, typer.Option(help="Synonym list: the reference's (coco) or RLAIF-V's (refine).")] = Synonyms.coco,
+    synonyms: Annotated[
+        Synonyms, typer.Option(help="Synonym list: the reference's (coco) or RLAIF-V's (refine).")
+    ] = Synonyms.coco,
     reference_exact: ExactOpt = False,
 ) -> None:
     """CHAIRs / CHAIRi / recall of image descriptions against COCO instances and captions."""
@@ -136,7 +151,9 @@ def objhal_questions(
     out: Annotated[Path, typer.Option("--out", "-o", help='Write {"image_id", "question"} lines here.')],
     coco_root: CocoRootOpt = None,
     split: SplitOpt = None,
-    questions: Annotated[Path | None, typer.Option("--questions", help="RLAIF-V's obj_halbench_300_with_image.jsonl.")] = None,
+    questions: Annotated[
+        Path | None, typer.Option("--questions", help="RLAIF-V's obj_halbench_300_with_image.jsonl.")
+    ] = None,
     images: Annotated[int, typer.Option(help="Images to draw from --coco-root.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed for drawing images and prompts.")] = 0,
 ) -> None:
@@ -149,7 +166,9 @@ def objhal_questions(
         if questions is not None:
             rows = objhal.read_objhal_questions(questions)
         elif coco_root is not None:
-            rows = objhal.build_objhal_questions(coco.read_coco(coco_root, _split(coco_root, split), captions=False), images=images, seed=seed)
+            rows = objhal.build_objhal_questions(
+                coco.read_coco(coco_root, _split(coco_root, split), captions=False), images=images, seed=seed
+            )
         else:
             rows = objhal.objhal_questions()
         write_jsonl(rows, out)
@@ -175,7 +194,9 @@ def pope_questions(
         from mfpo_train.eval import coco, pope
 
         ann = coco.read_coco(coco_root, _split(coco_root, split), captions=False)
-        rows = pope.build_pope_questions(ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed)
+        rows = pope.build_pope_questions(
+            ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed
+        )
         pope.write_pope_questions(rows, out)
         typer.echo(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}")
 
@@ -184,10 +205,17 @@ def pope_questions(
 
 @app.command("pope")
 def pope_score(
-    questions: Annotated[list[Path], typer.Option("--questions", "-q", help="POPE question file (repeat, one per split).")],
-    answers: Annotated[list[Path], typer.Option("--answers", "-a", help='JSON lines {"question_id", "answer"} (same order as --questions).')],
+    questions: Annotated[
+        list[Path], typer.Option("--questions", "-q", help="POPE question file (repeat, one per split).")
+    ],
+    answers: Annotated[
+        list[Path],
+        typer.Option("--answers", "-a", help='JSON lines {"question_id", "answer"} (same order as --questions).'),
+    ],
     out: OutOpt = None,
-    parser: Annotated[PopeParser, typer.Option(help="Yes/no reading: POPE's evaluate.py (pope) or the first word (strict).")] = PopeParser.pope,
+    parser: Annotated[
+        PopeParser, typer.Option(help="Yes/no reading: POPE's evaluate.py (pope) or the first word (strict).")
+    ] = PopeParser.pope,
 ) -> None:
     """Accuracy, precision, recall, F1 and yes-ratio per POPE split, and their mean."""
 
@@ -197,13 +225,17 @@ def pope_score(
         from mfpo_train.eval.results import make_result
 
         if len(questions) != len(answers):
-            raise MfpoError(f"pope: {len(questions)} --questions but {len(answers)} --answers; give one answers file per questions file")
+            raise MfpoError(
+                f"pope: {len(questions)} --questions but {len(answers)} --answers; give one answers file per questions file"
+            )
         results = {}
         for q, a in zip(questions, answers, strict=True):
             name = pope.split_name(q)
             if name in results:
                 raise MfpoError(f"pope: split {name!r} given twice")
-            results[name] = pope.score_pope(pope.read_pope_questions(q), read_answers(a, "question_id"), parser=parser.value, split=name)
+            results[name] = pope.score_pope(
+                pope.read_pope_questions(q), read_answers(a, "question_id"), parser=parser.value, split=name
+            )
         keys = ("accuracy", "precision", "recall", "f1", "yes_ratio", "n", "unparsed")
         for name, r in results.items():
             _table(f"POPE {name} ({parser.value})", [(k, r[k]) for k in keys])
@@ -215,7 +247,9 @@ def pope_score(
         splits = {name: {k: v for k, v in r.items() if k != "details"} for name, r in results.items()}
         details = [{"split": name, **d} for name, r in results.items() for d in r["details"]]
         ids = [f"{name}:{d['question_id']}" for name, r in results.items() for d in r["details"]]
-        combined = make_result("pope", {"mean": mean, "splits": splits}, ids=ids, settings={"parser": parser.value}, details=details)
+        combined = make_result(
+            "pope", {"mean": mean, "splits": splits}, ids=ids, settings={"parser": parser.value}, details=details
+        )
         _save(combined, out)
 
     _run(run)
@@ -223,12 +257,22 @@ def pope_score(
 
 @app.command()
 def amber(
-    amber_root: Annotated[Path, typer.Option("--amber-root", help="AMBER's data/ folder (annotations.json, relation.json, safe_words.txt).")],
-    answers: Annotated[Path, typer.Option("--answers", "-a", help='AMBER inference file: [{"id", "response"}] (JSON or JSON lines).')],
+    amber_root: Annotated[
+        Path,
+        typer.Option("--amber-root", help="AMBER's data/ folder (annotations.json, relation.json, safe_words.txt)."),
+    ],
+    answers: Annotated[
+        Path, typer.Option("--answers", "-a", help='AMBER inference file: [{"id", "response"}] (JSON or JSON lines).')
+    ],
     out: OutOpt = None,
-    similarity: Annotated[Similarity, typer.Option(help="Word similarity: spaCy vectors when installed (auto), exact match, or spaCy required.")] = Similarity.auto,
+    similarity: Annotated[
+        Similarity,
+        typer.Option(help="Word similarity: spaCy vectors when installed (auto), exact match, or spaCy required."),
+    ] = Similarity.auto,
     threshold: Annotated[float, typer.Option(help="spaCy similarity above which two words match.")] = 0.8,
-    parser: Annotated[AmberParser, typer.Option(help="Yes/no reading: exactly 'Yes'/'No' (AMBER) or the first word (lenient).")] = AmberParser.exact,
+    parser: Annotated[
+        AmberParser, typer.Option(help="Yes/no reading: exactly 'Yes'/'No' (AMBER) or the first word (lenient).")
+    ] = AmberParser.exact,
 ) -> None:
     """AMBER: generative CHAIR / Cover / Hal / Cog and yes/no accuracy, precision, recall, F1."""
 
@@ -237,10 +281,17 @@ def amber(
 
         data = amber_mod.load_amber(amber_root)
         result = amber_mod.score_amber(
-            amber_mod.read_amber_answers(answers), data, similarity=similarity.value, threshold=threshold, parser=parser.value
+            amber_mod.read_amber_answers(answers),
+            data,
+            similarity=similarity.value,
+            threshold=threshold,
+            parser=parser.value,
         )
         if "generative" in result:
-            _table(f"AMBER generative (similarity: {result['meta']['settings']['similarity']})", list(result["generative"].items()))
+            _table(
+                f"AMBER generative (similarity: {result['meta']['settings']['similarity']})",
+                list(result["generative"].items()),
+            )
         for name, m in result.get("discriminative", {}).items():
             _table(f"AMBER discriminative: {name}", list(m.items()))
         _save(result, out)

@@ -70,11 +70,16 @@ def read_records(path: str | Path, required: Iterable[str] = (), what: str = "fi
 
 
 def read_answers(path: str | Path, key: str) -> list[dict]:
-    """`{key, "answer"}` lines (the runner's output): `key` is `image_id` or `question_id`."""
-    rows = read_records(path, (key, "answer"), "answers file")
+    """`{key, "answer"}` items (the runner's output); `key` is `image_id` or `question_id`.
+
+    LLaVA-style answer files, which put the answer in `text`, are read as well.
+    """
+    rows = read_records(path, (key,), "answers file")
     for i, row in enumerate(rows):
-        if not isinstance(row["answer"], str):
-            raise MfpoError(f"{path}: item {i + 1}: 'answer' must be a string")
+        if "answer" not in row and "text" in row:
+            row["answer"] = row["text"]
+        if not isinstance(row.get("answer"), str):
+            raise MfpoError(f"{path}: item {i + 1}: needs a string 'answer' (or 'text')")
     return rows
 
 

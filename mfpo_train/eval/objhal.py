@@ -54,7 +54,9 @@ def build_objhal_questions(
     excluded = set(exclude)
     eligible = sorted(i for i, objs in coco.objects.items() if objs and i not in excluded)
     if len(eligible) < images:
-        raise MfpoError(f"objhal: split {coco.split!r} has {len(eligible)} images with objects, {images} asked (lower --images)")
+        raise MfpoError(
+            f"objhal: split {coco.split!r} has {len(eligible)} images with objects, {images} asked (lower --images)"
+        )
     rng = random.Random(seed)
     chosen = rng.sample(eligible, images)
     return [{"image_id": i, "question": rng.choice(prompts)} for i in chosen]

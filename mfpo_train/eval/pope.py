@@ -82,7 +82,9 @@ def build_pope_questions(
             co_occur[o].update(x for x in objs if x != o)
     pool = list(frequency)  # the categories of the sampled images, in order of first appearance
     popular = [o for o, _ in sorted(frequency.items(), key=lambda kv: kv[1], reverse=True)]
-    adversarial = {o: [x for x, _ in sorted(c.items(), key=lambda kv: kv[1], reverse=True)] for o, c in co_occur.items()}
+    adversarial = {
+        o: [x for x, _ in sorted(c.items(), key=lambda kv: kv[1], reverse=True)] for o, c in co_occur.items()
+    }
     questions, qid = [], 1
     for image_id in chosen:
         objs, asked = objects[image_id], []
@@ -91,7 +93,9 @@ def build_pope_questions(
             asked.append(pos)
             questions.append({"question_id": qid, "image": image, "text": question_text(pos), "label": "yes"})
             qid += 1
-            ranked = popular if sampling == "popular" else adversarial.get(pos, []) if sampling == "adversarial" else []
+            ranked = (
+                popular if sampling == "popular" else adversarial.get(pos, []) if sampling == "adversarial" else []
+            )
             neg = next((o for o in ranked if o not in asked and o not in objs), None)
             if neg is None:
                 candidates = [o for o in pool if o not in asked and o not in objs]
@@ -116,7 +120,7 @@ def read_pope_questions(path: str | Path) -> list[dict]:
     """A POPE question file (ours or the official `coco_pope_*.json`); labels are "yes"/"no"."""
     rows = read_jsonl(path, ("question_id", "image", "text", "label"), "POPE questions file")
     seen = set()
-    for lineno, row in enumerate(rows, 1):
+    for row in rows:
         label = str(row["label"]).strip().lower()
         if label not in ("yes", "no"):
             raise MfpoError(f"{path}: question {row['question_id']!r}: label must be yes or no, got {row['label']!r}")
@@ -135,7 +139,7 @@ def split_name(path: str | Path) -> str:
 
 
 def parse_yes_no(answer: str, parser: str = "pope") -> str | None:
-    """"yes", "no", or None (only with `parser="strict"`) for one answer (see the module notes)."""
+    """The answer read as "yes" or "no"; None only with `parser="strict"` (see the module notes)."""
     if parser == "pope":
         text = answer.split(".")[0] if "." in answer else answer
         words = text.replace(",", "").split(" ")
@@ -171,7 +175,9 @@ def _x100(rates: Mapping[str, float | None]) -> dict[str, float | None]:
     return {k: (round(100 * v, 1) if v is not None else None) for k, v in rates.items()}
 
 
-def score_pope(questions: Sequence[Mapping], answers: Sequence[Mapping], *, parser: str = "pope", split: str = "") -> dict:
+def score_pope(
+    questions: Sequence[Mapping], answers: Sequence[Mapping], *, parser: str = "pope", split: str = ""
+) -> dict:
     """Accuracy, precision, recall, F1 and yes-ratio (x100, one decimal) of `answers` to `questions`.
 
     `answers` are `{"question_id", "answer"}` dicts; every question needs exactly one. Returns

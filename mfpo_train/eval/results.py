@@ -68,7 +68,9 @@ def write_result(result: Mapping[str, Any], path: str | Path) -> tuple[Path, Pat
 def comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The reasons two results may not be compared (empty when they may): scorer, version, ids, settings."""
     ma, mb = a["meta"], b["meta"]
-    reasons = [f"{k}: {ma.get(k)!r} != {mb.get(k)!r}" for k in ("scorer", "version", "ids_sha256") if ma.get(k) != mb.get(k)]
+    reasons = [
+        f"{k}: {ma.get(k)!r} != {mb.get(k)!r}" for k in ("scorer", "version", "ids_sha256") if ma.get(k) != mb.get(k)
+    ]
     if json.dumps(ma.get("settings"), sort_keys=True) != json.dumps(mb.get("settings"), sort_keys=True):
         reasons.append("settings differ")
     return reasons
