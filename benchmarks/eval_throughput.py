@@ -112,7 +112,7 @@ def main() -> None:
     print(f"tiny LLaVA: hidden {args.hidden}, {args.layers} layers, {args.image_size} px "
           f"({(args.image_size // 8) ** 2} image tokens), {device}, {torch.get_num_threads()} threads; "
           f"{n} items x {args.max_new_tokens} new tokens, {args.rounds} rounds")
-    print(f"| batch size | items/s | ratio to batch 1 (median, min-max) | answers equal to batch 1 |")
+    print("| batch size | items/s | ratio to batch 1 (median, min-max) | answers equal to batch 1 |")
     print("|---:|---:|---:|---:|")
     result = {"generation": {}, "probes": {}}
     for bs in sizes:

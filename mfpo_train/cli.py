@@ -63,9 +63,8 @@ def main(
 
             typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             return
-        from mfpo_train.train import train
-
         from mfpo_train.summary import format_summary
+        from mfpo_train.train import train
 
         result = train(cfg, resume=resume_from or resume)
         typer.echo(format_summary(result))

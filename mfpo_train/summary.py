@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 _LOSSES = ("loss", "loss/text", "loss/image", "loss/margin", "rewards/margins", "image_rewards/margins")
 _PROBES = ("preference_accuracy", "preference_accuracy_noise", "image_reward_accuracy", "logp_drop_perturbed")
 

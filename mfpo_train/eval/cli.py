@@ -303,6 +303,7 @@ def amber(
 # `mfpo-eval run` (generation + scoring + probes) lives in its own module; registered here.
 from mfpo_train.eval.cli_run import run as _run_command  # noqa: E402
 
+
 app.command("run")(_run_command)
 
 

@@ -59,7 +59,10 @@ def run(
             probe_max_samples=probe_max_samples)
         if model is None and adapter is None:
             raise MfpoError("--model is required (or --adapter, whose base model is then used)")
-        specs = [ModelSpec("model", model or adapter_base_model(adapter), str(adapter) if adapter else None, merge, revision)]
+        model = model or adapter_base_model(adapter)
+        if not model:
+            raise MfpoError(f"{adapter}/adapter_config.json names no base model; pass --model")
+        specs = [ModelSpec("model", model, str(adapter) if adapter else None, merge, revision)]
         if base is not None:
             specs.append(ModelSpec("base", base))
         report = run_evaluation(specs, benchmarks, out, opts=opts,

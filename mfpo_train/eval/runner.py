@@ -57,7 +57,8 @@ def load_for_eval(model: str | Path | None, adapter: str | Path | None = None, *
 
     if adapter is not None:
         adapter = Path(adapter)
-        model = model or adapter_base_model(adapter)
+        base = adapter_base_model(adapter)  # also checks the folder before any model is loaded
+        model = model or base
     if not model:
         raise EvalError("--model is required (a Hub id or a local folder)")
     device = resolve_device(device)
@@ -79,15 +80,15 @@ def load_for_eval(model: str | Path | None, adapter: str | Path | None = None, *
     return net, processor
 
 
-def adapter_base_model(adapter: str | Path) -> str:
-    """The base model an adapter folder names (`base_model_name_or_path` of its adapter_config.json)."""
+def adapter_base_model(adapter: str | Path) -> str | None:
+    """The base model an adapter folder names (`base_model_name_or_path` of its adapter_config.json), or None."""
     config = Path(adapter) / "adapter_config.json"
     if not config.is_file():
         raise EvalError(f"--adapter {adapter}: no adapter_config.json there (mfpo-train writes OUT/final/)")
-    name = json.loads(config.read_text()).get("base_model_name_or_path")
-    if not name:
-        raise EvalError(f"{config} names no base model; pass --model")
-    return name
+    try:
+        return json.loads(config.read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, AttributeError):
+        raise EvalError(f"{config}: not a PEFT adapter config (JSON object)") from None
 
 
 def describe_model(model: str | Path | None, adapter: str | Path | None, revision: str | None = None) -> dict:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from mfpo_train.eval import probes
-from tests.fixtures.eval_run import tiny_models  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from mfpo_train.eval import runner
 from mfpo_train.eval.cli import app
-from tests.fixtures.eval_run import fresh_build, tiny_models, trained_adapter  # noqa: F401 (fixtures)
 
 
 def _run(*args):

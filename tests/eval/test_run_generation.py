@@ -9,7 +9,7 @@ import pytest
 from mfpo_train.eval import runner
 from mfpo_train.eval.runner import EvalError, check_settings, generate_answers, load_for_eval
 from mfpo_train.model import is_peft
-from tests.fixtures.eval_run import sample_items, tiny_models, trained_adapter  # noqa: F401 (fixtures)
+from tests.fixtures.eval_run import sample_items
 
 
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
