@@ -65,6 +65,7 @@ def row_logps(model, processor, rows: Sequence[dict], *, max_length: int | None 
     import torch
 
     from mfpo_train.collator import MFPOCollator
+    from mfpo_train.eval.runner import to_model
     from mfpo_train.model import sequence_logps
 
     variants = []
@@ -82,10 +83,7 @@ def row_logps(model, processor, rows: Sequence[dict], *, max_length: int | None 
     out: list[dict | None] = [None] * len(rows)
     if not batch["num_pairs"]:
         return out
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
-        batch["pixel_values"] = batch["pixel_values"].to(next(model.parameters()).dtype)
+    batch = to_model(batch, model)
     with torch.no_grad():
         flat = sequence_logps(model, batch).cpu().tolist()
     kept = batch["kept"]

@@ -131,8 +131,15 @@ def _image(item: dict):
 
 
 # -- generation ---------------------------------------------------------------------------------------
-def _device(model):
-    return next(model.parameters()).device
+def to_model(batch: dict, model) -> dict:
+    """Tensors moved to the model's device; pixel values in the model's dtype."""
+    import torch
+
+    param = next(model.parameters())
+    out = {k: v.to(param.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if torch.is_tensor(out.get("pixel_values")) and out["pixel_values"].is_floating_point():
+        out["pixel_values"] = out["pixel_values"].to(param.dtype)
+    return out
 
 
 def generate_batch(model, processor, items: Sequence[dict], max_new_tokens: int) -> list[str]:
@@ -148,9 +155,7 @@ def generate_batch(model, processor, items: Sequence[dict], max_new_tokens: int)
         enc = processor(text=texts, images=images, padding=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
-    enc = {k: v.to(_device(model)) if torch.is_tensor(v) else v for k, v in enc.items()}
-    if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
-        enc["pixel_values"] = enc["pixel_values"].to(next(model.parameters()).dtype)
+    enc = to_model(enc, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
