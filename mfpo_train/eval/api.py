@@ -89,7 +89,7 @@ def evaluate(model, processor, benchmark: str | Sequence[str] = "pope", *, out_d
         folder = Path(out_dir)
         _write_question_files(folder / "benchmarks", prepared)
         check_settings(folder, {"model": _loaded_model_name(model), "max_new_tokens": max_new_tokens,
-                                "dtype": str(next(model.parameters()).dtype), "suite": opts.to_dict()})
+                                "dtype": str(next(model.parameters()).dtype), "suite": opts.answer_settings()})
     return _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
 
 
@@ -116,7 +116,7 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
                                          revision=spec.revision, trust_remote_code=trust_remote_code)
         check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
                                 "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
-                                "suite": opts.to_dict()})
+                                "suite": opts.answer_settings()})
         results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
         models.append({"name": spec.label, "role": spec.name, **described, "results": results})
         del model

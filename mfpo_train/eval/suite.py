@@ -60,6 +60,10 @@ class SuiteOptions:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def answer_settings(self) -> dict:
+        """The options that decide the generated answers (the probes are recomputed on every run)."""
+        return {k: v for k, v in asdict(self).items() if not k.startswith("probe_")}
+
 
 @dataclass
 class Part:

@@ -141,7 +141,7 @@ def test_scores_follow_the_answers(tiny_models, tmp_path, monkeypatch):
         assert results["pope"][split]["yes_ratio"] == pytest.approx(100 * 20 / 30, abs=0.05)
 
 
-def test_rerun_resumes_and_other_settings_are_refused(tiny_models, tmp_path, monkeypatch):
+def test_rerun_resumes_and_other_settings_are_refused(tiny_models, fresh_build, tmp_path, monkeypatch):
     out = tmp_path / "eval"
     args = ("--model", tiny_models["llava"], "--benchmarks", "pope", "--max-new-tokens", 4, "--out", out)
     _ok(*args)
@@ -151,6 +151,8 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_models, tmp_path, mon
     monkeypatch.setattr(runner, "generate_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
     _ok(*args, "--batch-size", 3)  # the batch size does not change greedy answers: a resume
     assert calls == [] and (out / "model" / "pope-random.answers.jsonl").read_bytes() == first
+    _ok(*args[:3], "pope,probes", "--probe-data", fresh_build, "--probe-max-samples", 2, *args[4:])  # probes added
+    assert calls == [] and "probes" in json.loads((out / "results.json").read_text())["models"][0]["results"]
 
     refused = _run(*args[:-2], "--max-new-tokens", 5, "--out", out)
     assert refused.exit_code == 1
