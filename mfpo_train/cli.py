@@ -77,10 +77,11 @@ def main(
 
             typer.echo(check(cfg))
             return
+        from mfpo_train.summary import format_summary
         from mfpo_train.train import train
 
         result = train(cfg, resume=resume_from or resume)
-        typer.echo(f"trained {result.state.global_step} steps; adapters in {result.final_dir or result.output_dir}")
+        typer.echo(format_summary(result))
 
     _run(run, interrupted="interrupted: rerun the same command with --resume to continue from the last checkpoint "
                           "(train.save_every sets how often one is written)")

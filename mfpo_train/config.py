@@ -3,7 +3,7 @@
 ```yaml
 model:    {name_or_path, revision, dtype, trust_remote_code, attn_implementation, gradient_checkpointing}
 lora:     {enabled, r, alpha, dropout, target_modules, exclude_modules}
-data:     {dataset, revision, split, max_length, max_samples, num_workers}
+data:     {dataset, revision, split, max_length, max_samples, num_workers, eval_split, eval_max_samples}
 loss:     {beta, text_weight, image_weight, margin_weight, eta}
 reference: auto | model | precomputed
 curriculum: [easy, medium, hard]     # or: none (one end-to-end stage over all rows)
@@ -11,7 +11,7 @@ refresh_reference: false             # reset the reference to the policy at each
 epochs_per_stage: 1
 optim:    {lr, weight_decay, betas, scheduler, warmup_ratio, max_grad_norm}
 train:    {batch_size, gradient_accumulation_steps, mixed_precision, seed, log_every, save_every, save_total_limit,
-           max_nonfinite_steps, report_to, output_dir, max_steps, sequence_chunks}
+           max_nonfinite_steps, report_to, output_dir, max_steps, sequence_chunks, eval_steps}
 ```
 
 Importing this module imports neither torch nor transformers, so `mfpo-train --help` and config
@@ -70,12 +70,19 @@ class DataConfig:
     max_length: int | None = 2048
     max_samples: int | None = None
     num_workers: int = 0
+    # Rows for MFPO's probes (mfpo_train/eval/probes.py), run every `train.eval_steps` and at the end and logged
+    # as eval/*: `auto` = the dataset's `test` split when it has one (`mfpo-data publish --test-size`), a split
+    # name, or null for none.
+    eval_split: str | None = "auto"
+    eval_max_samples: int | None = None
 
     def check(self, path: str) -> None:
         if not self.dataset:
             raise ConfigError(f"'{_join(path, 'dataset')}' is required (a folder or a Hub id)")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"'{_join(path, 'max_length')}' must be >= 2, got {self.max_length}")
+        if self.eval_max_samples is not None and self.eval_max_samples < 1:
+            raise ConfigError(f"'{_join(path, 'eval_max_samples')}' must be >= 1 or null, got {self.eval_max_samples}")
 
 
 @dataclass
@@ -134,12 +141,13 @@ class RunConfig:
     # when batch_size 1 still does not fit (one pair's 3 long sequences), alone or with gradient_checkpointing.
     # Not with DeepSpeed.
     sequence_chunks: int = 1
+    eval_steps: int | None = None  # probe the eval split every this many optimizer steps (and always at the end)
 
     def check(self, path: str) -> None:
         for name in ("batch_size", "gradient_accumulation_steps", "log_every", "sequence_chunks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"'{_join(path, name)}' must be >= 1, got {getattr(self, name)}")
-        for name in ("save_every", "save_total_limit"):
+        for name in ("save_every", "save_total_limit", "eval_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"'{_join(path, name)}' must be >= 1 or null, got {getattr(self, name)}")
         unknown = [t for t in self.report_to if t not in ("tensorboard", "wandb")]

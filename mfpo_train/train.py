@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from mfpo_train.data import (
     trainer_columns,
 )
 from mfpo_train.errors import TrainingError
+from mfpo_train.eval.during_training import TrainProbes, load_eval_split
 from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
@@ -61,6 +63,8 @@ class TrainResult:
     state: TrainState
     history: list[dict] = field(default_factory=list)  # the metrics logged by this process, one dict per step
     model: object = None  # the trained (unwrapped) policy
+    eval_metrics: dict = field(default_factory=dict)  # the last probes on the eval split (eval/*), if any
+    elapsed_s: float = 0.0
 
 
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
@@ -70,6 +74,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     from transformers import get_scheduler
 
     # 1. Accelerator, seed, output folder --------------------------------------------------------
+    started = time.monotonic()
     output_dir = cfg.output_dir
     trackers = _trackers(cfg.train.report_to)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
@@ -95,6 +100,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     loss_kwargs = dict(beta=cfg.loss.beta, text_weight=cfg.loss.text_weight, image_weight=cfg.loss.image_weight,
                        margin_weight=cfg.loss.margin_weight, eta=cfg.loss.eta)
     sequences = needed_sequences(cfg.loss.text_weight, cfg.loss.image_weight, cfg.loss.margin_weight)
+    eval_rows = load_eval_split(cfg)
 
     # 3. Policy, processor, reference ------------------------------------------------------------
     model, processor = load_model_and_processor(cfg.model)
@@ -122,6 +128,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                             "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed)
+    probes = None if eval_rows is None else TrainProbes(eval_rows, processor, accelerator, seed=cfg.train.seed,
+                                                        batch_size=cfg.train.batch_size, max_length=cfg.data.max_length)
+    eval_metrics, eval_step = {}, None
 
     # 5. Resume ----------------------------------------------------------------------------------
     state = TrainState()
@@ -159,8 +168,11 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                                epoch=state.epoch, lr=scheduler.get_last_lr()[0],
                                nonfinite_steps=state.nonfinite_steps, dropped_rows=state.dropped_rows,
                                undecodable_rows=state.undecodable_rows)
+                if probes is not None and cfg.train.eval_steps and state.global_step % cfg.train.eval_steps == 0:
+                    eval_metrics, eval_step = probes(model), state.global_step
+                    metrics.update(eval_metrics)
                 history.append(metrics)
-                if state.global_step % cfg.train.log_every == 0:
+                if state.global_step % cfg.train.log_every == 0 or eval_step == state.global_step:
                     _log(accelerator, output_dir, metrics, trackers)
                 bar.update(1)
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
@@ -176,6 +188,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
             save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model),
                             scheduler=scheduler, keep=cfg.train.save_total_limit)
     bar.close()
+    if probes is not None and eval_step != state.global_step:  # the probes at the end
+        eval_metrics = probes(model)
+        _log(accelerator, output_dir, {"step": state.global_step, **eval_metrics}, trackers)
 
     # 7. Save the final adapters (or model) with the processor -----------------------------------
     final_dir = None
@@ -194,7 +209,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     if state.undecodable_rows:
         logger.warning("%d rows were skipped: their image could not be decoded", state.undecodable_rows)
     return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
-                       model=accelerator.unwrap_model(model))
+                       model=accelerator.unwrap_model(model), eval_metrics=eval_metrics,
+                       elapsed_s=time.monotonic() - started)
 
 
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,

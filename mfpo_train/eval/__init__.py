@@ -8,4 +8,18 @@ the model runner that produces the answers lives beside them and imports it lazi
     vocab = chair.load_vocabulary()
     gt = coco.chair_ground_truth(coco.read_coco(None, "sample"), vocab)
     result = chair.score_chair([{"image_id": 1, "answer": "A woman in a suit."}], gt, vocab)
+
+The model side: `runner` (generation), `probes` (MFPO's log-prob probes), `suite` (each benchmark's
+items and scorer), `api` (`evaluate` for notebooks, `run_evaluation` for `mfpo-eval run`), `report`.
+
+    from mfpo_train.eval import evaluate
+    results = evaluate(model, processor, benchmark="pope")
 """
+
+
+def __getattr__(name):  # `evaluate` without importing torch at `import mfpo_train.eval`
+    if name == "evaluate":
+        from mfpo_train.eval.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'mfpo_train.eval' has no attribute {name!r}")

@@ -299,5 +299,13 @@ def amber(
     _run(run)
 
 
+
+# `mfpo-eval run` (generation + scoring + probes) lives in its own module; registered here.
+from mfpo_train.eval.cli_run import run as _run_command  # noqa: E402
+
+
+app.command("run")(_run_command)
+
+
 if __name__ == "__main__":
     app()

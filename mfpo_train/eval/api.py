@@ -1,0 +1,241 @@
+"""Evaluate models on the benchmarks and the probes: the notebook API and what `mfpo-eval run` calls.
+
+    from mfpo_train.eval import evaluate
+    results = evaluate(model, processor, benchmark="pope")                 # {"pope": {...}}
+    results = evaluate(model, processor, benchmark=["objhal", "probes"], probe_data="runs/coco", out_dir="ev")
+
+`run_evaluation` (the CLI) loads each model in turn (the trained one, then `--base`) and writes
+
+```
+OUT/results.json  OUT/results.md          every model's results, the table, the difference row
+OUT/benchmarks/                            the question sets used (POPE's format for POPE), shared by the models
+OUT/<model|base>/run.json                  the settings that decide the answers (a rerun with others is refused)
+OUT/<model|base>/<part>.answers.jsonl      answers as generated; a rerun resumes after the last one
+OUT/<model|base>/<part>.result.json        the scorer's result (+ .details.jsonl: per item)
+OUT/<model|base>/probes.jsonl              the probes' per-row log-probs
+```
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mfpo_data.errors import MfpoError
+from mfpo_train.eval.suite import BENCHMARKS, SuiteOptions
+
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+TABLE_FILE = "results.md"
+
+
+@dataclass
+class Decoding:
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    probe_batch_size: int = 4
+    progress: bool = True
+
+
+@dataclass
+class ModelSpec:
+    name: str  # "model" or "base": the folder under OUT
+    model: str | None
+    adapter: str | None = None
+    merge: bool = False
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        base = Path(self.model).name if self.model and Path(self.model).exists() else (self.model or "?")
+        return f"{base} + {Path(self.adapter).name}" if self.adapter else base
+
+
+def parse_benchmarks(benchmarks: str | Sequence[str]) -> list[str]:
+    names = [b.strip() for b in benchmarks.split(",")] if isinstance(benchmarks, str) else list(benchmarks)
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown or not names:
+        what = f"unknown {unknown[0]!r}" if unknown else "none given"
+        raise MfpoError(f"--benchmarks: {what} (choose from {', '.join(BENCHMARKS)})")
+    return list(dict.fromkeys(names))
+
+
+def evaluate(model, processor, benchmark: str | Sequence[str] = "pope", *, out_dir: str | Path | None = None,
+             batch_size: int = 8, max_new_tokens: int = 512, probe_batch_size: int = 4, progress: bool = True,
+             **options) -> dict:
+    """Evaluate a loaded model (a PeftModel too) on `benchmark`(s); returns {benchmark: result}.
+
+    `options` are `SuiteOptions` fields (coco_root, pope_questions, amber_root, probe_data, ...). With
+    `out_dir`, answers and results are written there as `mfpo-eval run` writes one model's folder (and
+    a rerun resumes); without it, nothing is written.
+    """
+    names = parse_benchmarks(benchmark)
+    opts = SuiteOptions(**options)
+    prepared = _prepare(names, opts)
+    decoding = Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens, probe_batch_size=probe_batch_size,
+                        progress=progress)
+    folder = None
+    if out_dir is not None:
+        from mfpo_train.eval.runner import check_settings
+
+        folder = Path(out_dir)
+        _write_question_files(folder / "benchmarks", prepared)
+        check_settings(folder, {"model": _loaded_model_name(model), "max_new_tokens": max_new_tokens,
+                                "dtype": str(next(model.parameters()).dtype), "suite": opts.answer_settings()})
+    return _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
+
+
+def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], out_dir: str | Path, *,
+                   opts: SuiteOptions | None = None, decoding: Decoding | None = None, dtype: str = "auto",
+                   device: str = "auto", trust_remote_code: bool = False) -> dict:
+    """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
+    from mfpo_train.eval.io import write_json
+    from mfpo_train.eval.report import difference, markdown_table
+    from mfpo_train.eval.runner import check_settings, describe_model, load_for_eval, resolve_device
+
+    names = parse_benchmarks(benchmarks)
+    opts, decoding = opts or SuiteOptions(), decoding or Decoding()
+    out = Path(out_dir)
+    prepared = _prepare(names, opts)  # every data file is checked before a model is loaded
+    _write_question_files(out / "benchmarks", prepared)
+    device = resolve_device(device)
+    models = []
+    for spec in specs:
+        folder = out / spec.name
+        described = describe_model(spec.model, spec.adapter, spec.revision)
+        logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
+        model, processor = load_for_eval(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
+                                         revision=spec.revision, trust_remote_code=trust_remote_code)
+        check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
+                                "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
+                                "suite": opts.answer_settings()})
+        results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
+        models.append({"name": spec.label, "role": spec.name, **described, "results": results})
+        del model
+        _free_memory()
+    report: dict[str, Any] = {
+        "mfpo_eval": {"version": _version(), "benchmarks": names},
+        "settings": {"batch_size": decoding.batch_size, "max_new_tokens": decoding.max_new_tokens, "dtype": dtype,
+                     "device": device, "suite": opts.to_dict(),
+                     "benchmarks": {n: b.settings for n, b in prepared.items()}},
+        "models": models,
+    }
+    if len(models) == 2:
+        report["difference"] = difference(models[0]["results"], models[1]["results"])
+    write_json(report, out / RESULTS_FILE)
+    table = markdown_table(models, report.get("difference"))
+    (out / TABLE_FILE).write_text(_table_notes(names, prepared) + table, encoding="utf-8")
+    report["table"] = table
+    return report
+
+
+# -- internals ----------------------------------------------------------------------------------------
+def _prepare(names: Sequence[str], opts: SuiteOptions) -> dict:
+    from mfpo_train.eval.suite import prepare
+
+    prepared = {n: prepare(n, opts) for n in names if n != "probes"}
+    if "probes" in names and not opts.probe_data:
+        raise MfpoError("probes need an mfpo dataset: --probe-data DIR_OR_HUB_ID (a build folder from "
+                        "`mfpo-data build`, or a published dataset; its test split is used when it has one)")
+    return prepared
+
+
+def _write_question_files(folder: Path, prepared: dict) -> None:
+    from mfpo_train.eval.io import write_jsonl
+
+    for bench in prepared.values():
+        for file_name, rows in bench.files.items():
+            write_jsonl(rows, folder / file_name)
+
+
+def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, decoding: Decoding,
+                     folder: Path | None) -> dict:
+    from mfpo_train.eval.results import write_result
+    from mfpo_train.eval.runner import generate_answers
+
+    results: dict[str, Any] = {}
+    for name in names:
+        if name == "probes":
+            results["probes"] = _probes(model, processor, opts, decoding, folder)
+            continue
+        bench = prepared[name]
+        answers = {}
+        for part in bench.parts:
+            path = None if folder is None else folder / f"{part.name}.answers.jsonl"
+            answers[part.name] = generate_answers(model, processor, part.items, path, batch_size=decoding.batch_size,
+                                                  max_new_tokens=decoding.max_new_tokens, desc=part.name,
+                                                  progress=decoding.progress)
+        scored = bench.score(answers)
+        if name == "pope":  # one scorer result per split, plus the mean
+            for split in [k for k in scored if k != "mean"]:
+                if folder is not None:
+                    write_result(scored[split], folder / f"pope-{split}.result.json")
+                scored[split] = _without_details(scored[split])
+        else:
+            if folder is not None:
+                write_result(scored, folder / f"{name}.result.json")
+            scored = _without_details(scored)
+        results[name] = scored
+    return results
+
+
+def _probes(model, processor, opts: SuiteOptions, decoding: Decoding, folder: Path | None) -> dict:
+    from mfpo_train.eval.probes import load_probe_dataset, run_probes
+
+    ds, split = load_probe_dataset(opts.probe_data, opts.probe_split, max_samples=opts.probe_max_samples)
+    result = run_probes(model, processor, ds, batch_size=decoding.probe_batch_size, seed=opts.seed,
+                        records_file=None if folder is None else folder / "probes.jsonl", progress=decoding.progress)
+    result.update(dataset=str(opts.probe_data), split=split)
+    return result
+
+
+def _without_details(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "details"}
+
+
+def _loaded_model_name(model) -> str:
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    name = getattr(base.config, "_name_or_path", "") or type(base).__name__
+    adapters = sorted(getattr(model, "peft_config", {}) or {})
+    return f"{name} + adapters {adapters}" if adapters else name
+
+
+def _table_notes(names, prepared) -> str:
+    notes = []
+    if "objhal" in names:
+        notes.append("Object HalBench: rule-based CHAIR (RLAIF-V's refined synonyms, objects found by rules, not by a "
+                     f"GPT judge; {prepared['objhal'].settings['source']}).")
+    if "pope" in names:
+        notes.append(f"POPE: {prepared['pope'].settings['source']}; F1 and yes-ratio x100.")
+    if "probes" in names:
+        notes.append("Probes: accuracies x100 (preference y_w > y_l on the image m, on the perturbed image m' and on "
+                     "whole-image noise t=999; image reward log p(y_w|m) > log p(y_w|m')); Δlogp in nats.")
+    return "".join(f"- {n}\n" for n in notes) + ("\n" if notes else "")
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mfpo")
+    except PackageNotFoundError:
+        return "unknown"

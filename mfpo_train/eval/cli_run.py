@@ -1,0 +1,77 @@
+"""`mfpo-eval run`: generate with a model (+ adapter, + its base), score, write results.json and the table.
+
+    mfpo-eval run --model llava-hf/llava-1.5-7b-hf --adapter runs/mfpo/final --base llava-hf/llava-1.5-7b-hf \\
+        --benchmarks objhal,pope,probes --coco-root /data/coco --probe-data ORG/mfpo-coco --out eval/mfpo
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mfpo_data.errors import MfpoError
+
+
+def run(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.json, results.md, answers).")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id or folder of the model (default with --adapter: its base model).")] = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT adapter folder, as mfpo-train writes it (OUT/final).")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the weights (faster generation).")] = False,
+    base: Annotated[str | None, typer.Option("--base", help="Also evaluate this base model and add the difference row.")] = None,
+    benchmarks: Annotated[str, typer.Option("--benchmarks", "-b", help="Comma-separated: objhal, chair-coco, pope, amber, probes.")] = "objhal,pope",
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision of --model.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per generate call.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 512,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (checkpoint dtype on GPU, float32 on CPU), float32, bfloat16, float16.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda, cuda:1, ...")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Run the model repository's own code.")] = False,
+    coco_root: Annotated[Path | None, typer.Option("--coco-root", help="COCO folder (annotations/ and image folders); default: the bundled sample.")] = None,
+    coco_split: Annotated[str | None, typer.Option("--coco-split", help="COCO split (default: val2014; 'sample' for the bundled sample).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the drawn item sets and the probes' noise.")] = 0,
+    objhal_questions: Annotated[Path | None, typer.Option("--objhal-questions", help="RLAIF-V's obj_halbench_300_with_image.jsonl (default: the shipped 300 ids).")] = None,
+    objhal_images: Annotated[int | None, typer.Option("--objhal-images", help="Draw an Object HalBench-style set of N images from the COCO split instead.")] = None,
+    chair_images: Annotated[int, typer.Option("--chair-images", help="Images of the COCO split for chair-coco.")] = 500,
+    pope_questions: Annotated[Path | None, typer.Option("--pope-questions", help="Folder with POPE's coco_pope_{random,popular,adversarial}.json (default: build them from the COCO split).")] = None,
+    pope_images: Annotated[int, typer.Option("--pope-images", help="Images per POPE split when building questions.")] = 500,
+    amber_root: Annotated[Path | None, typer.Option("--amber-root", help="AMBER's data/ folder (annotations.json, relation.json, safe_words.txt, query/).")] = None,
+    amber_images: Annotated[Path | None, typer.Option("--amber-images", help="Folder of AMBER's images.")] = None,
+    probe_data: Annotated[str | None, typer.Option("--probe-data", help="mfpo dataset for the probes: a build folder, a published folder or a Hub id.")] = None,
+    probe_split: Annotated[str | None, typer.Option("--probe-split", help="Split to probe (default: test when there is one, else train).")] = None,
+    probe_max_samples: Annotated[int | None, typer.Option("--probe-max-samples", help="Probe at most this many rows.")] = None,
+    probe_batch_size: Annotated[int, typer.Option("--probe-batch-size", help="Rows per probe forward (6 sequences each).")] = 4,
+):
+    """Evaluate a model (and its base) on the hallucination benchmarks and MFPO's probes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
+        from mfpo_train.eval.runner import adapter_base_model
+        from mfpo_train.eval.suite import SuiteOptions
+
+        opts = SuiteOptions(
+            coco_root=str(coco_root) if coco_root else None, coco_split=coco_split, seed=seed,
+            objhal_questions=str(objhal_questions) if objhal_questions else None, objhal_images=objhal_images,
+            chair_images=chair_images, pope_questions=str(pope_questions) if pope_questions else None,
+            pope_images=pope_images, amber_root=str(amber_root) if amber_root else None,
+            amber_images=str(amber_images) if amber_images else None, probe_data=probe_data, probe_split=probe_split,
+            probe_max_samples=probe_max_samples)
+        if model is None and adapter is None:
+            raise MfpoError("--model is required (or --adapter, whose base model is then used)")
+        model = model or adapter_base_model(adapter)
+        if not model:
+            raise MfpoError(f"{adapter}/adapter_config.json names no base model; pass --model")
+        specs = [ModelSpec("model", model, str(adapter) if adapter else None, merge, revision)]
+        if base is not None:
+            specs.append(ModelSpec("base", base))
+        report = run_evaluation(specs, benchmarks, out, opts=opts,
+                                decoding=Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                                  probe_batch_size=probe_batch_size),
+                                dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    except MfpoError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report["table"], nl=False)
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
