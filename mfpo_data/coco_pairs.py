@@ -6,7 +6,9 @@ answer is the same caption with that object phrase swapped for an absent but pla
 object is the key object.
 
 *Presence pairs* (POPE style): "Is there a {object} in the image?" with the grounded answer chosen
-over its negation; for an absent object, the key object is the present object it was drawn from.
+over its negation; for an absent object, the key object is the present object it was drawn from,
+and the pair names the absent object: "No, there is no dog" stays true whatever is done to the
+present objects, so its image pair is not valid unless the perturbation inserts the dog.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class TextPair:
     rejected: str
     target: str | None  # the key object's category
     metadata: dict[str, Any]
+    absent: str | None = None  # the object the chosen answer says is absent: no region of m makes it true
 
 
 def normalize_caption(text: str) -> str:
@@ -150,6 +153,6 @@ def presence_pairs(present: list[str], rng: np.random.Generator, n: int, absent_
         pairs.append(
             TextPair("presence", f"presence:no:{category}", _question(category), _no(category),
                      f"Yes, {_there_is(category)} in the image.", nearest if absent_key == "nearest" else None,
-                     {"answer": "no", "object": category, "nearest_present": nearest})
+                     {"answer": "no", "object": category, "nearest_present": nearest}, absent=category)
         )  # fmt: skip
     return pairs

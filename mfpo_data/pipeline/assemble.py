@@ -47,9 +47,11 @@ def build_pipeline(recipe: Recipe, source=None) -> list:
         KeywordStage(b["keywords"], top_k=recipe.keywords.top_k, batch_size=recipe.keywords.batch_size),
         GroundingStage(b["grounding"], batch_size=recipe.grounding.batch_size),
         SegmentationStage(b["segmentation"], batch_size=recipe.segmentation.batch_size),
-        RegionFilter(**vars(recipe.filters)),
+        RegionFilter(recipe.filters.no_region, recipe.filters.min_mask_area_ratio, recipe.filters.max_mask_area_ratio),
         PerturbationStage(b["perturbation"], kind=recipe.perturbation.backend, seed=recipe.seed,
-                          batch_size=recipe.perturbation.batch_size),  # fmt: skip
+                          batch_size=recipe.perturbation.batch_size, region=recipe.perturbation.region,
+                          random_area=recipe.perturbation.random_area,
+                          presence_negative=recipe.perturbation.presence_negative),  # fmt: skip
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
         ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress),
     ]

@@ -131,6 +131,7 @@ class CocoSource(IndexedSource):
                 rejected=pair.rejected,
                 annotations=annotations,
                 target=pair.target,
+                absent_object=pair.absent,
                 metadata={"file_name": rec["file_name"], **pair.metadata},
             )
             if error:

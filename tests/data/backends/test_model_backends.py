@@ -170,8 +170,8 @@ def test_sd_inpaint_seeds_and_batch_independence(tiny_sd):
 
 def test_sd_inpaint_feather_is_inside_the_mask(tiny_sd):
     s = _masked(0)
-    hard, _ = _sd(tiny_sd).perturb([s], [1])[0]
-    soft, params = _sd(tiny_sd, feather=4).perturb([s], [1])[0]
+    hard = _sd(tiny_sd).perturb([s], [1])[0].image
+    soft, params, _ = _sd(tiny_sd, feather=4).perturb([s], [1])[0]
     assert params["feather"] == 4 and np.array_equal(soft[~s.mask], s.image[~s.mask])
     diff = lambda x: np.abs(x.astype(int) - s.image.astype(int)).sum(-1)  # noqa: E731
     assert diff(soft)[20, 50] < diff(hard)[20, 50] or diff(hard)[20, 50] == 0  # mask edge: closer to the original
