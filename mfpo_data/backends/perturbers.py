@@ -96,27 +96,32 @@ class BlurPerturber(Described):
 
 
 class OpenCVInpaintPerturber(Described):
-    """Fill the key region from its surroundings with OpenCV inpainting (Telea or Navier-Stokes)."""
+    """Remove the key object with OpenCV inpainting (Telea or Navier-Stokes): its mask grown by
+    `dilate` pixels (so its edge goes too) is filled from the surroundings, and the grown mask is the
+    row's new key region."""
 
     backend = "opencv_inpaint"
+    removes = True  # a detecting grounder checks the object is gone (`filters.max_removal_score`)
 
     def __init__(self, radius: int = 5, method: Literal["telea", "ns"] = "telea", dilate: int = 3):
+        if dilate < 0:
+            raise ValueError("perturbation.dilate must be >= 0")
         self.radius, self.method, self.dilate = radius, method, dilate
 
     def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed]:
         import cv2
 
+        from mfpo_data.imaging import dilate_mask
+
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
         out = []
         for sample, seed in zip(samples, seeds, strict=True):
-            mask = sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], dtype=bool)
-            m = mask.astype(np.uint8) * 255
-            if self.dilate > 0:  # fill from outside the object's edge; the stage still keeps outside pixels
-                m = cv2.dilate(m, np.ones((2 * self.dilate + 1,) * 2, np.uint8))
-            edited = cv2.inpaint(sample.image, m, self.radius, flag)
-            out.append(Perturbed(edited, {"radius": self.radius, "method": self.method, "dilate": self.dilate, "seed": seed}))
+            region = dilate_mask(sample.mask, self.dilate) if sample.mask is not None else None
+            m = region if region is not None else np.ones(sample.image.shape[:2], dtype=bool)
+            edited = cv2.inpaint(sample.image, m.astype(np.uint8) * 255, self.radius, flag)
+            params = {"radius": self.radius, "method": self.method, "dilate": self.dilate, "seed": seed}
+            out.append(Perturbed(edited, params, mask=region))
         return out
-
 
 
 class RandomCropPerturber(Described):
