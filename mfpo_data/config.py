@@ -241,6 +241,12 @@ def recipe_from_dict(data: dict) -> Recipe:
     if perturbation.presence_negative == "insert" and not hasattr(backends.resolve("perturbation", perturbation.backend), "insert"):
         raise ConfigError(f"'perturbation.presence_negative: insert' needs a backend that paints objects (sd_inpaint), "
                           f"not '{perturbation.backend}'")
+    if recipe.filters.max_removal_score is not None:
+        removes = getattr(backends.resolve("perturbation", perturbation.backend), "removes", False)
+        detects = getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
+        if not (removes and detects):
+            raise ConfigError("'filters.max_removal_score' needs a removing perturbation backend (sd_inpaint, "
+                              "opencv_inpaint) and a detecting grounding backend (grounding_dino)")
     return recipe
 
 

@@ -85,6 +85,7 @@ def nms(boxes, scores, iou_threshold: float) -> list[int]:
 
 class GroundingDinoGrounder(ModelBackend):
     backend = "grounding_dino"
+    detects = True  # finds objects from pixels: it can check that a removed object is gone
 
     def __init__(
         self,
