@@ -16,10 +16,11 @@ from typing import Literal
 from mfpo_data.coco_pairs import caption_pairs, presence_pairs
 from mfpo_data.errors import MfpoError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
+from mfpo_data.plausibility import ContextStats
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng
 from mfpo_data.sources.base import IndexedSource, read_image
-from mfpo_data.vocabulary import SUPERCATEGORY
+from mfpo_data.vocabulary import SUPERCATEGORY, find_mentions
 
 
 BUNDLED_COCO = Path(__file__).resolve().parent.parent / "assets" / "coco_sample"
@@ -55,6 +56,7 @@ class CocoSource(IndexedSource):
         self.pair_types = list(pair_types) if pair_types is not None else ["caption", "presence"]
         self.captions_per_image, self.presence_per_image = captions_per_image, presence_per_image
         self.absent_key, self.limit = absent_key, limit
+        self.context_stats: dict = {}  # word -> {category: count} over the split's captions, set by prepare()
 
     # -- run once, before the ranks -------------------------------------------------------------
     def check(self) -> None:
@@ -92,10 +94,14 @@ class CocoSource(IndexedSource):
                 continue
             rec["annotations"].append({"category": name, "bbox": ann["bbox"], "segmentation": ann.get("segmentation")})
         if "caption" in self.pair_types:
+            stats = ContextStats()
             for cap in sorted(_read_json(self.captions_file).get("annotations", []), key=lambda c: c["id"]):
+                text = cap.get("caption") or ""
+                stats.add(text, find_mentions(text))
                 rec = records.get(cap.get("image_id"))
                 if rec is not None:
-                    rec["captions"].append([cap["id"], cap.get("caption") or ""])
+                    rec["captions"].append([cap["id"], text])
+            self.context_stats = stats.to_dict()  # shipped to the ranks with the source
         return list(records.values())[: self.limit] if self.limit is not None else list(records.values())
 
     # -- per rank ---------------------------------------------------------------------------------
@@ -108,7 +114,10 @@ class CocoSource(IndexedSource):
         pair_rng = rng(self.seed, f"{self.split}:{image_id}", "pairs")
         pairs = []
         if "caption" in self.pair_types:
-            pairs += caption_pairs([(c[0], c[1]) for c in rec["captions"]], set(present), pair_rng, self.captions_per_image)
+            if "context_stats" not in rank_state:
+                rank_state["context_stats"] = ContextStats.from_dict(self.context_stats)
+            pairs += caption_pairs([(c[0], c[1]) for c in rec["captions"]], set(present), pair_rng, self.captions_per_image,
+                                   stats=rank_state["context_stats"])  # fmt: skip
         if "presence" in self.pair_types and present:
             pairs += presence_pairs(present, pair_rng, self.presence_per_image, self.absent_key)
         if not pairs:
