@@ -62,8 +62,15 @@ def test_inspect_draws_a_grid(build, tmp_path):
     assert result.exit_code == 0, result.output
     from PIL import Image
 
+    from mfpo_data.inspect import HEADER_H, TILE, _text
+
     with Image.open(out) as img:
-        assert img.width > 3 * 200 and img.height >= 4 * 200
+        assert img.width > 3 * TILE and img.height == HEADER_H + 4 * TILE
+    rows = datasets.load_dataset("parquet", data_files=str(build.data_dir / "*.parquet"), split="train").with_format(None)
+    absent = next(r for r in rows if json.loads(r["metadata"]).get("answer") == "no")
+    labels = dict(_text(absent))
+    assert labels["image pair"].startswith("NOT valid (absent_object")
+    assert labels["negative"] == "diffusion_noise t=500 on key_object" and labels["key object"]
 
 
 def test_every_valid_image_pair_perturbs_what_the_chosen_answer_claims(build):

@@ -164,3 +164,12 @@ def test_negatives_are_identical_for_one_and_three_tasks(tmp_path, overrides):
             assert rle_decode(row["mask"]).mean() == pytest.approx(0.3, abs=0.03)
         if params["kind"] == "random_crop":
             assert row["mask"] is None and row["mask_area_ratio"] == 1.0 and "crop_box" in params
+
+
+def test_inspect_labels_the_negative():
+    from mfpo_data.inspect import negative_label
+
+    crop = {"perturbation": "random_crop", "perturbation_params": json.dumps({"region": "global", "crop_area": 0.12, "seed": 1})}
+    assert negative_label(crop) == "random_crop crop_area=0.12 on global"
+    rnd = {"perturbation": "diffusion_noise", "perturbation_params": json.dumps({"region": "random", "t": 500, "random_area": 0.2})}
+    assert negative_label(rnd) == "diffusion_noise t=500 random_area=0.2 on random"
