@@ -317,8 +317,10 @@ def render_card(
         backends_table=_table(("stage", "backend", "model id", "revision", "settings"), _backend_rows(stats)),
         perturbation_table=_table(("parameter", "value"), _perturbation_rows(recipe, stats)),
         regions=_block(
-            "Perturbed region (`key_object`: inside the key object's mask; `whole_image`: no key region was found):\n\n"
+            "Perturbed region (`key_object`: inside the key object's mask; `whole_image`: no key region was found; "
+            "`inserted`: an absent object painted in; `random` / `global`: the ablation's random box or whole image):\n\n"
             + _table(("region", "samples"), sorted(regions.items()))
+            + _invalid_pairs_note(stats.get("invalid_image_pairs"))
             if isinstance(regions, Mapping) and regions else ""
         ),
         source=_block("### Source\n\n" + _table(("option", "value"), source_rows) if source_rows else ""),
@@ -331,6 +333,14 @@ def render_card(
     )  # fmt: skip
     # Values are inserted as they are: braces or `$` in the recipe or the datasheet are not template syntax.
     return scrub(str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + body)))
+
+
+def _invalid_pairs_note(invalid) -> str:
+    if not isinstance(invalid, Mapping) or not invalid:
+        return ""
+    reasons = ", ".join(f"{n} `{code}`" for code, n in sorted(invalid.items()))
+    return (f"\n\n{sum(invalid.values())} rows have `image_pair_valid: false` ({reasons}): their perturbed image leaves "
+            "the chosen answer as true, so `mfpo-train` masks the image term for them.")
 
 
 def _block(text: str) -> str:

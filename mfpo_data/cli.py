@@ -103,10 +103,11 @@ def recipes() -> None:
 def inspect(
     path: Annotated[Path, typer.Argument(help="A build output folder, a dataset folder or a parquet file.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the PNG grid.")] = Path("inspect.png"),
-    n: Annotated[int, typer.Option("--n", help="Rows to draw.")] = 8,
+    n: Annotated[int, typer.Option("--n", help="Rows to draw.")] = 12,
     seed: Annotated[int | None, typer.Option("--seed", help="Draw n random rows with this seed.")] = None,
 ) -> None:
-    """Draw a PNG grid: original, mask overlay with the key object, perturbed image, chosen vs rejected."""
+    """Draw a PNG grid: original, mask overlay with the key object, perturbed image, and per row the texts,
+    pair type, key object, which negative, image-pair validity and difficulty."""
     from mfpo_data.inspect import read_rows, render_grid
 
     try:

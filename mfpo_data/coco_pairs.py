@@ -2,11 +2,14 @@
 
 *Caption pairs*: the chosen answer is a human caption that names an annotated object; the rejected
 answer is the same caption with that object phrase swapped for an absent but plausible COCO object
-(same supercategory or a frequent companion), keeping the article and number right. The swapped
-object is the key object.
+(same supercategory or a frequent companion) that fits the words around it (`plausibility.py`: no
+animal in a uniform, no bed on a shelf), keeping the article and number right. The swapped object is
+the key object.
 
 *Presence pairs* (POPE style): "Is there a {object} in the image?" with the grounded answer chosen
-over its negation; for an absent object, the key object is the present object it was drawn from.
+over its negation; for an absent object, the key object is the present object it was drawn from,
+and the pair names the absent object: "No, there is no dog" stays true whatever is done to the
+present objects, so its image pair is not valid unless the perturbation inserts the dog.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mfpo_data.plausibility import ContextStats, why_implausible
 from mfpo_data.vocabulary import Mention, article, find_mentions, plausible_substitutes, surface
 
 
@@ -38,6 +42,7 @@ class TextPair:
     rejected: str
     target: str | None  # the key object's category
     metadata: dict[str, Any]
+    absent: str | None = None  # the object the chosen answer says is absent: no region of m makes it true
 
 
 def normalize_caption(text: str) -> str:
@@ -73,8 +78,13 @@ def replace_mention(text: str, mention: Mention, new_category: str) -> tuple[str
     return text[:start] + new_phrase + text[end:], {"span": [start, end], "old": old_phrase, "new": new_phrase}
 
 
-def caption_pairs(captions: list[tuple[int, str]], present: set[str], rng: np.random.Generator, n: int) -> list[TextPair]:
-    """Up to `n` caption pairs from `(caption_id, text)` of one image whose annotated categories are `present`."""
+def caption_pairs(captions: list[tuple[int, str]], present: set[str], rng: np.random.Generator, n: int,
+                  stats: ContextStats | None = None, check_context: bool = True) -> list[TextPair]:
+    """Up to `n` caption pairs from `(caption_id, text)` of one image whose annotated categories are `present`.
+
+    A substitute must fit the words around the mention it replaces (`plausibility.why_implausible`,
+    with the source's caption statistics `stats`); a caption with no fitting swap makes no pair.
+    `check_context=False` skips that check (to measure what it does)."""
     candidates = []
     for caption_id, raw in captions:
         text = normalize_caption(raw)
@@ -82,6 +92,8 @@ def caption_pairs(captions: list[tuple[int, str]], present: set[str], rng: np.ra
         options = []
         for m in mentions:
             subs = [c for c in plausible_substitutes(m.category, present) if m.is_plural or c not in PLURAL_ONLY]
+            if check_context:
+                subs = [c for c in subs if why_implausible(text, m, c, stats) is None]
             if subs:
                 options.append((m, subs[:4]))  # the most plausible few: companions first, then supercategory
         if len(options) > 1:  # people are swapped only when nothing else is named: "A dog riding..." reads oddly
@@ -150,6 +162,6 @@ def presence_pairs(present: list[str], rng: np.random.Generator, n: int, absent_
         pairs.append(
             TextPair("presence", f"presence:no:{category}", _question(category), _no(category),
                      f"Yes, {_there_is(category)} in the image.", nearest if absent_key == "nearest" else None,
-                     {"answer": "no", "object": category, "nearest_present": nearest})
+                     {"answer": "no", "object": category, "nearest_present": nearest}, absent=category)
         )  # fmt: skip
     return pairs

@@ -66,7 +66,19 @@ class SegmentationConfig(BackendConfig):
 
 @dataclass
 class PerturbationConfig(BackendConfig):
+    """`region`: what is perturbed: the key object (the method), a random box of `random_area` of the
+    image, or the whole image (the paper's Table 8 ablation). `presence_negative: insert` paints the
+    absent object of a "No, there is no X" pair into m' with an inpainting backend, so the answer is
+    false there; `none` leaves such pairs without a valid image pair (`image_pair_valid` false)."""
+
     backend: str = "diffusion_noise"
+    region: Literal["key_object", "random", "global"] = "key_object"
+    random_area: float = 0.2
+    presence_negative: Literal["none", "insert"] = "none"
+
+    def check(self, path: str) -> None:
+        if not 0.0 < self.random_area <= 1.0:
+            raise ConfigError(f"'{path}.random_area' must be in (0, 1]")
 
 
 @dataclass
@@ -79,8 +91,11 @@ class FiltersConfig:
     no_region: Literal["fallback", "drop"] = "fallback"
     min_mask_area_ratio: float = 0.0
     max_mask_area_ratio: float = 1.0
+    max_removal_score: float | None = None  # drop a removal whose object a detector still finds on m' above this
 
     def check(self, path: str) -> None:
+        if self.max_removal_score is not None and not 0.0 <= self.max_removal_score <= 1.0:
+            raise ConfigError(f"'{path}.max_removal_score' must be in [0, 1] (or null)")
         if not 0.0 <= self.min_mask_area_ratio <= self.max_mask_area_ratio <= 1.0:
             raise ConfigError(f"'{path}.min_mask_area_ratio' and 'max_mask_area_ratio' must satisfy 0 <= min <= max <= 1")
 
@@ -233,6 +248,16 @@ def recipe_from_dict(data: dict) -> Recipe:
     recipe.source = _split_section("source", SourceConfig, data.get("source"), "kind")
     for name, cls in BACKEND_SECTIONS.items():
         setattr(recipe, name, _split_section(name, cls, data.get(name), "backend"))
+    perturbation = recipe.perturbation
+    if perturbation.presence_negative == "insert" and not hasattr(backends.resolve("perturbation", perturbation.backend), "insert"):
+        raise ConfigError(f"'perturbation.presence_negative: insert' needs a backend that paints objects (sd_inpaint), "
+                          f"not '{perturbation.backend}'")
+    if recipe.filters.max_removal_score is not None:
+        removes = getattr(backends.resolve("perturbation", perturbation.backend), "removes", False)
+        detects = getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
+        if not (removes and detects):
+            raise ConfigError("'filters.max_removal_score' needs a removing perturbation backend (sd_inpaint, "
+                              "opencv_inpaint) and a detecting grounding backend (grounding_dino)")
     return recipe
 
 

@@ -1,4 +1,7 @@
-"""A PNG grid for looking at a build: original, key-object mask overlay, perturbed image, the texts."""
+"""A PNG grid for looking at a build: original, key-object mask overlay, perturbed image, the texts.
+
+Columns have headers; each row names its pair type, key object, difficulty, whether its image pair is
+valid for the image term, and which negative it has (the perturbation, its region and parameters)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,28 @@ from PIL import Image, ImageDraw, ImageFont
 from mfpo_data.imaging import rle_decode
 
 
-TILE = 224
-TEXT_W = 420
+TILE = 192
+TEXT_W = 640
+HEADER_H = 30
+FONT_SIZE = 14
+HEADERS = ("original m", "key region (mask, boxes)", "perturbed m'", "pair")
+# The parameters that say which negative a row has, by perturbation kind (the rest stay in the dataset).
+NEGATIVE_PARAMS = ("t", "sigma", "strength", "mask_dilate", "dilate", "crop_area", "fill", "random_area", "inserted")
+
+
+def _font(size: int = FONT_SIZE, bold: bool = False):
+    """Pillow's own scalable font (keeps spaces, any size); the bitmap default where FreeType is missing."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def negative_label(row: dict) -> str:
+    """Which negative a row has: 'diffusion_noise t=500 on key_object', 'random_crop crop_area=0.12 on global'."""
+    params = json.loads(row.get("perturbation_params") or "{}")
+    shown = " ".join(f"{k}={params[k]}" for k in NEGATIVE_PARAMS if k in params)
+    return f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
 
 
 def _as_image(value) -> Image.Image:
@@ -35,24 +58,32 @@ def _fit(img: Image.Image) -> Image.Image:
     return canvas
 
 
-def _text(row: dict) -> str:
+def _text(row: dict) -> list[tuple[str, str]]:
+    """(label, value) lines of a row's text cell."""
+
     def turn_text(turns) -> str:
         parts = turns[0]["content"] if turns else []
         return " ".join(p["text"] for p in parts if p.get("type") == "text" and p.get("text"))
 
     names = ", ".join(sorted({k["phrase"] for k in row.get("key_objects") or []})) or "(whole image)"
-    params = json.loads(row.get("perturbation_params") or "{}")
-    return "\n".join(
-        [
-            f"{row['id']}  [{row.get('pair_type')}]",
-            f"Q: {turn_text(row['prompt'])}",
-            f"chosen:   {turn_text(row['chosen'])}",
-            f"rejected: {turn_text(row['rejected'])}",
-            f"key object: {names}",
-            f"perturbation: {row.get('perturbation')} t={params.get('t', '-')} region={params.get('region', '-')}",
-            f"difficulty: {row.get('difficulty') or 0:.3f} ({row.get('difficulty_bucket')})",
-        ]
-    )
+    valid = row.get("image_pair_valid")
+    meta = json.loads(row.get("metadata") or "{}")
+    validity = "valid" if valid is not False else f"NOT valid ({meta.get('image_pair_invalid', 'see metadata')})"
+    difficulty = row.get("difficulty")
+    removal = row.get("removal_score")
+    lines = [
+        ("id", f"{row['id']}   [{row.get('pair_type')}]"),
+        ("question", turn_text(row["prompt"])),
+        ("chosen", turn_text(row["chosen"])),
+        ("rejected", turn_text(row["rejected"])),
+        ("key object", names),
+        ("negative", negative_label(row)),
+        ("image pair", validity),
+        ("difficulty", f"{difficulty:.3f} ({row.get('difficulty_bucket')})" if difficulty is not None else "-"),
+    ]
+    if removal:
+        lines.append(("removal", f"detector {removal['before']:.2f} on m, {removal['after']:.2f} on m'"))
+    return lines
 
 
 def _overlay(img: Image.Image, row: dict) -> Image.Image:
@@ -71,25 +102,36 @@ def _overlay(img: Image.Image, row: dict) -> Image.Image:
     return out
 
 
-def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 8) -> Path:
+def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 12) -> Path:
     """Draw up to `n` rows (as decoded from the dataset, or raw with image bytes) into one PNG."""
     rows = list(islice(rows, n))
     if not rows:
         raise ValueError("no rows to draw")
-    font = ImageFont.load_default()
-    grid = Image.new("RGB", (3 * TILE + TEXT_W, len(rows) * TILE), (255, 255, 255))
+    font, bold = _font(), _font(FONT_SIZE + 1, bold=True)
+    label_w = 92
+    grid = Image.new("RGB", (3 * TILE + TEXT_W, HEADER_H + len(rows) * TILE), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
+    draw.rectangle([0, 0, grid.width, HEADER_H - 1], fill=(235, 235, 240))
+    for j, title in enumerate(HEADERS):
+        draw.text((j * TILE + 8, 7), title, fill=(20, 20, 20), font=bold)
+    chars = max(20, (TEXT_W - label_w - 16) // 8)  # about 8 px per character at this size
     for i, row in enumerate(rows):
+        top = HEADER_H + i * TILE
         original = _as_image(row["images"][0])
         perturbed = _as_image(row["rejected_images"][0])
-        tiles = [original, _overlay(original, row), perturbed]
-        for j, tile in enumerate(tiles):
-            grid.paste(_fit(tile), (j * TILE, i * TILE))
-        lines = []
-        for line in _text(row).splitlines():
-            lines += textwrap.wrap(line, 66) or [""]
-        draw.multiline_text((3 * TILE + 8, i * TILE + 8), "\n".join(lines[:16]), fill=(0, 0, 0), font=font, spacing=3)
-        draw.line([(0, (i + 1) * TILE - 1), (grid.width, (i + 1) * TILE - 1)], fill=(200, 200, 200))
+        for j, tile in enumerate([original, _overlay(original, row), perturbed]):
+            grid.paste(_fit(tile), (j * TILE, top))
+        y = top + 6
+        for label, value in _text(row):
+            wrapped = textwrap.wrap(value, chars) or [""]
+            colour = (170, 0, 0) if label == "image pair" and value.startswith("NOT") else (0, 0, 0)
+            draw.text((3 * TILE + 8, y), label, fill=(90, 90, 90), font=font)
+            for line in wrapped[:3]:
+                if y > top + TILE - FONT_SIZE - 4:
+                    break
+                draw.text((3 * TILE + 8 + label_w, y), line, fill=colour, font=font)
+                y += FONT_SIZE + 4
+        draw.line([(0, top + TILE - 1), (grid.width, top + TILE - 1)], fill=(200, 200, 200))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out_path)
@@ -108,7 +150,7 @@ def _columns(path: Path) -> list[str]:
         raise ValueError(f"{path} is not a readable parquet file ({type(e).__name__})") from None
 
 
-def read_rows(path: str | Path, n: int = 8, seed: int | None = None) -> list[dict]:
+def read_rows(path: str | Path, n: int = 12, seed: int | None = None) -> list[dict]:
     """The first `n` rows (or `n` seeded-random rows) of a build or dataset folder, images as raw bytes."""
     import pyarrow.parquet as pq
 

@@ -23,7 +23,7 @@ DIFFICULTY_BUCKETS = ("easy", "medium", "hard")
 # Columns TRL's DPOTrainer consumes as they are (conversational format, typed content parts).
 TRL_COLUMNS = ("images", "prompt", "chosen", "rejected")
 # Columns MFPO training needs on top of them.
-MFPO_COLUMNS = ("rejected_images", "key_objects", "mask", "difficulty", "difficulty_bucket")
+MFPO_COLUMNS = ("rejected_images", "image_pair_valid", "key_objects", "mask", "difficulty", "difficulty_bucket")
 
 
 @dataclass
@@ -67,12 +67,15 @@ class Sample:
     image_bytes: bytes | None = field(default=None, repr=False)  # original file bytes, embedded when lossless
     annotations: list[Annotation] = field(default_factory=list)
     target: str | None = None  # the key object phrase the pair was built around, when the source knows it
+    absent_object: str | None = None  # the object the chosen answer says is NOT in the image ("No, there is no dog")
     keywords: list[str] = field(default_factory=list)
     key_objects: list[KeyObject] = field(default_factory=list)
     mask: np.ndarray | None = field(default=None, repr=False)  # union of the key objects' masks, bool (H, W)
     rejected_image: np.ndarray | None = field(default=None, repr=False)  # RGB uint8, same shape as image
     perturbation: str | None = None
     perturbation_params: dict[str, Any] = field(default_factory=dict)
+    image_pair_invalid: str | None = None  # why m' leaves the chosen answer as true as m (a reason); None: a valid pair
+    removal_score: tuple[float, float] | None = None  # detector score of a removed object on (m, m')
     difficulty: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     dropped: tuple[str, str] | None = None  # (stage, reason)
@@ -127,6 +130,8 @@ def features():
             "mask_area_ratio": datasets.Value("float32"),
             "perturbation": datasets.Value("string"),
             "perturbation_params": datasets.Value("string"),
+            "image_pair_valid": datasets.Value("bool"),
+            "removal_score": {"before": datasets.Value("float32"), "after": datasets.Value("float32")},
             "difficulty": datasets.Value("float32"),
             "difficulty_bucket": datasets.Value("string"),
             "metadata": datasets.Value("string"),
@@ -187,6 +192,8 @@ def to_row(sample: Sample, original: dict, rejected: dict, mask_rle: dict | None
         "mask_area_ratio": area,
         "perturbation": sample.perturbation,
         "perturbation_params": json.dumps(sample.perturbation_params, sort_keys=True),
+        "image_pair_valid": sample.image_pair_invalid is None,
+        "removal_score": None if sample.removal_score is None else dict(zip(("before", "after"), map(float, sample.removal_score))),
         "difficulty": sample.difficulty,
         "difficulty_bucket": None,  # set after all ranks finish (tertiles over the whole build)
         "metadata": json.dumps(sample.metadata, sort_keys=True, default=str),

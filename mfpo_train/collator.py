@@ -19,7 +19,7 @@ from mfpo_train.data import REF_COLUMNS
 logger = logging.getLogger(__name__)
 
 # Batch keys that are not model inputs.
-NON_MODEL_KEYS = ("completion_mask", "ref_logps", "num_dropped", "num_pairs", "kept")
+NON_MODEL_KEYS = ("completion_mask", "ref_logps", "num_dropped", "num_pairs", "kept", "image_pair_mask")
 SEQUENCES = ("chosen", "rejected", "perturbed")
 
 
@@ -38,6 +38,8 @@ class MFPOCollator:
       * the processor's image inputs for those S*N rows (`pixel_values`, and per model `image_sizes`,
         `pixel_attention_mask`, `image_grid_thw`, `mm_token_type_ids`, ...);
       * `ref_logps`: (S, N) float32, only when every row carries precomputed reference log-probs;
+      * `image_pair_mask`: (N,) float32, 1 where the row's image pair is valid for `L_image`, 0 where
+        `image_pair_valid` is false (rows without the column count as valid);
       * `kept`: the positions (in the input list) of the N rows kept;
       * `num_pairs` (N) and `num_dropped`: rows dropped because their prompt with its image tokens leaves
         no room for a single answer token within `max_length`.
@@ -96,6 +98,7 @@ class MFPOCollator:
         batch["num_pairs"] = len(rows)
         batch["kept"] = keep
         batch["num_dropped"] = num_dropped
+        batch["image_pair_mask"] = torch.tensor([0.0 if r.get("image_pair_valid") is False else 1.0 for r in rows])
         ref = self._reference(rows)
         if ref is not None:
             batch["ref_logps"] = ref

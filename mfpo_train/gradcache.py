@@ -94,7 +94,7 @@ def slice_rows(batch: dict, start: int, stop: int) -> dict:
     for key, value in batch.items():
         if not torch.is_tensor(value) or value.dim() == 0:
             out[key] = value
-        elif key == "ref_logps":  # (S, N) precomputed values: not a model input, not needed per chunk
+        elif key in ("ref_logps", "image_pair_mask"):  # per pair, not per row: not model inputs, not needed per chunk
             continue
         elif key == "pixel_values" and grid is not None and value.shape[0] != rows:
             if grid.shape[0] != rows:

@@ -71,23 +71,40 @@ def needed_sequences(text_weight: float, image_weight: float, margin_weight: flo
 
 
 def mfpo_loss(policy: SequenceLogps, ref: SequenceLogps, *, beta: float, text_weight: float = 1.0,
-              image_weight: float = 1.0, margin_weight: float = 1.0, eta: float = 0.0) -> MFPOLossOutput:
-    """The weighted MFPO objective and its metrics. Terms with weight 0 are neither computed nor logged."""
+              image_weight: float = 1.0, margin_weight: float = 1.0, eta: float = 0.0,
+              image_mask: torch.Tensor | None = None) -> MFPOLossOutput:
+    """The weighted MFPO objective and its metrics. Terms with weight 0 are neither computed nor logged.
+
+    `image_mask` (one 0/1 value per example, from the `image_pair_valid` column) keeps `L_image` to the
+    pairs whose perturbed image makes the chosen answer less true: a masked example's image term is 0
+    and the term is the mean over the unmasked ones (0 when none is left). `image_rewards/*` are
+    measured on the unmasked examples too.
+    """
     terms: dict[str, torch.Tensor] = {}
     if text_weight > 0:
         terms["text"] = dpo_loss(policy.chosen, policy.rejected, ref.chosen, ref.rejected, beta=beta)
     if image_weight > 0:
         terms["image"] = image_preference_loss(policy.chosen, policy.perturbed, ref.chosen, ref.perturbed, beta=beta)
+        if image_mask is not None:
+            terms["image"] = terms["image"] * image_mask.to(terms["image"].dtype)
     if margin_weight > 0:
         terms["margin"] = margin_loss(policy.chosen, ref.chosen, beta=beta, eta=eta)
     weights = {"text": text_weight, "image": image_weight, "margin": margin_weight}
-    loss = sum(weights[name] * term.mean() for name, term in terms.items())
-    return MFPOLossOutput(loss=loss, terms=terms, metrics=reward_metrics(policy, ref, beta=beta, terms=terms))
+    means = {name: term.mean() for name, term in terms.items()}
+    if "image" in terms and image_mask is not None:
+        means["image"] = terms["image"].sum() / image_mask.sum().clamp(min=1).to(terms["image"].dtype)
+    loss = sum(weights[name] * means[name] for name in terms)
+    metrics = reward_metrics(policy, ref, beta=beta, terms=terms, image_mask=image_mask)
+    for name, mean in means.items():
+        metrics[f"loss/{name}"] = mean.detach()
+    return MFPOLossOutput(loss=loss, terms=terms, metrics=metrics)
 
 
 def reward_metrics(policy: SequenceLogps, ref: SequenceLogps, *, beta: float,
-                   terms: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Batch-mean metrics, named as TRL's DPOTrainer names them, plus `image_rewards/*` and `loss/<term>`."""
+                   terms: dict[str, torch.Tensor] | None = None,
+                   image_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Batch-mean metrics, named as TRL's DPOTrainer names them, plus `image_rewards/*` (over the
+    examples `image_mask` keeps, all when it is None) and `loss/<term>`."""
     policy, ref = policy.detach(), ref.detach()
     out: dict[str, torch.Tensor] = {}
     chosen = beta * (policy.chosen - ref.chosen)
@@ -100,12 +117,15 @@ def reward_metrics(policy: SequenceLogps, ref: SequenceLogps, *, beta: float,
         out["rewards/accuracies"] = (chosen > rejected).float().mean()
         out["logps/rejected"] = policy.rejected.mean()
     if policy.perturbed is not None:
-        perturbed = beta * (policy.perturbed - ref.perturbed)
-        out["image_rewards/chosen"] = chosen.mean()
+        keep = torch.ones_like(chosen, dtype=torch.bool) if image_mask is None else image_mask.to(chosen.device).bool()
+        if not keep.any():  # every pair masked: measure them all, so every rank logs the same keys
+            keep = torch.ones_like(keep)
+        image_chosen, perturbed = chosen[keep], beta * (policy.perturbed - ref.perturbed)[keep]
+        out["image_rewards/chosen"] = image_chosen.mean()
         out["image_rewards/rejected"] = perturbed.mean()
-        out["image_rewards/margins"] = (chosen - perturbed).mean()
-        out["image_rewards/accuracies"] = (chosen > perturbed).float().mean()
-        out["logps/perturbed"] = policy.perturbed.mean()
+        out["image_rewards/margins"] = (image_chosen - perturbed).mean()
+        out["image_rewards/accuracies"] = (image_chosen > perturbed).float().mean()
+        out["logps/perturbed"] = policy.perturbed[keep].mean()
     for name, term in (terms or {}).items():
         out[f"loss/{name}"] = term.detach().mean()
     return out

@@ -208,6 +208,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         logger.warning("%d rows were dropped: prompt with image tokens >= max_length", state.dropped_rows)
     if state.undecodable_rows:
         logger.warning("%d rows were skipped: their image could not be decoded", state.undecodable_rows)
+    masked = sum(m.get("image_masked_rows", 0) for m in history)
+    if masked:
+        logger.info("L_image was masked for %d rows whose image pair is not valid (image_pair_valid: false)", masked)
     return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
                        model=accelerator.unwrap_model(model), eval_metrics=eval_metrics,
                        elapsed_s=time.monotonic() - started)
@@ -220,6 +223,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
     n = 0
     finite = True
     usable = [b for b in micro_batches if b["num_pairs"] > 0]
+    masked = 0  # rows whose image pair is not valid: L_image is masked for them
     state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
     state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
     for i, batch in enumerate(usable):
@@ -228,7 +232,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks)
             ref = reference.logps(model, batch, sequences)
-            out = mfpo_loss(policy.logps, ref, **loss_kwargs)
+            out = mfpo_loss(policy.logps, ref, image_mask=batch.get("image_pair_mask"), **loss_kwargs)
         if not _all_finite(accelerator, out.loss):
             finite = False
             break
@@ -237,6 +241,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         for k, v in out.metrics.items():
             sums[k] += v.item()
         n += 1
+        masked += int((batch["image_pair_mask"] == 0).sum()) if "image" in out.terms and "image_pair_mask" in batch else 0
     if finite and n:
         grad_norm = None
         if cfg.optim.max_grad_norm is not None:
@@ -263,6 +268,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         t = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
         metrics = dict(zip(keys, t.tolist(), strict=True))
     metrics["skipped"] = 0
+    metrics["image_masked_rows"] = masked  # this rank's count, not averaged
     return metrics
 
 

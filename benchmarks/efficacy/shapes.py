@@ -153,7 +153,9 @@ class GreyFillPerturber:
     """Paint the region uniform mid-grey (the stage composites it inside the mask). Evaluation only."""
 
     def perturb(self, samples, seeds):
-        return [(np.full_like(s.image, GREY), {"value": GREY, "seed": seed}) for s, seed in zip(samples, seeds, strict=True)]
+        from mfpo_data.backends.base import Perturbed
+
+        return [Perturbed(np.full_like(s.image, GREY), {"value": GREY, "seed": seed}) for s, seed in zip(samples, seeds, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "grey_fill", "value": GREY}

@@ -30,6 +30,8 @@ REGISTRY: dict[str, dict[str, str]] = {
         "blur": "mfpo_data.backends.perturbers:BlurPerturber",
         "opencv_inpaint": "mfpo_data.backends.perturbers:OpenCVInpaintPerturber",
         "sd_inpaint": "mfpo_data.backends.sd_inpaint:SdInpaintPerturber",
+        "random_crop": "mfpo_data.backends.perturbers:RandomCropPerturber",
+        "box_occlusion": "mfpo_data.backends.perturbers:BoxOcclusionPerturber",
     },
     "scoring": {
         "heuristic": "mfpo_data.backends.heuristic:HeuristicDifficulty",

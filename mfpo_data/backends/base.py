@@ -60,11 +60,14 @@ class Segmenter(Protocol):
 
 
 class Perturbed(NamedTuple):
-    """A perturber's edit of one sample: the edited full image (RGB uint8, the input's shape) and the
-    parameters recorded in `perturbation_params` (the stage adds `kind` and `region`)."""
+    """A perturber's edit of one sample: the edited full image (RGB uint8, the input's shape), the
+    parameters recorded in `perturbation_params` (the stage adds `kind` and `region`) and, when the
+    perturber changed another region than `sample.mask` (a dilated removal mask, an occluding box),
+    that region: it becomes the sample's stored mask, and pixels outside it stay bit-identical."""
 
     image: np.ndarray
     params: dict[str, Any]
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -80,9 +83,13 @@ class Perturber(Protocol):
     def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed | PerturbDrop]:
         """A `Perturbed` edit or a `PerturbDrop` per sample.
 
-        The stage composites the edit with the original outside `sample.mask`, so a perturber may
-        change any pixel; `sample.mask` is None when the whole image is to be perturbed, and the
-        stage records the region as `key_object` or `whole_image` accordingly.
+        The stage composites the edit with the original outside `sample.mask` (or the `Perturbed.mask`
+        the perturber returns), so a perturber may change any pixel; `sample.mask` is None when the
+        whole image is to be perturbed. A perturber whose class sets `whole_image = True` (a random
+        crop) replaces the whole image whatever the mask. One that also defines
+        `insert(samples, seeds, prompts)` can paint an object into `sample.mask` from a text prompt
+        (`perturbation.presence_negative: insert`); one whose class sets `removes = True` takes the
+        key object out, and a detecting grounder then checks that it is gone.
         """
 
     def describe(self) -> dict[str, Any]: ...

@@ -86,6 +86,7 @@ def nms(boxes, scores, iou_threshold: float) -> list[int]:
 class GroundingDinoGrounder(ModelBackend):
     backend = "grounding_dino"
     SECTION, EXTRA = "grounding", "grounding"
+    detects = True  # finds objects from pixels: it can check that a removed object is gone
 
     def __init__(
         self,

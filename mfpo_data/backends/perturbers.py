@@ -1,5 +1,5 @@
 """Light perturbations that need no weights: forward-diffusion noise (the paper's), Gaussian noise,
-blur and OpenCV inpainting. Each returns the edited full image; the stage keeps pixels outside the
+blur, OpenCV inpainting, and the peers' negatives: mDPO's random crop and LPOI's box occlusion. Each returns the edited full image; the stage keeps pixels outside the
 key-object mask bit-identical by compositing.
 
 The noise perturbers work pixel by pixel, so they draw noise only for the bounding box of
@@ -96,24 +96,105 @@ class BlurPerturber(Described):
 
 
 class OpenCVInpaintPerturber(Described):
-    """Fill the key region from its surroundings with OpenCV inpainting (Telea or Navier-Stokes)."""
+    """Remove the key object with OpenCV inpainting (Telea or Navier-Stokes): its mask grown by
+    `dilate` pixels (so its edge goes too) is filled from the surroundings, and the grown mask is the
+    row's new key region."""
 
     backend = "opencv_inpaint"
+    removes = True  # a detecting grounder checks the object is gone (`filters.max_removal_score`)
 
     def __init__(self, radius: int = 5, method: Literal["telea", "ns"] = "telea", dilate: int = 3):
+        if dilate < 0:
+            raise ValueError("perturbation.dilate must be >= 0")
         self.radius, self.method, self.dilate = radius, method, dilate
 
     def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed]:
         import cv2
 
+        from mfpo_data.imaging import dilate_mask
+
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
         out = []
         for sample, seed in zip(samples, seeds, strict=True):
-            mask = sample.mask if sample.mask is not None else np.ones(sample.image.shape[:2], dtype=bool)
-            m = mask.astype(np.uint8) * 255
-            if self.dilate > 0:  # fill from outside the object's edge; the stage still keeps outside pixels
-                m = cv2.dilate(m, np.ones((2 * self.dilate + 1,) * 2, np.uint8))
-            edited = cv2.inpaint(sample.image, m, self.radius, flag)
-            out.append(Perturbed(edited, {"radius": self.radius, "method": self.method, "dilate": self.dilate, "seed": seed}))
+            region = dilate_mask(sample.mask, self.dilate) if sample.mask is not None else None
+            m = region if region is not None else np.ones(sample.image.shape[:2], dtype=bool)
+            edited = cv2.inpaint(sample.image, m.astype(np.uint8) * 255, self.radius, flag)
+            params = {"radius": self.radius, "method": self.method, "dilate": self.dilate, "seed": seed}
+            out.append(Perturbed(edited, params, mask=region))
         return out
 
+
+class RandomCropPerturber(Described):
+    """mDPO's image negative: a random crop keeping `scale` (1-20%) of the image area at an aspect
+    ratio in `ratio`, resized back to the full size (torchvision's `RandomResizedCrop` sampling, drawn
+    from the sample's seed). It replaces the whole image, so the row has no mask."""
+
+    backend = "random_crop"
+    whole_image = True
+
+    def __init__(self, scale: tuple[float, float] = (0.01, 0.2), ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        if not 0.0 < scale[0] <= scale[1] <= 1.0 or not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError("perturbation.scale must satisfy 0 < min <= max <= 1 and perturbation.ratio 0 < min <= max")
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): up to 10 draws of area and log-ratio, then the centre crop, as torchvision does."""
+        area = height * width
+        log_ratio = (np.log(self.ratio[0]), np.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = np.exp(rng.uniform(*log_ratio))
+            w, h = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                y0, x0 = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                return x0, y0, x0 + w, y0 + h
+        side = max(1, int(round(np.sqrt(area * self.scale[1]))))
+        w, h = min(side, width), min(side, height)
+        x0, y0 = (width - w) // 2, (height - h) // 2
+        return x0, y0, x0 + w, y0 + h
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed]:
+        from mfpo_data.imaging import resize_image
+
+        out = []
+        for sample, seed in zip(samples, seeds, strict=True):
+            x0, y0, x1, y1 = self.crop_box(sample.height, sample.width, np.random.default_rng(seed))
+            edited = resize_image(np.ascontiguousarray(sample.image[y0:y1, x0:x1]), sample.width, sample.height)
+            share = (x1 - x0) * (y1 - y0) / (sample.height * sample.width)
+            out.append(Perturbed(edited, {"crop_box": [x0, y0, x1, y1], "crop_area": round(share, 6),
+                                          "scale": list(self.scale), "ratio": list(self.ratio), "seed": seed}))
+        return out
+
+
+class BoxOcclusionPerturber(Described):
+    """LPOI's image negative: a filled box over the key object (one box per connected part of its
+    mask; the whole image without one). `fill`: `black`, the image's `mean` colour, or uniform `noise`.
+    The boxes become the row's mask."""
+
+    backend = "box_occlusion"
+
+    def __init__(self, fill: Literal["black", "mean", "noise"] = "black"):
+        self.fill = fill
+
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed]:
+        import cv2
+
+        out = []
+        for sample, seed in zip(samples, seeds, strict=True):
+            h, w = sample.image.shape[:2]
+            boxes = [[0, 0, w, h]]
+            if sample.mask is not None:
+                n, _, stats, _ = cv2.connectedComponentsWithStats(sample.mask.astype(np.uint8), connectivity=8)
+                boxes = [[int(x), int(y), int(x + bw), int(y + bh)] for x, y, bw, bh, _ in stats[1:n]] or boxes
+            region = np.zeros((h, w), bool)
+            for x0, y0, x1, y1 in boxes:
+                region[y0:y1, x0:x1] = True
+            edited = sample.image.copy()
+            if self.fill == "black":
+                edited[region] = 0
+            elif self.fill == "mean":
+                edited[region] = np.rint(sample.image.reshape(-1, 3).mean(axis=0)).astype(np.uint8)
+            else:
+                edited[region] = np.random.default_rng(seed).integers(0, 256, (int(region.sum()), 3), dtype=np.uint8)
+            out.append(Perturbed(edited, {"fill": self.fill, "boxes": boxes, "seed": seed}, mask=region))
+        return out

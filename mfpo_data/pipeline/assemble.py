@@ -1,5 +1,5 @@
 """Assemble the stage list of a recipe: source, keywords, grounding, segmentation, filters,
-perturbation, scoring, writer (the files of `stages/` in their listing order).
+perturbation, removal check, scoring, writer (the files of `stages/` in their listing order).
 
 This module and `config.py` are the only readers of recipes: stages and backends take flat keyword
 arguments and can be used from Python without YAML. Next: `run.py` runs the list on an executor.
@@ -15,6 +15,7 @@ from mfpo_data.stages.s2_grounding import GroundingStage
 from mfpo_data.stages.s3_segmentation import SegmentationStage
 from mfpo_data.stages.s4_filters import RegionFilter
 from mfpo_data.stages.s5_perturbation import PerturbationStage
+from mfpo_data.stages.s5_removal_check import RemovalCheck
 from mfpo_data.stages.s6_scoring import ScoringStage
 from mfpo_data.stages.s7_writer import ShardWriter
 
@@ -55,18 +56,29 @@ def worker_modules(recipe: Recipe) -> list[str]:
     return sorted({__name__, "pyarrow", sources.module_of(recipe.source.kind), *chosen})
 
 
+def checks_removal(recipe: Recipe) -> bool:
+    """Whether the build re-detects removed objects: a removing perturber and a grounder that detects."""
+    perturber = backends.resolve("perturbation", recipe.perturbation.backend)
+    grounder = backends.resolve("grounding", recipe.grounding.backend)
+    return getattr(perturber, "removes", False) and getattr(grounder, "detects", False)
+
+
 def build_pipeline(recipe: Recipe, source=None) -> list:
     """The stage list, in pipeline order: source, keywords, grounding, segmentation, filters,
-    perturbation, scoring, writer."""
+    perturbation, removal check (after a removal, with a detecting grounder), scoring, writer."""
     b = make_backends(recipe)
     return [
         source if source is not None else make_source(recipe),
         KeywordStage(b["keywords"], top_k=recipe.keywords.top_k, batch_size=recipe.keywords.batch_size),
         GroundingStage(b["grounding"], batch_size=recipe.grounding.batch_size),
         SegmentationStage(b["segmentation"], batch_size=recipe.segmentation.batch_size),
-        RegionFilter(**vars(recipe.filters)),
+        RegionFilter(recipe.filters.no_region, recipe.filters.min_mask_area_ratio, recipe.filters.max_mask_area_ratio),
         PerturbationStage(b["perturbation"], kind=recipe.perturbation.backend, seed=recipe.seed,
-                          batch_size=recipe.perturbation.batch_size),  # fmt: skip
+                          batch_size=recipe.perturbation.batch_size, region=recipe.perturbation.region,
+                          random_area=recipe.perturbation.random_area,
+                          presence_negative=recipe.perturbation.presence_negative),  # fmt: skip
+        *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
+          if checks_removal(recipe) else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
         ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress),
     ]

@@ -18,11 +18,12 @@ from mfpo_data.coco_pairs import caption_pairs, presence_pairs
 from mfpo_data.errors import MfpoError
 from mfpo_data.eval_ids import exclusion_ids
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
+from mfpo_data.plausibility import ContextStats
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng
 from mfpo_data.sources.base import IndexedSource, read_image
 from mfpo_data.sources.validate import check_annotation, check_depth, check_id, check_path, check_text
-from mfpo_data.vocabulary import SUPERCATEGORY
+from mfpo_data.vocabulary import SUPERCATEGORY, find_mentions
 
 
 BUNDLED_COCO = Path(__file__).resolve().parent.parent / "assets" / "coco_sample"
@@ -60,6 +61,7 @@ class CocoSource(IndexedSource):
         self.captions_per_image, self.presence_per_image = captions_per_image, presence_per_image
         self.absent_key, self.limit = absent_key, limit
         self.exclude = exclude  # "eval": leave out the images mfpo-eval scores on (mfpo_data.eval_ids)
+        self.context_stats: dict = {}  # word -> {category: count} over the split's captions, set by prepare()
 
     # -- run once, before the ranks -------------------------------------------------------------
     def check(self) -> None:
@@ -131,6 +133,7 @@ class CocoSource(IndexedSource):
             captions = _read_json(self.captions_file).get("annotations", [])
             if not isinstance(captions, list):
                 raise MfpoError(f"source: {self.captions_file} has no 'annotations' list")
+            stats = ContextStats()  # caption-context word statistics of the images this build uses
             for position, cap, cap_id in sorted(_with_ids(captions, "caption", reject), key=lambda t: t[2]):
                 rec = records.get(cap.get("image_id"))
                 if rec is None:
@@ -140,6 +143,8 @@ class CocoSource(IndexedSource):
                     rec["rejects"].append({"id": f"{self.split}:caption:{cap_id}", "reason": reason})
                 else:
                     rec["captions"].append([cap_id, cap["caption"]])
+                    stats.add(cap["caption"], find_mentions(cap["caption"]))
+            self.context_stats = stats.to_dict()  # shipped to the ranks with the source
         kept = list(records.values())
         return (kept[: self.limit] if self.limit is not None else kept) + loose
 
@@ -159,7 +164,10 @@ class CocoSource(IndexedSource):
         pair_rng = rng(self.seed, f"{self.split}:{image_id}", "pairs")
         pairs = []
         if "caption" in self.pair_types:
-            pairs += caption_pairs([(c[0], c[1]) for c in rec["captions"]], set(present), pair_rng, self.captions_per_image)
+            if "context_stats" not in rank_state:
+                rank_state["context_stats"] = ContextStats.from_dict(self.context_stats)
+            pairs += caption_pairs([(c[0], c[1]) for c in rec["captions"]], set(present), pair_rng, self.captions_per_image,
+                                   stats=rank_state["context_stats"])  # fmt: skip
         if "presence" in self.pair_types and present:
             pairs += presence_pairs(present, pair_rng, self.presence_per_image, self.absent_key)
         if not pairs:  # a reject, so that every image is a row or a reject
@@ -183,6 +191,7 @@ class CocoSource(IndexedSource):
                 rejected=pair.rejected,
                 annotations=annotations,
                 target=pair.target,
+                absent_object=pair.absent,
                 metadata={"file_name": rec["file_name"], **pair.metadata},
             )
             if error:

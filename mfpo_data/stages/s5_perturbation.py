@@ -1,33 +1,101 @@
-"""Perturbation: the dispreferred image. The edit is composited so pixels outside the key region stay
-bit-identical to the original; with no key region the whole image is perturbed."""
+"""Perturbation: the dispreferred image m'. The edit is composited so pixels outside the perturbed
+region stay bit-identical to the original.
+
+The region is the key object (the method), a random box of `random_area` of the image, or the whole
+image (`region: key_object | random | global`, the paper's Table 8). With no key region the whole
+image is perturbed. A perturber may return the region it really changed (a dilated removal mask, an
+occluding box): that becomes the stored mask. A whole-image perturber (`random_crop`) changes everything.
+
+The stage also says whether the pair is valid for the image term: `L_image` prefers the chosen answer
+on m over m', which teaches grounding only when m' makes that answer less true. An answer that says an
+object is absent ("No, there is no dog") is as true on m' as on m, so such a pair is marked invalid,
+unless `presence_negative: insert` paints the absent object into m' (beside the present object it was
+drawn from), which makes the answer false there and the inserted object the key region.
+"""
 
 from __future__ import annotations
 
 from mfpo_data.backends.base import PerturbDrop, Perturber
-from mfpo_data.imaging import composite
-from mfpo_data.schema import Sample
-from mfpo_data.seeding import sample_seed
+from mfpo_data.imaging import box_mask, composite, mask_bbox
+from mfpo_data.regions import insertion_box, random_box
+from mfpo_data.schema import KeyObject, Sample
+from mfpo_data.seeding import rng, sample_seed
 from mfpo_data.stages.base import MapStage, SampleError
+from mfpo_data.vocabulary import article, surface
+
+
+def insertion_prompt(category: str) -> str:
+    word = surface(category)
+    return f"a photo of {article(word)} {word}"
 
 
 class PerturbationStage(MapStage):
     name = "perturbation"
 
-    def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8):
+    def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8,
+                 region: str = "key_object", random_area: float = 0.2, presence_negative: str = "none"):  # fmt: skip
         super().__init__(perturber, batch_size)
         self.kind, self.seed = kind, seed
+        self.region, self.random_area, self.presence_negative = region, random_area, presence_negative
 
     def process_batch(self, batch: list[Sample]) -> None:
-        seeds = [sample_seed(self.seed, s.id, "perturbation") for s in batch]
-        results = self.backend.perturb(batch, seeds)
-        for sample, result in zip(batch, results, strict=True):
+        inserts = [s for s in batch if s.absent_object and self.presence_negative == "insert"]
+        others = [s for s in batch if not (s.absent_object and self.presence_negative == "insert")]
+        labels = {id(s): self._choose_region(s) for s in others}
+        for s in inserts:
+            labels[id(s)] = self._place_insertion(s)
+        results = {}
+        if others:
+            seeds = [sample_seed(self.seed, s.id, "perturbation") for s in others]
+            results.update(zip(map(id, others), self.backend.perturb(others, seeds), strict=True))
+        if inserts:
+            seeds = [sample_seed(self.seed, s.id, "perturbation") for s in inserts]
+            prompts = [insertion_prompt(s.absent_object) for s in inserts]
+            results.update(zip(map(id, inserts), self.backend.insert(inserts, seeds, prompts), strict=True))
+        whole = getattr(self.backend, "whole_image", False)
+        for sample in batch:
+            result, region = results[id(sample)], labels[id(sample)]
             if isinstance(result, PerturbDrop):
                 sample.drop(self.name, result.reason)
                 continue
-            edited, params = result
-            if edited.shape != sample.image.shape:
-                raise SampleError(f"perturbation_shape: {edited.shape} vs {sample.image.shape} in {sample.id}")
-            sample.rejected_image = composite(sample.image, edited, sample.mask)
+            if result.image.shape != sample.image.shape:
+                raise SampleError(f"perturbation_shape: {result.image.shape} vs {sample.image.shape} in {sample.id}")
+            if whole:
+                sample.mask, region["region"] = None, "global"
+            elif result.mask is not None:
+                sample.mask = result.mask
+            sample.rejected_image = composite(sample.image, result.image, sample.mask)
             sample.perturbation = self.kind
-            region = "key_object" if sample.mask is not None else "whole_image"
-            sample.perturbation_params = {"kind": self.kind, "region": region, **params}
+            sample.perturbation_params = {"kind": self.kind, **region, **result.params}
+            self._judge_image_pair(sample)
+
+    def _choose_region(self, sample: Sample) -> dict:
+        """Set `sample.mask` to the region to perturb; the params that describe it."""
+        if self.region == "global":
+            sample.mask = None
+            return {"region": "global"}
+        if self.region == "random":
+            x0, y0, x1, y1 = random_box(sample.height, sample.width, self.random_area, rng(self.seed, sample.id, "region"))
+            sample.mask = box_mask((x0, y0, x1, y1), sample.height, sample.width)
+            return {"region": "random", "random_box": [x0, y0, x1, y1], "random_area": self.random_area}
+        return {"region": "key_object" if sample.mask is not None else "whole_image"}
+
+    def _place_insertion(self, sample: Sample) -> dict:
+        """The absent object's box beside the present object it was drawn from; it becomes the key object."""
+        anchor = None
+        if sample.mask is not None:
+            rows, cols = mask_bbox(sample.mask)
+            anchor = (cols.start, rows.start, cols.stop, rows.stop)
+        box = insertion_box(sample.height, sample.width, anchor, rng(self.seed, sample.id, "insertion"))
+        sample.mask = box_mask(box, sample.height, sample.width)
+        sample.key_objects = [KeyObject(surface(sample.absent_object), tuple(map(float, box)), 0.0, category=sample.absent_object)]
+        return {"region": "inserted", "inserted": sample.absent_object, "insert_box": list(box),
+                "anchor_box": list(anchor) if anchor else None}  # fmt: skip
+
+    def _judge_image_pair(self, sample: Sample) -> None:
+        """The key region is the region the chosen answer's claim rests on: an absent object's is nowhere
+        in m, so without an insertion m' leaves the answer as true as m."""
+        if sample.absent_object and sample.perturbation_params.get("region") != "inserted":
+            sample.image_pair_invalid = (f"absent_object: the chosen answer says there is no {sample.absent_object}; "
+                                         "perturbing m cannot make that less true")  # fmt: skip
+            sample.metadata["image_pair_invalid"] = sample.image_pair_invalid

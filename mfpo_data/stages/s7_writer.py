@@ -73,7 +73,7 @@ class ShardWriter(Stage):
         tmp = {p: p.with_name(p.name + ".tmp") for p in (shard, rejects_path, stats_path)}
         schema = arrow_schema()  # features() without importing datasets
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
-                 "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
+                 "invalid_image_pairs": Counter(), "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
         fault = fault_point(rank)  # crash-resume tests only; inert otherwise
         seen = 0
         bar = self._bar(layout, rank, world_size)
@@ -99,6 +99,8 @@ class ShardWriter(Stage):
                     stats["rows"] += 1
                     stats["pair_types"][sample.pair_type] += 1
                     stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1
+                    if sample.image_pair_invalid:
+                        stats["invalid_image_pairs"][reason_code(sample.image_pair_invalid)] += 1
                     if sample.key_objects:
                         stats["categories"][sample.key_objects[0].category or sample.key_objects[0].phrase] += 1
                     elif sample.target:

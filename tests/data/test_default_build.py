@@ -62,5 +62,35 @@ def test_inspect_draws_a_grid(build, tmp_path):
     assert result.exit_code == 0, result.output
     from PIL import Image
 
+    from mfpo_data.inspect import HEADER_H, TILE, _text
+
     with Image.open(out) as img:
-        assert img.width > 3 * 200 and img.height >= 4 * 200
+        assert img.width > 3 * TILE and img.height == HEADER_H + 4 * TILE
+    rows = datasets.load_dataset("parquet", data_files=str(build.data_dir / "*.parquet"), split="train").with_format(None)
+    absent = next(r for r in rows if json.loads(r["metadata"]).get("answer") == "no")
+    labels = dict(_text(absent))
+    assert labels["image pair"].startswith("NOT valid (absent_object")
+    assert labels["negative"] == "diffusion_noise t=500 on key_object" and labels["key object"]
+
+
+def test_every_valid_image_pair_perturbs_what_the_chosen_answer_claims(build):
+    """L_image prefers the chosen answer on m over m': a valid pair's m' must make that answer less true.
+    "No, there is no X" is as true on any m' (nothing of m is an X), so those rows are not valid; every
+    valid row perturbs a key object that its chosen answer names as present."""
+    from mfpo_data.vocabulary import find_mentions
+
+    ds = datasets.load_dataset("parquet", data_files=str(build.data_dir / "*.parquet"), split="train")
+    invalid = 0
+    for row in ds:
+        meta = json.loads(row["metadata"])
+        if meta.get("answer") == "no":
+            assert row["image_pair_valid"] is False, row["id"]
+            assert meta["image_pair_invalid"].startswith("absent_object:")
+            invalid += 1
+            continue
+        assert row["image_pair_valid"] is True, row["id"]
+        key = {k["category"] for k in row["key_objects"]}
+        named = {m.category for m in find_mentions(row["chosen_text"])}
+        assert key and key <= named, (row["id"], key, named)
+        assert row["mask"] is not None and json.loads(row["perturbation_params"])["region"] == "key_object"
+    assert invalid == build.read_stats()["invalid_image_pairs"]["absent_object"] > 0

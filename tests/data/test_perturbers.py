@@ -33,7 +33,7 @@ def test_alpha_bar_matches_ddpm_linear_schedule():
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_diffusion_noise_is_the_forward_process(with_mask):
     s = _sample(with_mask)
-    edited, params = DiffusionNoisePerturber(t=500).perturb([s], [7])[0]
+    edited, params, _ = DiffusionNoisePerturber(t=500).perturb([s], [7])[0]
     ab = linear_alpha_bar(500)
     box = (slice(10, 30), slice(20, 50)) if with_mask else (slice(None), slice(None))  # noise is drawn for the mask's box
     eps = np.random.default_rng(7).standard_normal(s.image[box].shape, dtype=np.float32)

@@ -133,3 +133,22 @@ def test_text_loss_equals_trl_sigmoid_dpo(tiny_llava, tmp_path):
     ours = dpo_loss(pol_w, pol_l, ref_w, ref_l, beta=0.3).mean()
     assert abs(ours.item() - math.log(2)) > 1e-3
     torch.testing.assert_close(ours, trl_loss.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_image_mask_zeroes_the_masked_rows_and_averages_over_the_rest():
+    # rows 0 and 2 valid, row 1 not ("No, there is no dog": m' leaves the answer as true)
+    pol = SequenceLogps(chosen=t(-1.0, -2.0, -3.0), rejected=t(-2.0, -2.0, -4.0), perturbed=t(-2.0, -9.0, -3.0))
+    ref = SequenceLogps(chosen=t(-1.0, -2.0, -3.0), rejected=t(-2.0, -2.0, -4.0), perturbed=t(-1.0, -2.0, -3.0))
+    mask = t(1.0, 0.0, 1.0)
+    out = mfpo_loss(pol, ref, beta=1.0, text_weight=0.0, margin_weight=0.0, image_mask=mask)
+    # per-row image logits: (0 - 0) - (-2 + 1) = 1 ; masked ; (0 - 0) - (-3 + 3) = 0
+    assert out.terms["image"].tolist() == pytest.approx([softplus(1.0), 0.0, softplus(0.0)])
+    assert out.loss.item() == pytest.approx((softplus(1.0) + softplus(0.0)) / 2)
+    assert out.metrics["loss/image"].item() == pytest.approx((softplus(1.0) + softplus(0.0)) / 2)
+    # image rewards over rows 0 and 2 only: margins 1 and 0 (row 1's margin would be 7)
+    assert out.metrics["image_rewards/margins"].item() == pytest.approx(0.5)
+    unmasked = mfpo_loss(pol, ref, beta=1.0, text_weight=0.0, margin_weight=0.0)
+    assert unmasked.terms["image"][1].item() == pytest.approx(softplus(7.0))
+    # every row masked: no image loss, metrics still present
+    none = mfpo_loss(pol, ref, beta=1.0, text_weight=0.0, margin_weight=0.0, image_mask=t(0.0, 0.0, 0.0))
+    assert none.loss.item() == 0.0 and "image_rewards/margins" in none.metrics

@@ -166,3 +166,29 @@ def test_dataset_without_mfpo_columns_is_refused_before_loading_a_model(make_con
     assert "\n" not in message
     for column in ("rejected_images", "key_objects", "mask", "difficulty", "difficulty_bucket"):
         assert column in message
+
+
+def test_image_term_is_masked_for_rows_without_a_valid_image_pair(tiny_llava, built_dataset, make_config, monkeypatch):
+    import mfpo_train.train as train_module
+    from mfpo_data.validate import load_and_validate
+
+    valid = load_and_validate(built_dataset, split="train")["image_pair_valid"]
+    assert 0 < valid.count(False) < len(valid)  # the default build has "No, there is no X" rows
+    seen = []
+    real = train_module.mfpo_loss
+
+    def recording(policy, ref, **kwargs):
+        out = real(policy, ref, **kwargs)
+        seen.append((kwargs["image_mask"].clone(), out.terms["image"].detach().clone()))
+        return out
+
+    monkeypatch.setattr(train_module, "mfpo_loss", recording)
+    result = train(make_config(tiny_llava, built_dataset, "train.max_steps=3", "train.batch_size=8", "curriculum=none"))
+    masked = 0
+    for step, (mask, image_terms) in enumerate(seen):
+        assert torch.all(image_terms[mask == 0] == 0)
+        if step == 0:  # LoRA B = 0: policy == reference, so each unmasked row pays log 2
+            torch.testing.assert_close(image_terms[mask == 1], torch.full_like(image_terms[mask == 1], math.log(2)))
+        masked += int((mask == 0).sum())
+    assert masked > 0
+    assert sum(h["image_masked_rows"] for h in result.history) == masked

@@ -8,7 +8,7 @@ import pytest
 
 from mfpo_data.backends.grounding_dino import grounding_dino_detections, nms
 from mfpo_data.errors import MissingExtraError
-from mfpo_data.imaging import box_iou, feather_alpha, resize_boxes
+from mfpo_data.imaging import box_iou, dilate_mask, feather_alpha, resize_boxes
 from mfpo_data.schema import KeyObject, Sample
 
 
@@ -150,8 +150,9 @@ def test_sd_inpaint_through_the_stage_keeps_outside_bit_identical(tiny_sd):
     samples = [_masked(0), _masked(1)]
     stage = PerturbationStage(_sd(tiny_sd, guidance_scale=7.5), kind="sd_inpaint", seed=3, batch_size=2)
     out = list(stage.run(iter(samples)))
-    for s in out:
+    for s, before in zip(out, [_masked(0).mask, _masked(1).mask], strict=True):
         assert s.dropped is None and s.rejected_image.shape == s.image.shape  # exact input size, odd sizes too
+        assert np.array_equal(s.mask, dilate_mask(before, 8))  # the removal margin is the stored key region
         assert np.array_equal(s.rejected_image[~s.mask], s.image[~s.mask])
         assert (s.rejected_image[s.mask] != s.image[s.mask]).any(axis=-1).mean() > 0.5
         p = s.perturbation_params
@@ -170,11 +171,11 @@ def test_sd_inpaint_seeds_and_batch_independence(tiny_sd):
 
 def test_sd_inpaint_feather_is_inside_the_mask(tiny_sd):
     s = _masked(0)
-    hard, _ = _sd(tiny_sd).perturb([s], [1])[0]
-    soft, params = _sd(tiny_sd, feather=4).perturb([s], [1])[0]
-    assert params["feather"] == 4 and np.array_equal(soft[~s.mask], s.image[~s.mask])
+    hard = _sd(tiny_sd).perturb([s], [1])[0].image
+    soft, params, region = _sd(tiny_sd, feather=4).perturb([s], [1])[0]
+    assert params["feather"] == 4 and np.array_equal(soft[~region], s.image[~region])  # the grown mask's outside
     diff = lambda x: np.abs(x.astype(int) - s.image.astype(int)).sum(-1)  # noqa: E731
-    assert diff(soft)[20, 50] < diff(hard)[20, 50] or diff(hard)[20, 50] == 0  # mask edge: closer to the original
+    assert diff(soft)[12, 50] < diff(hard)[12, 50] or diff(hard)[12, 50] == 0  # grown mask's edge: closer to the original
     assert np.array_equal(soft[40, 55], hard[40, 55])  # deep inside: the model's pixels
 
 
@@ -232,3 +233,29 @@ def test_missing_extra_is_one_line_with_the_pip_command(monkeypatch, make, missi
         make()
     msg = str(e.value)
     assert "\n" not in msg and f'pip install "mfpo[{extra}]"' in msg and missing in msg
+
+
+def test_sd_inpaint_crops_the_context_at_model_resolution_and_inserts_from_a_prompt(tiny_sd):
+    from mfpo_data.backends.sd_inpaint import context_crop
+    from mfpo_data.stages.s5_perturbation import PerturbationStage
+
+    mask = np.zeros((300, 400), bool)
+    mask[100:140, 200:260] = True  # a small object in a large photo
+    assert context_crop(mask, 300, 400, 0.5) == (170, 80, 290, 160)  # box 60x40 grown by 30 and 20 a side
+    assert context_crop(mask, 300, 400, 10.0) == (0, 0, 400, 300)  # clipped to the image
+    assert context_crop(None, 300, 400, 0.5) == (0, 0, 400, 300)
+    s = _masked(0, shape=(300, 400))
+    s.mask = mask
+    (out,) = PerturbationStage(_sd(tiny_sd, mask_dilate=4), kind="sd_inpaint", seed=1).run([s])
+    p = out.perturbation_params
+    assert p["crop_box"] == [162, 72, 298, 168] and max(p["working_size"]) == 64  # grown box 68x48, + 34 and 24 a side
+    assert np.array_equal(out.mask, dilate_mask(mask, 4))
+    assert np.array_equal(out.rejected_image[~out.mask], out.image[~out.mask])
+
+    absent = _masked(1)
+    absent.absent_object, absent.key_objects = "cat", [KeyObject("dog", (30, 20, 80, 60), 1.0, category="dog")]
+    (ins,) = PerturbationStage(_sd(tiny_sd), kind="sd_inpaint", presence_negative="insert").run([absent])
+    assert ins.image_pair_invalid is None and ins.perturbation_params["prompt"] == "a photo of a cat"
+    x0, y0, x1, y1 = ins.perturbation_params["insert_box"]
+    assert ins.mask.sum() == (x1 - x0) * (y1 - y0)  # the box, not grown: nothing is removed
+    assert np.array_equal(ins.rejected_image[~ins.mask], ins.image[~ins.mask])
