@@ -55,8 +55,8 @@ def noise_image(image, row_id: str, seed: int = 0, t: int = NOISE_T):
     array = np.asarray(image.convert("RGB"))
     sample = Sample(id=str(row_id), source="", image_id="", pair_type="", question="", chosen="", rejected="",
                     image=array)
-    (edited, _), = DiffusionNoisePerturber(t=t).perturb([sample], [sample_seed(seed, str(row_id), "probe-noise")])
-    return Image.fromarray(edited)
+    (result,) = DiffusionNoisePerturber(t=t).perturb([sample], [sample_seed(seed, str(row_id), "probe-noise")])
+    return Image.fromarray(result.image)
 
 
 def row_logps(model, processor, rows: Sequence[dict], *, max_length: int | None = None, seed: int = 0,
