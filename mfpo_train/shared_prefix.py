@@ -95,9 +95,9 @@ def _batch_reason(batch: dict, num_sequences: int) -> str | None:
     n = rows // num_sequences
     prompt = batch["attention_mask"].bool() & ~batch["completion_mask"].bool()
     for i in range(n):
-        w, l = i, n + i
-        if not torch.equal(prompt[w], prompt[l]) or not torch.equal(batch["input_ids"][w][prompt[w]],
-                                                                    batch["input_ids"][l][prompt[l]]):
+        w, r = i, n + i  # the chosen and the rejected row of pair i
+        if not torch.equal(prompt[w], prompt[r]) or not torch.equal(batch["input_ids"][w][prompt[w]],
+                                                                    batch["input_ids"][r][prompt[r]]):
             return "the chosen and rejected rows of a pair have different prompts"
     for key, value in model_inputs(batch).items():
         if torch.is_tensor(value) and value.dim() > 0 and value.shape != shape and not torch.equal(
