@@ -10,9 +10,9 @@ Two independent savings, each with a switch (`train.shared_prefix`, `train.logps
   forward (not its backbone) keeps DDP, peft and accelerate hooks in place. A family whose logits are not
   `lm_head(last hidden state)` (soft-capping, logit scaling) is detected on the first batch and falls back to
   the logits path, logged once.
-* **Shared prefix** (`mfpo_train.shared_prefix`): y_w|m and y_l|m are one packed row, so the image + prompt
-  prefix is run once and the vision tower encodes each distinct image once. Families without it fall back to
-  one row per sequence, logged once.
+* **Shared prefix** (`mfpo_train.shared_prefix`): y_l|m continues from y_w|m's prompt (its key/value cache,
+  or one packed row), so the image + prompt prefix is run once and the vision tower encodes each distinct
+  image once. Families without it fall back to one row per sequence, logged once.
 
 `logits_sequence_logps` is today's path, unchanged: the reference the fast paths are tested against.
 """
@@ -90,20 +90,32 @@ def score_positions(model, inputs: dict, rows, sources, targets, out_index, out_
 
     `fallback()` computes the same (out_size,) values another way, for families without the hidden-state path.
     """
-    hidden = final_hidden_states(model, inputs) if chunk_size > 0 else None
+    hidden, _ = final_hidden_states(model, inputs) if chunk_size > 0 else (None, None)
     if hidden is None:
         return fallback()
+    return sum_token_logps(model, hidden[rows, sources], targets, out_index, out_size, chunk_size)
+
+
+def sum_token_logps(model, hidden: torch.Tensor, targets, out_index, out_size: int, chunk_size: int) -> torch.Tensor:
+    """(out_size,) sums of log p(targets[k] | hidden[k]) over the k with out_index[k] = each output."""
     head = transformers_model(model).get_output_embeddings()
-    token_logps = chunked_token_logps(head, hidden[rows, sources], targets, chunk_size)
+    token_logps = chunked_token_logps(head, hidden, targets, chunk_size)
     return token_logps.new_zeros(out_size).index_add(0, out_index, token_logps)
 
 
-def final_hidden_states(model, inputs: dict) -> torch.Tensor | None:
-    """The last layer's hidden states (rows, L, H) that the LM head reads, or None where the family cannot give them."""
+def hidden_path_available(model) -> bool:
     base = transformers_model(model)
-    if type(base) in _no_hidden_path or not accepts(model, "logits_to_keep") or base.get_output_embeddings() is None:
-        return None
-    out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+    return (type(base) not in _no_hidden_path and accepts(model, "logits_to_keep")
+            and base.get_output_embeddings() is not None)
+
+
+def final_hidden_states(model, inputs: dict, use_cache: bool = False):
+    """(hidden, outputs): the last layer's hidden states (rows, L, H) that the LM head reads and the model's outputs;
+    hidden is None where the family cannot give them (then the caller scores another way)."""
+    if not hidden_path_available(model):
+        return None, None
+    base = transformers_model(model)
+    out = model(**inputs, use_cache=use_cache, output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1] if out.hidden_states else None
     # The model's own logits at the last position must be the LM head of the last hidden state.
     ok = (hidden is not None and hidden.shape[:2] == inputs["input_ids"].shape and out.logits.shape[1] == 1
@@ -112,8 +124,8 @@ def final_hidden_states(model, inputs: dict) -> torch.Tensor | None:
     if not ok:
         _no_hidden_path.add(type(base))
         log_once(type(base).__name__, "logits are not lm_head(last hidden state); scoring from full logits")
-        return None
-    return hidden
+        return None, None
+    return hidden, out
 
 
 def chunked_token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:

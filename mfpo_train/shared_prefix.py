@@ -1,22 +1,24 @@
-"""Score y_w|m and y_l|m from one packed row: the image + prompt prefix once, both answers continuing from it.
+"""Score y_w|m and y_l|m with their shared image + prompt prefix run once, each distinct image encoded once.
 
-For pair i with prompt p (P tokens, image tokens included), chosen answer w (A tokens) and rejected answer l
-(B tokens), the packed row is `[p, w, l]` with
+Two exact methods; both give every answer token exactly the keys and positions it has in its own row, so
+the log-probs equal one-row-per-sequence scoring up to float rounding, and gradients reach the prefix from
+both answers.
 
-    positions  0 .. P+A-1 for p and w,  P .. P+B-1 for l        (l continues from p, as in its own row)
-    attention  causal, except that l does not see w             (a block mask, 4D)
-
-so every token sees exactly the keys and positions it sees in its own row, and its log-prob is the same up
-to float rounding; gradients flow into the shared prefix from both answers. The first token of l is
-predicted from the prompt's last position, like the first token of w. The packed rows carry the pair's image
-once, so the vision tower encodes m once (instead of twice) and, in the second forward over the y_w|m'
-rows, m' once. Two forwards instead of one padded batch: a packed row is longer than a y_w|m' row by a whole
-answer, and padding the y_w|m' rows to it would cost more than the prefix saves on long answers.
+* **Key/value cache** (default): forward A runs the y_w|m and y_w|m' rows (2N image-text rows, the shape of
+  DPO's batch: m and m' each encoded once) with the cache on; forward B runs only the N rejected answers, at
+  positions P.., attending (4D mask) to the first P cached keys/values of their pair's y_w|m row (the prompt)
+  and causally to themselves. y_l's first token is predicted from the prompt's last position in forward A.
+  Cost: the DPO batch plus N answers, nothing padded to a longer row.
+* **Packed rows** (when the cache cannot be used: gradient checkpointing recomputes layers, which would write
+  the cache twice): pair i becomes one row `[p, w, l]` with positions 0..P+A-1, then P..P+B-1 for l, and a
+  causal mask in which l does not see w; a second forward runs the y_w|m' rows. Attention runs over the
+  longer packed row, so it costs more than the cache on long answers.
 
 Exact for a family when its language model takes a custom 4D attention mask and 1D `position_ids` (plain
 RoPE decoders with eager or SDPA attention) and its image inputs have one entry per row: `SUPPORTED`.
 Qwen2-VL's 3D rope positions, Gemma 3's bidirectional image attention and flash-attention (which ignores a
 4D mask) are not; those batches are scored one row per sequence (`scoring.sequence_logps`), logged once.
+Two forwards before one backward is fine for DDP with `find_unused_parameters=False` (accelerate's default).
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ import torch
 
 from mfpo_train.scoring import (
     DEFAULT_CHUNK_SIZE,
+    accepts,
     answer_positions,
+    final_hidden_states,
+    hidden_path_available,
     log_once,
     model_inputs,
     score_positions,
+    sum_token_logps,
     transformers_model,
 )
 
@@ -66,8 +72,22 @@ def shared_prefix_logps(model, batch: dict, sequences: tuple[str, ...],
     if reason:
         log_once(name, "one row per sequence (%s)", reason)
         return None
-    log_once(name, "shared prefix for y_w|m and y_l|m, one vision encoding per distinct image")
     n = batch["input_ids"].shape[0] // len(sequences)
+    cache_reason = _cache_reason(model, chunk_size)
+    if cache_reason is None:
+        flat = cached_prefix_logps(model, batch, sequences, n, chunk_size)
+        if flat is not None:
+            log_once(name, "shared prefix: y_l|m continues from the key/value cache of y_w|m's prompt; one vision "
+                           "encoding per distinct image")
+            return flat
+        cache_reason = "the model returned no per-layer key/value cache"
+    log_once(name, "shared prefix: packed [prompt, y_w, y_l] rows (no cache: %s); one vision encoding per distinct "
+                   "image", cache_reason)
+    return packed_logps(model, batch, sequences, n, chunk_size)
+
+
+def packed_logps(model, batch: dict, sequences: tuple[str, ...], n: int, chunk_size: int) -> torch.Tensor:
+    """The packed-row method: a forward over the n `[p, w, l]` rows, one over the n y_w|m' rows."""
     out = []
     packed, plan = pack_pairs(batch, n, _attention_kind(model), _mask_dtype(model))
     flat = score_positions(model, packed, *plan, out_size=2 * n, chunk_size=chunk_size,
@@ -82,6 +102,93 @@ def shared_prefix_logps(model, batch: dict, sequences: tuple[str, ...],
         out.append(score_positions(model, inputs, r, s, t, r, n, chunk_size,
                                    fallback=lambda: _logits_at(model, inputs, r, s, t, r, out_size=n)))
     return torch.cat(out)
+
+
+def _cache_reason(model, chunk_size: int) -> str | None:
+    base = transformers_model(model)
+    if chunk_size <= 0 or not hidden_path_available(model):
+        return "scoring from full logits"
+    flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    if getattr(base, flag, False) and base.training:  # a recomputed layer would write its keys into the cache twice
+        return "gradient checkpointing turns the cache off"
+    if _cache_argument(model) is None:
+        return "the forward takes no cache"
+    return None
+
+
+def _cache_argument(model) -> str | None:
+    return next((a for a in ("cache", "past_key_values") if accepts(model, a)), None)
+
+
+def cached_prefix_logps(model, batch: dict, sequences: tuple[str, ...], n: int, chunk_size: int):
+    """The cache method: forward A over the y_w|m and y_w|m' rows (the image-text rows, 2n, like DPO's batch),
+    then forward B over the n rejected answers alone, attending to the prompt's keys/values from forward A.
+
+    Forward B's tokens see exactly their own row's keys (the prompt, then their answer so far) at their own
+    positions; gradients flow into the prompt through the cached keys and values. None: no usable cache.
+    """
+    ids, am, cm = batch["input_ids"], batch["attention_mask"].bool(), batch["completion_mask"].bool()
+    device, total = ids.device, ids.shape[0]
+    blocks = [slice(0, n)] + ([slice(2 * n, 3 * n)] if "perturbed" in sequences else [])
+    length = int(torch.cat([am[b] for b in blocks]).sum(-1).max())
+    inputs_a = {}
+    for key, value in model_inputs(batch).items():
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
+            value = torch.cat([value[b] for b in blocks])
+            inputs_a[key] = value[:, :length] if value.shape == (len(blocks) * n, ids.shape[1]) else value
+        else:
+            inputs_a[key] = value
+    hidden_a, out = final_hidden_states(model, inputs_a, use_cache=True)
+    cache = None
+    if out is not None:
+        cache = out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if hidden_a is None or not layers or any(getattr(la, "keys", None) is None for la in layers):
+        return None
+    prompt = (am & ~cm).sum(-1)[n : 2 * n]  # the rejected rows' prompt lengths (= the chosen rows')
+    answer = cm.sum(-1)[n : 2 * n]
+    p_max, b_max = int(prompt.max()), int(answer.max())
+    # scoring plan, forward A: y_w|m rows -> outputs [0, n), y_w|m' rows -> [2n, 3n); y_l's first token from the prompt
+    cm_a = torch.cat([cm[b][:, :length] for b in blocks])
+    rows_a, src_a = answer_positions(cm_a)
+    targets_a = inputs_a["input_ids"][rows_a, src_a + 1]
+    out_a = torch.where(rows_a < n, rows_a, rows_a + n)
+    has_answer = (answer > 0).nonzero(as_tuple=True)[0]
+    hidden = [hidden_a[rows_a, src_a], hidden_a[has_answer, prompt[has_answer] - 1]]
+    targets = [targets_a, ids[n + has_answer, prompt[has_answer]]]
+    out_index = [out_a, n + has_answer]
+    if b_max > 1:  # forward B: the rejected answers after the prompt's cache
+        for layer in layers:  # the chosen rows' prompt keys/values (views: no copy)
+            layer.keys, layer.values = layer.keys[:n, :, :p_max], layer.values[:n, :, :p_max]
+        steps = torch.arange(b_max, device=device)
+        take = (prompt[:, None] + steps).clamp(max=ids.shape[1] - 1)
+        valid = steps[None] < answer[:, None]
+        inputs_b = {"input_ids": torch.where(valid, ids[n:2 * n].gather(1, take), 0),
+                    "position_ids": prompt[:, None] + steps, _cache_argument(model): cache}
+        for key, value in model_inputs(batch).items():  # per-token inputs (token types): the answer's
+            if key not in _PER_TOKEN_SKIP and torch.is_tensor(value) and value.shape == ids.shape:
+                inputs_b[key] = torch.where(valid, value[n:2 * n].gather(1, take), 0)
+        own = steps[None, :, None] >= steps[None, None, :]  # causal within the answer
+        keys_prefix = (torch.arange(p_max, device=device)[None] < prompt[:, None])[:, None, :].expand(n, b_max, p_max)
+        keys_answer = (own & valid[:, None, :]) | torch.eye(b_max, dtype=torch.bool, device=device)[None]
+        inputs_b["attention_mask"] = _as_mask(torch.cat([keys_prefix, keys_answer], -1)[:, None], model)
+        hidden_b, _ = final_hidden_states(model, inputs_b, use_cache=True)
+        if hidden_b is None:
+            return None
+        rows_b, src_b = answer_positions(valid.long())  # answer token j >= 1 is predicted from position j - 1
+        hidden.append(hidden_b[rows_b, src_b])
+        targets.append(inputs_b["input_ids"][rows_b, src_b + 1])
+        out_index.append(n + rows_b)
+    return sum_token_logps(model, torch.cat(hidden), torch.cat(targets), torch.cat(out_index), len(sequences) * n,
+                           chunk_size)
+
+
+def _as_mask(allowed: torch.Tensor, model) -> torch.Tensor:
+    """A boolean (rows, 1, q, k) mask in the attention implementation's format (eager adds it to the scores)."""
+    if _attention_kind(model) == "sdpa":
+        return allowed
+    dtype = _mask_dtype(model)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def _batch_reason(batch: dict, num_sequences: int) -> str | None:

@@ -31,6 +31,16 @@ def _fresh_log_once(monkeypatch):
     monkeypatch.setattr(scoring, "_no_hidden_path", set())
 
 
+@pytest.fixture(params=["cache", "packed"])
+def method(request, monkeypatch):
+    """Both shared-prefix methods: the prompt's key/value cache (default) and packed rows (its fallback)."""
+    if request.param == "packed":
+        import mfpo_train.shared_prefix as shared_prefix
+
+        monkeypatch.setattr(shared_prefix, "_cache_reason", lambda model, chunk_size: "off in this test")
+    return request.param
+
+
 def _load(path, attn=None, lora=False):
     model, processor = load_model_and_processor(ModelConfig(name_or_path=str(path), attn_implementation=attn))
     if lora:  # random adapters: policy != reference, every loss term has a gradient
@@ -46,7 +56,7 @@ def _batch(processor, n=3):
 
 
 @pytest.mark.parametrize("family,attn", [("llava", "sdpa"), ("llava", "eager"), ("idefics3", "sdpa")])
-def test_packed_and_chunked_logps_equal_todays(request, family, attn, caplog):
+def test_shared_prefix_and_chunked_logps_equal_todays(request, family, attn, method, caplog):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"), attn)
     batch = _batch(processor)
     today = logits_sequence_logps(model, batch)
@@ -58,9 +68,10 @@ def test_packed_and_chunked_logps_equal_todays(request, family, attn, caplog):
     assert packed.shape == (9,) and (packed < 0).all()
     said = [r.getMessage() for r in caplog.records if "shared prefix" in r.getMessage()]
     assert len(said) == 1 and type(model).__name__ in said[0]  # the path is named once per family
+    assert ("key/value cache" in said[0]) == (method == "cache")
 
 
-def test_dpo_only_and_no_rejected_sequences(tiny_llava):
+def test_dpo_only_and_no_rejected_sequences(tiny_llava, method):
     model, processor = _load(tiny_llava)
     for seqs in (("chosen", "rejected"), ("chosen", "perturbed")):
         batch = MFPOCollator(processor, sequences=seqs)(synthetic_rows(2))
@@ -83,7 +94,7 @@ def _images(args, kwargs):
 
 
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
-def test_each_distinct_image_is_encoded_once(request, family):
+def test_each_distinct_image_is_encoded_once(request, family, method):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"))
     batch = _batch(processor, n=2)
     seen = _vision_calls(model)
@@ -106,7 +117,7 @@ def _step(model, batch, scoring: dict):
 
 
 @pytest.mark.parametrize("family", ["llava", "idefics3"])
-def test_lora_gradients_equal_todays(request, family):
+def test_lora_gradients_equal_todays(request, family, method):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"), lora=True)
     model.train()
     batch = _batch(processor)
@@ -118,6 +129,21 @@ def test_lora_gradients_equal_todays(request, family):
     assert set(fast_grads) == set(grads)
     for n, g in grads.items():
         assert g.abs().max() > 0, n
+        torch.testing.assert_close(fast_grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_gradient_checkpointing_uses_packed_rows(tiny_llava, caplog):
+    model, processor = _load(tiny_llava, lora=True)
+    batch = _batch(processor, n=2)
+    model.train()
+    loss, logps, grads = _step(model, batch, TODAY)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    with caplog.at_level(logging.INFO, logger="mfpo_train.scoring"):
+        fast_loss, fast_logps, fast_grads = _step(model, batch, FAST)
+    assert any("packed" in r.getMessage() and "gradient checkpointing" in r.getMessage() for r in caplog.records)
+    assert fast_loss == pytest.approx(loss, abs=1e-5)
+    torch.testing.assert_close(fast_logps, logps, atol=1e-5, rtol=1e-6)
+    for n, g in grads.items():
         torch.testing.assert_close(fast_grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
 
 
@@ -153,7 +179,7 @@ def test_family_whose_logits_are_not_the_head_of_the_hidden_states_uses_logits(t
     with caplog.at_level(logging.INFO, logger="mfpo_train.scoring"):
         torch.testing.assert_close(sequence_logps(model, batch, chunk_size=3), today, atol=1e-5, rtol=1e-6)
         torch.testing.assert_close(batch_logps(model, batch, SEQS, **FAST), today, atol=1e-5, rtol=1e-6)
-    assert sum("scoring from full logits" in r.getMessage() for r in caplog.records) == 1
+    assert sum("logits are not lm_head" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_pack_pairs_layout_by_hand():
