@@ -137,9 +137,9 @@ class RunConfig:
     # Not with DeepSpeed.
     sequence_chunks: int = 1
     # Scoring (mfpo_train/scoring.py, shared_prefix.py); both change speed and memory, not the values (tested
-    # equal within float rounding). shared_prefix: y_w|m and y_l|m as one packed row (the image and prompt run
-    # once; each distinct image is encoded once) where exact for the model family, else one row per sequence
-    # (logged). logps_chunk_size: answer tokens per LM-head chunk; no [rows, seq, vocab] logits are held;
+    # equal within float rounding). shared_prefix: y_l|m continues from y_w|m's prompt (its key/value cache; one
+    # packed row under gradient checkpointing), so the image and prompt run once and each distinct image is
+    # encoded once, where exact for the model family, else one row per sequence (logged). logps_chunk_size: answer tokens per LM-head chunk; no [rows, seq, vocab] logits are held;
     # 0: score from the model's full logits.
     shared_prefix: bool = True
     logps_chunk_size: int = 1024
