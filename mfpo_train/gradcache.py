@@ -2,8 +2,10 @@
 
 `train.sequence_chunks` picks the mode:
 
-* 1 (default): one forward with grad over all S*N rows of the batch (S sequences per pair), then one backward.
-  Fastest, but the activations of every row live until the backward: about S/2 times a DPO step's (1.5x for MFPO).
+* 1 (default): the policy's log-probs of the whole batch with grad (`model.batch_logps`: with the shared prefix,
+  the 2N image-text rows y_w|m, y_w|m' and the N rejected answers after their prompt's cache), then one backward.
+  Fastest; the activations of the whole batch live until the backward (about a DPO step's; without the shared
+  prefix, one row per sequence: about S/2 times a DPO step's, 1.5x for MFPO).
 * k > 1, gradient caching: the rows are cut into k contiguous chunks (k = S: one sequence block per chunk).
     1. each chunk's summed log-probs are computed without grad (no activations kept);
     2. the loss is computed on those (rows,) log-probs, and its gradient with respect to them by autograd on
