@@ -16,6 +16,7 @@ Variants (`--variants`), each against TRL's `DPOTrainer` step in the same run:
   * mfpo_online: the default: shared prefix (y_w|m and y_l|m as one packed row, the image encoded once) and the
     chunked LM head, reference = the same model with adapters disabled, scored the same way;
   * mfpo_precomputed: the same, with reference log-probs precomputed (`mfpo-train precompute-ref`);
+  * mfpo_online_packed: the shared prefix as packed `[prompt, y_w, y_l]` rows (what gradient checkpointing uses);
   * mfpo_online_today: `train.shared_prefix=false, train.logps_chunk_size=0`: one row per sequence, logits from
     the first answer position (the scoring before the fast paths);
   * mfpo_online_chunks3: gradient caching (`train.sequence_chunks=3`), one row per sequence, chunked LM head.
@@ -68,11 +69,12 @@ VARIANTS = {  # name: (side, precomputed reference, sequence_chunks, scoring)
     "trl_dpo_sigmoid": ("trl", False, 1, None),
     "mfpo_online": ("mfpo", False, 1, FAST),
     "mfpo_precomputed": ("mfpo", True, 1, FAST),
+    "mfpo_online_packed": ("mfpo", False, 1, dict(FAST, packed=True)),
     "mfpo_online_today": ("mfpo", False, 1, TODAY),
     "mfpo_online_chunks3": ("mfpo", False, 3, FAST),
 }
 TARGETS = {"mfpo_online": (1.05, 1.0), "mfpo_precomputed": (0.8, None)}  # (time, memory) ratios to TRL's
-GPU_VARIANTS = "trl_dpo_sigmoid,mfpo_online,mfpo_precomputed"  # one model copy each: 7B in bf16 is 14 GB
+GPU_VARIANTS = "trl_dpo_sigmoid,mfpo_online,mfpo_precomputed,mfpo_online_packed"  # one model copy each: 7B in bf16 is 14 GB
 _ANSWER_WORDS = {  # long answers: a description, and a rejected one with other objects
     "chosen": "there is a black cat sitting on the chair to the left of the table and a person holding a cup of "
               "coffee. the sky is blue and there are two bicycles and a red car in the picture.",
@@ -119,7 +121,7 @@ def _build_llava_7b(args):
         from transformers import CLIPImageProcessor
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        raise SystemExit("--llava-7b needs a CUDA GPU (about 40 GB for 3 variants)")
+        raise SystemExit("--llava-7b needs a CUDA GPU (about 60 GB for the 4 default variants)")
     tok = make_tokenizer()
     processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 336},
                                                                   crop_size={"height": 336, "width": 336}),
@@ -240,6 +242,8 @@ class MFPOSide:
         from mfpo_train.model import Reference, add_lora, batch_logps, split_logps
 
         rows = [dict(r) for r in rows]
+        scoring = dict(scoring)
+        self.packed = scoring.pop("packed", False)  # the shared prefix as packed rows instead of the cache
         self.collator = MFPOCollator(processor, max_length=None)
         self.seqs = self.collator.sequences
         self.device = _device()
@@ -275,11 +279,16 @@ class MFPOSide:
         return self._to_device(self.collator(self.rows))
 
     def step(self):
+        import mfpo_train.shared_prefix as shared_prefix
         from mfpo_train.gradcache import policy_logps
         from mfpo_train.losses import mfpo_loss
 
-        policy = policy_logps(self.model, self.batch, self.seqs, chunks=self.chunks, **self.scoring)
-        ref = self.reference.logps(self.model, self.batch, self.seqs)
+        shared_prefix.PREFER_PACKED = self.packed
+        try:
+            policy = policy_logps(self.model, self.batch, self.seqs, chunks=self.chunks, **self.scoring)
+            ref = self.reference.logps(self.model, self.batch, self.seqs)
+        finally:
+            shared_prefix.PREFER_PACKED = False
         out = mfpo_loss(policy.logps, ref, beta=0.1)
         policy.backward(out.loss, self.accelerator)
         _finish(self.params, self.opt)

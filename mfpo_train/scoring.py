@@ -2,8 +2,8 @@
 
 Two independent savings, each with a switch (`train.shared_prefix`, `train.logps_chunk_size`):
 
-* **Chunked LM head.** The model's own forward gives the last layer's hidden states
-  (`output_hidden_states=True`, `logits_to_keep=1`, so its LM head runs on one position per row); only the
+* **Chunked LM head.** The model's own forward gives the last layer's hidden states (a hook on the decoder's
+  final norm, `logits_to_keep=1`, so its LM head runs on one position per row); only the
   hidden states that predict an answer token are gathered, and the LM head + log-softmax run on them
   `chunk_size` tokens at a time. Each chunk is checkpointed, so the backward recomputes its logits: no
   `[rows, seq, vocab]` tensor exists, for prompt/image positions or for answers. Going through the model's
@@ -110,22 +110,41 @@ def hidden_path_available(model) -> bool:
 
 
 def final_hidden_states(model, inputs: dict, use_cache: bool = False):
-    """(hidden, outputs): the last layer's hidden states (rows, L, H) that the LM head reads and the model's outputs;
-    hidden is None where the family cannot give them (then the caller scores another way)."""
+    """(hidden, cache): the last layer's hidden states (rows, L, H) that the LM head reads, and the model's key/value
+    cache when `use_cache`; hidden is None where the family cannot give them (the caller scores another way).
+
+    Read by a forward hook on the decoder's final norm where there is one (nothing else is kept: without grad,
+    `output_hidden_states` would hold every layer's states until the forward returns), else from
+    `output_hidden_states`.
+    """
     if not hidden_path_available(model):
         return None, None
     base = transformers_model(model)
-    out = model(**inputs, use_cache=use_cache, output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1] if out.hidden_states else None
+    norm = getattr(base.get_decoder(), "norm", None) if callable(getattr(base, "get_decoder", None)) else None
+    seen = []
+    kwargs = dict(use_cache=use_cache, logits_to_keep=1)
+    if isinstance(norm, torch.nn.Module):
+        handle = norm.register_forward_hook(lambda module, args, output: seen.append(output))
+        try:
+            out = model(**inputs, **kwargs)
+        finally:
+            handle.remove()
+        hidden = seen[-1] if len(seen) == 1 else None
+    else:
+        out = model(**inputs, output_hidden_states=True, **kwargs)
+        hidden = out.hidden_states[-1] if out.hidden_states else None
     # The model's own logits at the last position must be the LM head of the last hidden state.
-    ok = (hidden is not None and hidden.shape[:2] == inputs["input_ids"].shape and out.logits.shape[1] == 1
+    ok = (torch.is_tensor(hidden) and hidden.shape[:2] == inputs["input_ids"].shape and out.logits.shape[1] == 1
           and torch.allclose(base.get_output_embeddings()(hidden[:, -1:].detach()).float(), out.logits.float(),
                              atol=1e-4, rtol=1e-3))
     if not ok:
         _no_hidden_path.add(type(base))
         log_once(type(base).__name__, "logits are not lm_head(last hidden state); scoring from full logits")
         return None, None
-    return hidden, out
+    cache = None
+    if use_cache:
+        cache = out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
+    return hidden, cache
 
 
 def chunked_token_logps(head, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:

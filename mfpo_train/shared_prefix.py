@@ -43,6 +43,8 @@ from mfpo_train.scoring import (
 # (each pair covered by tests/train/test_shared_prefix.py).
 SUPPORTED = {"llava": {"llama", "mistral", "qwen2"}, "idefics3": {"llama", "mistral"}}
 _ATTENTION = ("sdpa", "eager")
+# True: packed rows even where the cache could be used (benchmarks/train_step.py compares the two methods).
+PREFER_PACKED = False
 _PER_TOKEN_SKIP = ("input_ids", "attention_mask", "completion_mask")
 
 
@@ -106,6 +108,8 @@ def packed_logps(model, batch: dict, sequences: tuple[str, ...], n: int, chunk_s
 
 def _cache_reason(model, chunk_size: int) -> str | None:
     base = transformers_model(model)
+    if PREFER_PACKED:
+        return "packed rows preferred"
     if chunk_size <= 0 or not hidden_path_available(model):
         return "scoring from full logits"
     flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
@@ -128,35 +132,34 @@ def cached_prefix_logps(model, batch: dict, sequences: tuple[str, ...], n: int, 
     positions; gradients flow into the prompt through the cached keys and values. None: no usable cache.
     """
     ids, am, cm = batch["input_ids"], batch["attention_mask"].bool(), batch["completion_mask"].bool()
-    device, total = ids.device, ids.shape[0]
+    device = ids.device
     blocks = [slice(0, n)] + ([slice(2 * n, 3 * n)] if "perturbed" in sequences else [])
     length = int(torch.cat([am[b] for b in blocks]).sum(-1).max())
-    inputs_a = {}
-    for key, value in model_inputs(batch).items():
-        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == total:
-            value = torch.cat([value[b] for b in blocks])
-            inputs_a[key] = value[:, :length] if value.shape == (len(blocks) * n, ids.shape[1]) else value
-        else:
-            inputs_a[key] = value
-    hidden_a, out = final_hidden_states(model, inputs_a, use_cache=True)
-    cache = None
-    if out is not None:
-        cache = out.cache if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None)
-    layers = getattr(cache, "layers", None)
-    if hidden_a is None or not layers or any(getattr(la, "keys", None) is None for la in layers):
-        return None
     prompt = (am & ~cm).sum(-1)[n : 2 * n]  # the rejected rows' prompt lengths (= the chosen rows')
     answer = cm.sum(-1)[n : 2 * n]
     p_max, b_max = int(prompt.max()), int(answer.max())
-    # scoring plan, forward A: y_w|m rows -> outputs [0, n), y_w|m' rows -> [2n, 3n); y_l's first token from the prompt
-    cm_a = torch.cat([cm[b][:, :length] for b in blocks])
-    rows_a, src_a = answer_positions(cm_a)
-    targets_a = inputs_a["input_ids"][rows_a, src_a + 1]
-    out_a = torch.where(rows_a < n, rows_a, rows_a + n)
     has_answer = (answer > 0).nonzero(as_tuple=True)[0]
-    hidden = [hidden_a[rows_a, src_a], hidden_a[has_answer, prompt[has_answer] - 1]]
-    targets = [targets_a, ids[n + has_answer, prompt[has_answer]]]
-    out_index = [out_a, n + has_answer]
+    # Without grad nothing is kept for a backward: one block per forward halves the transient memory.
+    groups = [blocks] if torch.is_grad_enabled() else [[b] for b in blocks]
+    hidden, targets, out_index, cache = [], [], [], None
+    for g, group in enumerate(groups):  # forward A; the first group holds the y_w|m rows, whose cache y_l reuses
+        inputs_a = _select_rows(batch, group, length)
+        hidden_a, cache_a = final_hidden_states(model, inputs_a, use_cache=g == 0)
+        if hidden_a is None:
+            return None
+        rows_a, src_a = answer_positions(torch.cat([cm[b][:, :length] for b in group]))
+        starts = torch.tensor([b.start for b in group], device=device)  # block k's outputs start where its rows do
+        hidden.append(hidden_a[rows_a, src_a])
+        targets.append(inputs_a["input_ids"][rows_a, src_a + 1])
+        out_index.append(starts[rows_a // n] + rows_a % n)
+        if g == 0:  # y_l's first token is predicted from the prompt's last position
+            cache = cache_a
+            hidden.append(hidden_a[has_answer, prompt[has_answer] - 1])
+            targets.append(ids[n + has_answer, prompt[has_answer]])
+            out_index.append(n + has_answer)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(la, "keys", None) is None for la in layers):
+        return None
     if b_max > 1:  # forward B: the rejected answers after the prompt's cache
         for layer in layers:  # the chosen rows' prompt keys/values (views: no copy)
             layer.keys, layer.values = layer.keys[:n, :, :p_max], layer.values[:n, :, :p_max]
@@ -181,6 +184,19 @@ def cached_prefix_logps(model, batch: dict, sequences: tuple[str, ...], n: int, 
         out_index.append(n + rows_b)
     return sum_token_logps(model, torch.cat(hidden), torch.cat(targets), torch.cat(out_index), len(sequences) * n,
                            chunk_size)
+
+
+def _select_rows(batch: dict, blocks: list[slice], length: int) -> dict:
+    """Model inputs of the rows in `blocks`, per-token tensors cut to `length` positions."""
+    ids = batch["input_ids"]
+    out = {}
+    for key, value in model_inputs(batch).items():
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == ids.shape[0]:
+            value = torch.cat([value[b] for b in blocks]) if len(blocks) > 1 else value[blocks[0]]
+            out[key] = value[:, :length] if value.shape[1:] == ids.shape[1:] and value.dim() == 2 else value
+        else:
+            out[key] = value
+    return out
 
 
 def _as_mask(allowed: torch.Tensor, model) -> torch.Tensor:

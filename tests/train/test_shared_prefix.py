@@ -37,7 +37,7 @@ def method(request, monkeypatch):
     if request.param == "packed":
         import mfpo_train.shared_prefix as shared_prefix
 
-        monkeypatch.setattr(shared_prefix, "_cache_reason", lambda model, chunk_size: "off in this test")
+        monkeypatch.setattr(shared_prefix, "PREFER_PACKED", True)
     return request.param
 
 
