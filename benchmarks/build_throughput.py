@@ -1,7 +1,7 @@
 """Build throughput against its floor, 1 vs 2 workers, and peak RSS per worker process.
 
-    python benchmarks/build_throughput.py                # N=500, RSS build of 5,000
-    python benchmarks/build_throughput.py --n 2000 --rss-n 0 --repeat 3
+    python -m benchmarks.build_throughput                # N=500, RSS build of 5,000
+    python -m benchmarks.build_throughput --n 2000 --rss-n 0 --repeat 3
 
 Input: the bundled COCO sample repeated (a COCO folder in a temp dir whose image folder links to the
 bundled one; image and annotation ids renumbered per copy), built with the default recipe (CPU backends).
@@ -24,19 +24,20 @@ import threading
 import time
 from pathlib import Path
 
+from mfpo_data.sources.coco import BUNDLED_COCO
 
-BUNDLED = Path(__file__).resolve().parents[1] / "mfpo_data" / "assets" / "coco_sample"
+
 PAIRS_PER_IMAGE = 4  # 2 caption + 2 presence pairs in the default recipe
 
 
 def repeated_coco(root: Path, n_samples: int) -> tuple[Path, int]:
     """A COCO folder with enough copies of the bundled sample for about `n_samples` pairs; returns (root, images)."""
-    instances = json.loads((BUNDLED / "annotations" / "instances_sample.json").read_text())
-    captions = json.loads((BUNDLED / "annotations" / "captions_sample.json").read_text())
+    instances = json.loads((BUNDLED_COCO / "annotations" / "instances_sample.json").read_text())
+    captions = json.loads((BUNDLED_COCO / "annotations" / "captions_sample.json").read_text())
     n_images = math.ceil(n_samples / PAIRS_PER_IMAGE)
     copies = math.ceil(n_images / len(instances["images"]))
     (root / "annotations").mkdir(parents=True)
-    os.symlink(BUNDLED / "sample", root / "sample")  # the copies share the files; ids differ per copy
+    os.symlink(BUNDLED_COCO / "sample", root / "sample")  # the copies share the files; ids differ per copy
     step = 10 ** len(str(max(i["id"] for i in instances["images"]) + 1))
     images, anns, caps = [], [], []
     for c in range(copies):
@@ -67,9 +68,9 @@ def floor(root: Path, n_images: int, out: Path, n_rows: int, encode_original: bo
 
     from mfpo_data.config import load_recipe
     from mfpo_data.imaging import decode_image, encode_png
-    from mfpo_data.pipeline.build import final_parquet_options
+    from mfpo_data.pipeline.finalize import final_parquet_options
     from mfpo_data.schema import Sample, features, to_row
-    from mfpo_data.stages.sources import CocoSource
+    from mfpo_data.sources.coco import CocoSource
 
     output = load_recipe("coco").output
     index = out / "index.jsonl"
@@ -137,7 +138,7 @@ def run_tree(cmd: list[str]) -> tuple[str, float, dict[int, tuple[int, str]]]:
 
 
 def child_build(root: Path, n_images: int, out: Path, tasks: int, workers: int, extra: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--_child", str(root), str(n_images), str(out), str(tasks), str(workers),
+    cmd = [sys.executable, "-m", __spec__.name, "--_child", str(root), str(n_images), str(out), str(tasks), str(workers),
            *[f"--set={e}" for e in extra]]  # fmt: skip
     stdout, cpu_children, peaks = run_tree(cmd)
     result = json.loads(stdout.strip().splitlines()[-1])

@@ -4,8 +4,8 @@ Same models, same images, same phrases; the backends are called exactly as the s
 (`ground(batch, phrases)` then `segment(batch)`), once with `--batch` images per call and once with
 one image per call. Models load (and warm up) before timing. Prints per-image times and the ratio.
 
-    python benchmarks/grounding_batch.py                      # tiny random models, CPU
-    python benchmarks/grounding_batch.py --full --device cuda # full-size random-weight configs
+    python -m benchmarks.grounding_batch                      # tiny random models, CPU
+    python -m benchmarks.grounding_batch --full --device cuda # full-size random-weight configs
                                                               # (grounding-dino-tiny / sam-vit-base shapes)
 
 Full-size configs are for a GPU: on a CPU a Grounding DINO forward takes ~8 s and randomly
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def save_full_size(root: Path) -> tuple[Path, Path]:
@@ -73,8 +71,8 @@ def main() -> None:
 
     from mfpo_data.backends.grounding_dino import GroundingDinoGrounder
     from mfpo_data.backends.sam import SamSegmenter
-    from mfpo_data.schema import Sample
     from mfpo_data.backends.tiny import make_tiny_grounding_dino, make_tiny_sam
+    from mfpo_data.schema import Sample
 
     root = Path(tempfile.mkdtemp())
     if args.full:

@@ -1,7 +1,7 @@
 """One training step of MFPO (online / precomputed reference; scoring paths; gradient caching) against TRL's sigmoid DPO.
 
-    python benchmarks/train_step.py [--shapes short,long] [--rounds 6] [--warmup 2] [--batch 4] [--image-size 224]
-    python benchmarks/train_step.py --llava-7b      # on a GPU: random LLaVA-1.5-7B-shaped model, bf16, CUDA
+    python -m benchmarks.train_step [--shapes short,long] [--rounds 6] [--warmup 2] [--batch 4] [--image-size 224]
+    python -m benchmarks.train_step --llava-7b      # on a GPU: random LLaVA-1.5-7B-shaped model, bf16, CUDA
 
 Same random LLaVA (same seed), same LoRA (r8, q/v of the language model), same rows, same pairs per step,
 same optimizer (AdamW) and clipping, no gradient checkpointing and no autocast on both sides (TRL's DPOConfig turns
@@ -61,7 +61,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 FAST = dict(shared_prefix=True, chunk_size=1024)
 TODAY = dict(shared_prefix=False, chunk_size=0)
@@ -480,7 +479,7 @@ def main() -> None:
         if not args.skip_memory:
             env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
             for name in args.variants:
-                cmd = [sys.executable, __file__, "--variant", name] + [
+                cmd = [sys.executable, "-m", __spec__.name, "--variant", name] + [
                     f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                     if k not in ("variant", "skip_memory", "variants", "llava_7b", "allow_cpu") and v is not None]
                 cmd += ["--variants", ",".join(args.variants)] + [f"--{f.replace('_', '-')}" for f in

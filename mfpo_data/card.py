@@ -3,7 +3,8 @@
 `publish` renders it from what it knows for sure: the features in `schema.py`, the splits it just
 wrote (rows, bytes, pair types, difficulty buckets, key-object categories), the build's
 `stats.json` (drops per reason, backends with model ids and revisions) and `recipe.resolved.yaml`
-(perturbation parameters, seed, package versions). `validate_card` checks the metadata offline the
+(perturbation parameters, seed, package versions), through `secrets.py`: only the recipe sections that
+describe the data, local paths shortened, token-shaped strings scrubbed. `validate_card` checks the metadata offline the
 way the Hub and `datasets` read it, so a card that would not parse is never uploaded.
 """
 
@@ -14,9 +15,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import public_recipe, public_value, scrub
 
 
 class CardError(MfpoError):
@@ -80,9 +83,9 @@ SIZE_CATEGORIES = (
     (1_000_000_000, "100M<n<1B"),
 )
 DATASHEET_NAME = "DATASHEET.md"
+CARD_TEMPLATE = Path(__file__).resolve().parent / "assets" / "card.md"  # string.Template: ${name} placeholders
 PAPER_URL = "https://arxiv.org/abs/2410.15334"
-# How to train with mfpo's own trainer (image-side preference, curriculum). Kept in one place so the
-# training CLI can correct it.
+# How to train on the published dataset with mfpo's own trainer (image-side preference, curriculum).
 MFPO_TRAIN_COMMAND = (
     "accelerate launch --num_processes 1 --mixed_precision bf16 -m mfpo_train.cli \\\n"
     "  --config recipes/train/llava15_7b_lora.yaml --set data.dataset={repo_id}"
@@ -210,13 +213,12 @@ def _demote(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
-STAGE_ORDER = ("keywords", "grounding", "segmentation", "perturbation", "scoring")
-
-
 def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
     """One row per model-backed stage, in pipeline order; the source has its own table."""
+    from mfpo_data.config import BACKEND_SECTIONS
+
     backends = {k: v for k, v in (stats.get("backends") or {}).items() if k != "source"}
-    order = {s: i for i, s in enumerate(STAGE_ORDER)}
+    order = {s: i for i, s in enumerate(BACKEND_SECTIONS)}
     rows = []
     for stage, info in sorted(backends.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
         info = dict(info or {}) if isinstance(info, Mapping) else {"backend": info}
@@ -226,6 +228,20 @@ def _backend_rows(stats: Mapping[str, Any]) -> list[tuple]:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(info.items()))
         rows.append((stage, f"`{backend}`" if backend else "", model_id or "none (no weights)", revision or "", extra))
     return rows
+
+
+def _exclusion_sentence(stats: Mapping[str, Any]) -> str:
+    """What `source.exclude` left out (COCO sources record it), so users know the evaluation images are not in it."""
+    excluded = stats.get("excluded")
+    if not isinstance(excluded, Mapping):
+        return ""
+    spec = excluded.get("exclude")
+    if spec in (None, "none"):
+        return ("No evaluation images were left out (`source.exclude: none`): do not score models trained on this "
+                "dataset on COCO val2014 benchmarks (POPE, Object HalBench, CHAIR).")
+    what = "the POPE and Object HalBench images (COCO val2014)" if spec == "eval" else f"listed in `{spec}`"
+    return (f"{excluded.get('images', 0)} source images were left out because they are {what} "
+            f"(`source.exclude: {spec}`), so `mfpo-eval` does not score models on their training images.")
 
 
 def _source_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
@@ -255,127 +271,71 @@ def render_card(
     preview: str | None = None,
     datasheet: str | None = None,
 ) -> str:
-    """README.md for the Hub: metadata, how to use it, this build's facts, then the datasheet."""
+    """README.md for the Hub: metadata, then `assets/card.md` filled in: how to use it, this build's facts,
+    the datasheet."""
     import yaml
     from huggingface_hub import DatasetCard
 
     recipe = yaml.safe_load(recipe_text) or {}
-    if not isinstance(recipe, Mapping):
-        recipe = {}
+    recipe = public_recipe(recipe if isinstance(recipe, Mapping) else {})  # no executor, output or local path
+    stats = {**stats, "backends": public_value(stats.get("backends") or {})}
+    recipe_text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
     name = repo_id.split("/")[-1]
     licence = licence_for(recipe, stats)
     data = card_data(splits, pretty_name=name, licence=licence)
-    total = sum(s.rows for s in splits)
-    split_names = ", ".join(f"`{s.name}` ({s.rows})" for s in splits)
     dropped = stats.get("dropped") or {}
     edges = stats.get("difficulty_edges")
-
-    parts = [
-        f"# {name}",
-        f"Image-preference pairs for aligning vision-language models against hallucination, built with mfpo "
-        f"the way MFPO ([Modality-Fair Preference Optimization]({PAPER_URL})) describes: each row holds a text "
-        f"preference pair (`chosen` over `rejected` for the same image) and an image preference pair (the original "
-        f"`images` over `rejected_images`, where the key object's region is perturbed). {total} rows: {split_names}.",
-        "**Format:** Conversational. **Type:** Preference (TRL's `prompt` / `chosen` / `rejected` + `images`, "
-        "with typed content parts and no model-specific image tokens).",
-    ]
-    if preview:
-        parts.append(
+    regions = stats.get("perturbation_regions")
+    source_rows, versions = _source_rows(recipe, stats), _version_rows(recipe)
+    body = Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(
+        name=name,
+        paper_url=PAPER_URL,
+        repo_id=repo_id,
+        total=sum(s.rows for s in splits),
+        split_rows=", ".join(f"`{s.name}` ({s.rows})" for s in splits),
+        split_names=", ".join(s.name for s in splits),
+        train_command=MFPO_TRAIN_COMMAND.format(repo_id=repo_id),
+        preview=_block(
             f"![Preview: original image, key-object mask and perturbed image for a few pairs]({preview})\n\n"
-            "*Preview: a few pairs from the train split.*"
-        )
-    parts += [
-        "## How to use",
-        "```python\nfrom datasets import load_dataset\n\n"
-        f'dataset = load_dataset("{repo_id}")  # splits: {", ".join(s.name for s in splits)}\n```',
-        "### With mfpo-train (text + image preference, easy-to-hard curriculum)",
-        "Uses every MFPO column: `rejected_images` for the image-side loss and `difficulty_bucket` for the "
-        "curriculum. It checks the dataset against the schema before training. Training configs are in "
-        "`recipes/train/` of the mfpo repository (`mfpo-train --config ... --set data.dataset=...` on one process).",
-        f'```bash\npip install "mfpo[train]"\n{MFPO_TRAIN_COMMAND.format(repo_id=repo_id)}\n```',
-        "### With TRL's DPOTrainer (text preference only)",
-        "The core columns are what TRL's `DPOTrainer` reads, with no renaming. TRL ignores the MFPO columns "
-        "(they are not in its signature columns and `remove_unused_columns=True` drops them), so it learns the "
-        "text preference only; the perturbed images need `mfpo-train`. For vision-language models keep "
-        "`max_length=None` so that image tokens are never truncated.",
-        "```python\nfrom datasets import load_dataset\n"
-        "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
-        "from trl import DPOConfig, DPOTrainer\n\n"
-        f'dataset = load_dataset("{repo_id}")\n'
-        'model_id = "llava-hf/llava-1.5-7b-hf"\n'
-        'model = AutoModelForImageTextToText.from_pretrained(model_id, dtype="bfloat16")\n'
-        "processor = AutoProcessor.from_pretrained(model_id)\n"
-        'args = DPOConfig(output_dir="mfpo-dpo", max_length=None, bf16=True,\n'
-        "                 per_device_train_batch_size=2, gradient_accumulation_steps=8)\n"
-        'trainer = DPOTrainer(model=model, args=args, train_dataset=dataset["train"],\n'
-        '                     eval_dataset=dataset["test"], processing_class=processor)\n'
-        "trainer.train()\n```",
-        "## This build",
-        "### Splits",
-        _table(("split", "rows", "parquet shards"), [(s.name, s.rows, len(s.shards)) for s in splits]),
-        "The split is deterministic and by image: rows that share an `image_id` are in the same split.",
-        "### Pair types",
-        _per_split_table("pair type", splits, "pair_types"),
-        "### Difficulty buckets",
-        _per_split_table("bucket", splits, "buckets"),
-    ]
-    if isinstance(edges, list | tuple) and len(edges) == 2:
-        parts.append(
+            "*Preview: a few pairs from the train split.*" if preview else ""
+        ),
+        splits_table=_table(("split", "rows", "parquet shards"), [(s.name, s.rows, len(s.shards)) for s in splits]),
+        excluded=_block(_exclusion_sentence(stats)),
+        pair_types_table=_per_split_table("pair type", splits, "pair_types"),
+        buckets_table=_per_split_table("bucket", splits, "buckets"),
+        bucket_edges=_block(
             f"Bucket edges (tertiles of `difficulty` over the whole build): {edges[0]:.4g} and {edges[1]:.4g}."
-        )
-    parts += [
-        "### Key-object categories",
-        "Rows per category of their key objects (a row counts once per distinct category).",
-        _per_split_table("category", splits, "categories"),
-        "### Dropped samples",
-        (
+            if isinstance(edges, list | tuple) and len(edges) == 2 else ""
+        ),
+        categories_table=_per_split_table("category", splits, "categories"),
+        dropped=(
             _table(("reason", "samples"), sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
             + f"\n\n{sum(dropped.values())} samples dropped in all; the build's `rejects.jsonl` lists each with its reason."
             if dropped
             else "No sample was dropped."
         ),
-        "### Backends",
-        _table(("stage", "backend", "model id", "revision", "settings"), _backend_rows(stats)),
-        "### Perturbation",
-        _table(("parameter", "value"), _perturbation_rows(recipe, stats)),
-    ]
-    regions = stats.get("perturbation_regions")
-    if isinstance(regions, Mapping) and regions:
-        parts.append(
+        backends_table=_table(("stage", "backend", "model id", "revision", "settings"), _backend_rows(stats)),
+        perturbation_table=_table(("parameter", "value"), _perturbation_rows(recipe, stats)),
+        regions=_block(
             "Perturbed region (`key_object`: inside the key object's mask; `whole_image`: no key region was found):\n\n"
             + _table(("region", "samples"), sorted(regions.items()))
-        )
-    source_rows = _source_rows(recipe, stats)
-    if source_rows:
-        parts += ["### Source", _table(("option", "value"), source_rows)]
-    parts += ["### Licence", licence.text]
-    versions = _version_rows(recipe)
-    if versions:
-        parts += ["### Package versions", _table(("package", "version"), versions)]
-    parts += [
-        "### Recipe",
-        "The fully resolved recipe of this build (`recipe.resolved.yaml`); `mfpo-data build` with it "
-        "rebuilds the same rows.",
-        "```yaml\n" + recipe_text.strip() + "\n```",
-        "## Datasheet",
-        _demote(datasheet)
+            if isinstance(regions, Mapping) and regions else ""
+        ),
+        source=_block("### Source\n\n" + _table(("option", "value"), source_rows) if source_rows else ""),
+        licence=licence.text,
+        versions=_block("### Package versions\n\n" + _table(("package", "version"), versions) if versions else ""),
+        recipe=recipe_text.strip(),
+        datasheet=_demote(datasheet)
         if datasheet
         else "See `DATASHEET.md` in the mfpo repository for motivation, composition, collection, uses and limits.",
-        "## Citation",
-        "```bibtex\n@inproceedings{jiang2025mfpo,\n"
-        "  title     = {Modality-Fair Preference Optimization for Trustworthy {MLLM} Alignment},\n"
-        "  author    = {Songtao Jiang and Yan Zhang and Ruizhe Chen and Tianxiang Hu and Yeying Jin and Qinglin He and "
-        "Yang Feng and Jian Wu and Zuozhu Liu},\n"
-        "  booktitle = {Proceedings of the Thirty-Fourth International Joint Conference on Artificial Intelligence (IJCAI)},\n"
-        "  pages     = {403--411},\n  year      = {2025},\n  note      = {arXiv:2410.15334}\n}\n\n"
-        "@inproceedings{lin2014coco,\n"
-        "  title     = {Microsoft {COCO}: Common Objects in Context},\n"
-        "  author    = {Tsung-Yi Lin and Michael Maire and Serge Belongie and James Hays and Pietro Perona and "
-        "Deva Ramanan and Piotr Doll{\\'a}r and C. Lawrence Zitnick},\n"
-        "  booktitle = {ECCV},\n  year      = {2014}\n}\n```",
-    ]
-    # Plain concatenation, not a Jinja template: the recipe and the datasheet may contain braces.
-    return str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n\n".join(parts) + "\n"))
+    )  # fmt: skip
+    # Values are inserted as they are: braces or `$` in the recipe or the datasheet are not template syntax.
+    return scrub(str(DatasetCard("---\n" + data.to_yaml() + "\n---\n\n" + body)))
+
+
+def _block(text: str) -> str:
+    """An optional section of the template: its text and the blank line after it, or nothing."""
+    return text + "\n\n" if text else ""
 
 
 def validate_card(path_or_text: str | Path, splits: list[str] | None = None):

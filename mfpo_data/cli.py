@@ -37,6 +37,7 @@ def build(
     recipe: RecipeOpt = "coco",
     set_: SetOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (overrides output.dir).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete what an earlier build wrote in the folder and start over.")] = False,
 ) -> None:
     """Build a dataset from a recipe. Rerunning the same command resumes an interrupted build."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -45,7 +46,7 @@ def build(
         from mfpo_data.pipeline.build import build_dataset
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
-        layout = build_dataset(loaded, (), output)
+        layout = build_dataset(loaded, (), output, restart=restart)
     except _known_errors() as e:
         raise _fail(str(e)) from None
     if loaded.executor.kind == "slurm":
@@ -65,19 +66,24 @@ def build(
 
 
 @app.command()
-def validate(recipe: RecipeOpt = "coco", set_: SetOpt = None) -> None:
-    """Check a recipe (keys, types, backends, inputs) without loading any model."""
+def validate(
+    recipe: RecipeOpt = "coco",
+    set_: SetOpt = None,
+    sample: Annotated[int | None, typer.Option("--sample", help="Check only the first N input items.", min=1)] = None,
+) -> None:
+    """Check a recipe (keys, types, backend values) and its input records as the build would, without loading any model."""
     try:
         from mfpo_data.config import find_recipe, load_recipe
-        from mfpo_data.pipeline.build import make_source
+        from mfpo_data.pipeline.assemble import make_backends, make_source
 
         loaded = load_recipe(recipe, tuple(set_ or ()))
-        source = make_source(loaded)
-        if hasattr(source, "check"):
-            source.check()
+        make_backends(loaded)  # the values the backends refuse (perturbation.t=5000) fail here, as in a build
+        n, reasons = make_source(loaded).check_records(sample)
     except _known_errors() as e:
         raise _fail(str(e)) from None
-    typer.echo(f"ok: {find_recipe(recipe)}")
+    bad = sum(reasons.values())
+    counts = ", ".join(f"{code} {count}" for code, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+    typer.echo(f"ok: {find_recipe(recipe)}: {n} input items checked, {bad} records would be rejected" + (f" ({counts})" if bad else ""))
 
 
 @app.command()
@@ -100,6 +106,7 @@ def inspect(
     from mfpo_data.inspect import read_rows, render_grid
 
     try:
+        path, out = path.expanduser(), out.expanduser()
         rows = read_rows(path, n=n, seed=seed)
         render_grid(rows, out, n=n)
     except (FileNotFoundError, ValueError) as e:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mfpo_data.backends import resolve
+from mfpo_data import backends, sources
 from mfpo_data.errors import ConfigError
 from mfpo_data.strict import apply_overrides, check_kwargs, from_dict, load_yaml, to_dict
 
@@ -186,7 +186,7 @@ class Recipe:
         return out
 
 
-_BACKEND_SECTIONS = {
+BACKEND_SECTIONS = {  # the recipe sections that choose a backend, in pipeline order
     "keywords": KeywordsConfig,
     "grounding": GroundingConfig,
     "segmentation": SegmentationConfig,
@@ -202,7 +202,8 @@ def _split_section(name: str, cls: type, data: Any, selector: str) -> Any:
         raise ConfigError(f"'{name}' must be a mapping, got {data!r}")
     own = {f.name for f in dataclasses.fields(cls)} - {"options"}
     section = from_dict(cls, {k: v for k, v in data.items() if k in own}, name)
-    backend_cls = resolve(name, getattr(section, selector))
+    chosen = getattr(section, selector)
+    backend_cls = sources.resolve(chosen) if name == "source" else backends.resolve(name, chosen)
     options = {k: v for k, v in data.items() if k not in own}
     reserved = sorted(RESERVED_OPTIONS & set(options))
     if reserved:
@@ -219,7 +220,7 @@ def recipe_from_dict(data: dict) -> Recipe:
     plain = {k: v for k, v in data.items() if k in ("seed", "filters", "output", "executor")}
     recipe = from_dict(Recipe, plain)
     recipe.source = _split_section("source", SourceConfig, data.get("source"), "kind")
-    for name, cls in _BACKEND_SECTIONS.items():
+    for name, cls in BACKEND_SECTIONS.items():
         setattr(recipe, name, _split_section(name, cls, data.get(name), "backend"))
     return recipe
 

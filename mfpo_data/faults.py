@@ -1,4 +1,5 @@
 """Fault injection for crash-resume tests: `MFPO_FAULT_INJECT` SIGKILLs the process at a chosen point.
+Imported only when that variable is set (`stages/s7_writer.fault_point`).
 
     RANK:N         after rank RANK wrote N rows (its shard is still a temp file)
     RANK:sN        after N samples, kept or dropped, reached rank RANK's writer
@@ -18,15 +19,15 @@ import signal
 from pathlib import Path
 
 
-FAULT_ENV, MARK_ENV = "MFPO_FAULT_INJECT", "MFPO_FAULT_MARK"
+MARK_ENV = "MFPO_FAULT_MARK"  # (`MFPO_FAULT_INJECT` is read by the writer and handed over as `spec`)
 
 
 class FaultPoint:
-    """The fault armed for one rank (or for "finalize"), read from the environment once."""
+    """The fault armed for one rank (or for "finalize") by `spec`, the value of `MFPO_FAULT_INJECT`."""
 
-    def __init__(self, rank: int | str):
+    def __init__(self, rank: int | str, spec: str):
         self.event, self.count = None, 0
-        where, _, point = os.environ.get(FAULT_ENV, "").partition(":")
+        where, _, point = spec.partition(":")
         if not point or where != str(rank):
             return
         if point == "commit":

@@ -1,4 +1,6 @@
-"""The only place with image I/O, box and mask conversions, RLE and compositing.
+"""Image I/O, box and mask conversions, RLE and compositing, shared by sources, stages and backends.
+
+What only one backend needs lives in that backend (Grounding DINO's post-processing, GrabCut).
 
 Images inside the pipeline are RGB `uint8` arrays of shape (H, W, 3); masks are `bool` arrays of
 shape (H, W); boxes are absolute-pixel `(x0, y0, x1, y1)`.
@@ -117,11 +119,6 @@ def cxcywh_norm_to_xyxy_px(box, width: int, height: int) -> tuple[float, float, 
     return clip_box(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height), width, height)
 
 
-def box_area(box) -> float:
-    x0, y0, x1, y1 = box
-    return max(0.0, x1 - x0) * max(0.0, y1 - y0)
-
-
 def mask_from_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """COCO polygons, uncompressed RLE or compressed RLE -> bool (H, W)."""
     from pycocotools import mask as mask_utils
@@ -202,46 +199,6 @@ def box_iou(a, b) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def nms(boxes, scores, iou_threshold: float) -> list[int]:
-    """Indices kept by greedy non-maximum suppression, best score first (ties: lower index first)."""
-    boxes, scores = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64)
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    keep: list[int] = []
-    for i in order:
-        if not keep or box_iou(boxes[i], boxes[keep]).max() <= iou_threshold:
-            keep.append(i)
-    return keep
-
-
-def grounding_dino_detections(pred_boxes, token_probs, phrase_tokens: list[list[int]], width: int, height: int,
-                              box_threshold: float, text_threshold: float, min_box_size: float = 1.0) -> list[tuple[int, tuple, float]]:
-    """Grounding DINO's raw outputs for one image -> (phrase index, xyxy pixel box, score) per kept query.
-
-    `pred_boxes` (Q, 4) are normalised cxcywh; `token_probs` (Q, T) the sigmoid of the query-token
-    logits; `phrase_tokens[k]` the token positions of input phrase k. A query's score for phrase k is
-    its highest probability over that phrase's tokens; the query goes to its best phrase and is kept
-    only when that score exceeds both thresholds. A phrase no query reaches gets no box (never "the
-    largest box"). Boxes are clipped to the image; boxes under `min_box_size` pixels wide or high are
-    dropped.
-    """
-    probs = np.asarray(token_probs, dtype=np.float64)
-    out = []
-    spans = [np.asarray(t, dtype=np.int64) for t in phrase_tokens]
-    if not spans or all(len(s) == 0 for s in spans):
-        return out
-    per_phrase = np.stack([probs[:, s].max(axis=1) if len(s) else np.zeros(len(probs)) for s in spans], axis=1)
-    best = per_phrase.argmax(axis=1)
-    for q, k in enumerate(best):
-        score = float(per_phrase[q, k])
-        if score <= box_threshold or score <= text_threshold:
-            continue
-        box = cxcywh_norm_to_xyxy_px(pred_boxes[q], width, height)
-        if box[2] - box[0] < min_box_size or box[3] - box[1] < min_box_size:
-            continue
-        out.append((int(k), box, score))
-    return out
-
-
 def dilate_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow a bool mask by `pixels` (a square structuring element); 0 returns it unchanged."""
     if pixels <= 0:
@@ -287,33 +244,3 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     if mask.shape == (height, width):
         return mask
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)) > 127
-
-
-def grabcut_mask(image: np.ndarray, box, iterations: int = 5, margin: int = 1) -> np.ndarray | None:
-    """OpenCV GrabCut initialised from an xyxy box -> bool (H, W) foreground, or None when it cannot run
-    (a box that leaves no background to learn from, a box under 2 pixels) or finds no foreground.
-
-    Deterministic: OpenCV's random generator is reseeded before each call.
-    """
-    import cv2
-
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = clip_box(box, w, h)
-    x0, y0 = int(np.floor(x0)), int(np.floor(y0))
-    x1, y1 = int(np.ceil(x1)), int(np.ceil(y1))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    x0, y0 = max(x0, margin), max(y0, margin)
-    x1, y1 = min(x1, w - margin), min(y1, h - margin)
-    if x1 - x0 < 2 or y1 - y0 < 2 or (x1 - x0) * (y1 - y0) >= h * w:
-        return None
-    labels = np.zeros((h, w), np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, (x0, y0, x1 - x0, y1 - y0), bgd, fgd,
-                    iterations, cv2.GC_INIT_WITH_RECT)
-    except cv2.error:
-        return None
-    fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    return fg if fg.any() else None

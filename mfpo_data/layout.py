@@ -11,14 +11,22 @@ OUT/
   rejects.jsonl                       every dropped sample of the build, sorted by id
   stats.json                          merged counts: rows, pair types, categories, buckets, drops per reason
   recipe.resolved.yaml                the fully resolved recipe plus package versions
+  manifest.json                       what the build wrote: index fingerprint, final files with sha256
+  .mfpo.lock                          held by the running build (`pipeline/outdir.py`)
 ```
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """A parquet shard's file name, as `datasets` and the Hub name them: `train-00000-of-00003.parquet`."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,30 @@ class OutputLayout:
     def recipe_file(self) -> Path:
         return self.root / "recipe.resolved.yaml"
 
+    @property
+    def source_index(self) -> Path:
+        """The source's index, written once before the ranks (`sources/base.py`)."""
+        return self.staging_dir / "source_index.jsonl"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    @classmethod
+    def open(cls, root: str | Path) -> OutputLayout:
+        """A finished or running build folder as its build recorded it: with the `executor.logging_dir`
+        of its `recipe.resolved.yaml` (relative to the folder it ran in, as the build resolved it)."""
+        import yaml
+
+        root = Path(root).expanduser()
+        layout = cls(root)
+        try:
+            recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return layout
+        logs = (recipe.get("executor") or {}).get("logging_dir") if isinstance(recipe, dict) else None
+        return cls(root, Path(logs).expanduser()) if isinstance(logs, str) and logs else layout
+
     def staging_shard(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.arrow"
 
@@ -68,7 +100,7 @@ class OutputLayout:
         return self.staging_dir / f"{rank:05d}.stats.json"
 
     def final_shard(self, rank: int, tasks: int) -> Path:
-        return self.data_dir / f"train-{rank:05d}-of-{tasks:05d}.parquet"
+        return self.data_dir / shard_name("train", rank, tasks)
 
     def completion_marker(self, rank: int) -> Path:
         return self.logging_dir / "completions" / f"{rank:05d}"
@@ -82,3 +114,10 @@ class OutputLayout:
 
     def final_shards(self) -> list[Path]:
         return sorted(self.data_dir.glob("train-*.parquet"))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file and a rename: a reader sees the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

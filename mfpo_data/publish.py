@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.layout import shard_name
 
 
 logger = logging.getLogger(__name__)
@@ -87,18 +88,43 @@ def resolve_token(token: str | None = None) -> str:
 
 
 def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
+    from mfpo_data.secrets import scrub
+
+    return scrub(text, token)
 
 
 # ----------------------------------------------------------------------------------------------- load
 
 
-def load_build(from_dir: str | Path):
+def verify_checksums(layout) -> None:
+    """Every final shard is one the build's manifest lists, with the size and sha256 it recorded (a
+    flipped byte or rows edited after the build are caught), and every listed shard is there."""
+    from mfpo_data.pipeline.outdir import read_manifest, sha256_file
+
+    listed = {name: entry for name, entry in (read_manifest(layout).get("files") or {}).items() if name.startswith("data/")}
+    if not listed:
+        raise PublishError(f"{layout.manifest_file} records no shard checksums (a build from an older mfpo, or one "
+                           "that did not finish): rerun the same build command, which records them")  # fmt: skip
+    present = {p.relative_to(layout.root).as_posix(): p for p in layout.final_shards()}
+    for name in sorted(set(present) - set(listed)):
+        raise PublishError(f"{present[name]} was not written by this build (not in {layout.manifest_file.name}); remove it")
+    for name, entry in sorted(listed.items()):
+        path = layout.root / name
+        if name not in present:
+            raise PublishError(f"{path} is missing: the build wrote it; rerun the build")
+        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+            raise PublishError(f"{path} changed after the build (its sha256 differs from {layout.manifest_file.name}); "
+                               "rebuild it with --restart, or restore the file")  # fmt: skip
+
+
+def load_build(from_dir: str | Path, cache_dir: str | Path | None = None):
     """The build's rows as one `datasets.Dataset`, after every check that publishing relies on.
 
-    Refuses an incomplete build (naming the missing ranks), a shard whose features differ from
-    `schema.features()` (naming the shard and columns), rows that disagree with stats.json, duplicate
-    ids and rows without a difficulty bucket. Returns (dataset, stats, recipe_text).
+    Refuses an incomplete build (naming the missing ranks), a shard changed since the build wrote it
+    (`verify_checksums`), a shard whose features differ from `schema.features()` (naming the shard and
+    columns), rows that disagree with stats.json, duplicate ids and rows without a difficulty bucket.
+    `datasets` writes its Arrow cache under `cache_dir` (publish passes a temporary folder it removes).
+    Returns (dataset, stats, recipe_text).
     """
     import datasets
 
@@ -106,13 +132,14 @@ def load_build(from_dir: str | Path):
     from mfpo_data.schema import DIFFICULTY_BUCKETS, features
     from mfpo_data.validate import check_build_complete, check_parquet_files
 
-    root = Path(from_dir)
+    root = Path(from_dir).expanduser()
     if not root.is_dir():
         raise PublishError(f"--from {root}: no such build folder")
-    layout = OutputLayout(root)
+    layout = OutputLayout.open(root)
     stats = check_build_complete(root)
     shards = layout.final_shards()
-    check_parquet_files(shards, strict=True)
+    check_parquet_files(shards, strict=True)  # first: a changed schema is named column by column
+    verify_checksums(layout)
     recipe_text = layout.recipe_file.read_text() if layout.recipe_file.is_file() else ""
     if not recipe_text:
         raise PublishError(
@@ -120,7 +147,8 @@ def load_build(from_dir: str | Path):
         )
 
     ds = datasets.concatenate_datasets(
-        [datasets.Dataset.from_parquet(str(s), features=features(), keep_in_memory=False) for s in shards]
+        [datasets.Dataset.from_parquet(str(s), features=features(), keep_in_memory=False,
+                                       cache_dir=str(cache_dir) if cache_dir else None) for s in shards]  # fmt: skip
     )
     if isinstance(stats.get("rows"), int) and stats["rows"] != len(ds):
         raise PublishError(
@@ -183,11 +211,9 @@ def split_by_image(image_ids: list[str], test_size: float | int, seed: int) -> t
 
 def _row_group_size(features) -> int:
     """Small row groups for image datasets (the dataset viewer reads one group at a time), as `datasets` does."""
-    try:  # datasets >= 4
-        from datasets.arrow_writer import get_writer_batch_size_from_features as get
-    except ImportError:  # datasets 3.x
-        from datasets.io.parquet import get_writer_batch_size as get
-    return get(features) or 100
+    from datasets.arrow_writer import get_writer_batch_size_from_features
+
+    return get_writer_batch_size_from_features(features) or 100
 
 
 def _write_shards(ds, folder: Path, split: str) -> tuple[list[str], int]:
@@ -200,7 +226,7 @@ def _write_shards(ds, folder: Path, split: str) -> tuple[list[str], int]:
     for i in range(n):
         shard = ds.shard(num_shards=n, index=i, contiguous=True).with_format("arrow")
         shard = shard.map(embed_table_storage, batched=True, desc=None)
-        name = f"data/{split}-{i:05d}-of-{n:05d}.parquet"
+        name = f"data/{shard_name(split, i, n)}"
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shard.with_format(None).to_parquet(str(folder / name), batch_size=_row_group_size(ds.features))
         names.append(name)
@@ -371,17 +397,25 @@ def publish(
         raise PublishError(f"--repo-id {repo_id!r} is not a valid Hub repo id ({e})") from None
     if dry_run_dir is None:
         token = resolve_token(token)  # fail before the expensive part
-    ds, stats, recipe_text = load_build(from_dir)
-
     if dry_run_dir is not None:
-        folder = Path(dry_run_dir)
+        folder = Path(dry_run_dir).expanduser()
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise PublishError(f"--dry-run {folder} exists and is not an empty folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        files, counts = write_folder(ds, stats, recipe_text, folder, repo_id, test_size=test_size, seed=seed)
-        logger.info("wrote %d files to %s (%s)", len(files), folder, counts)
-        return PublishResult(repo_id=repo_id, folder=folder, files=files, splits=counts, revision=revision)
+    # `datasets`' Arrow cache of the build (about the size of the dataset, more after the splits and the
+    # image embedding) lives in a temporary folder for the duration of the call, and goes with it.
+    with tempfile.TemporaryDirectory(prefix="mfpo-publish-cache-") as cache:
+        ds, stats, recipe_text = load_build(from_dir, cache_dir=cache)
+        if dry_run_dir is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            files, counts = write_folder(ds, stats, recipe_text, folder, repo_id, test_size=test_size, seed=seed)
+            del ds
+            logger.info("wrote %d files to %s (%s)", len(files), folder, counts)
+            return PublishResult(repo_id=repo_id, folder=folder, files=files, splits=counts, revision=revision)
+        return _push(ds, stats, recipe_text, repo_id, token=token, private=private, revision=revision,
+                     test_size=test_size, seed=seed)  # fmt: skip
 
+
+def _push(ds, stats, recipe_text, repo_id, *, token, private, revision, test_size, seed) -> PublishResult:
     with tempfile.TemporaryDirectory(prefix="mfpo-publish-") as tmp:
         folder = Path(tmp)
         files, counts = write_folder(ds, stats, recipe_text, folder, repo_id, test_size=test_size, seed=seed)

@@ -18,7 +18,6 @@ import numpy as np
 
 Box = tuple[float, float, float, float]  # absolute pixels (x0, y0, x1, y1): the only box format in mfpo
 
-PAIR_TYPES = ("caption", "presence", "external")
 DIFFICULTY_BUCKETS = ("easy", "medium", "hard")
 
 # Columns TRL's DPOTrainer consumes as they are (conversational format, typed content parts).

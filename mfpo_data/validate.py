@@ -104,7 +104,7 @@ def check_build_complete(root: Path) -> dict:
 
     from mfpo_data.layout import OutputLayout
 
-    layout = OutputLayout(root)
+    layout = OutputLayout.open(root)  # with the logging dir the build recorded
     if not layout.stats_file.is_file():
         raise IncompleteBuildError(f"{root} has no {layout.stats_file.name}: the build did not finish (rerun it)")
     try:
@@ -130,8 +130,27 @@ def check_build_complete(root: Path) -> dict:
 def is_build_dir(path: Path) -> bool:
     from mfpo_data.layout import OutputLayout
 
-    layout = OutputLayout(path)
-    return layout.stats_file.is_file() or layout.completion_marker(0).parent.is_dir() or layout.staging_dir.is_dir()
+    layout = OutputLayout.open(path)
+    return layout.manifest_file.is_file() or layout.stats_file.is_file() or layout.completion_marker(0).parent.is_dir() or layout.staging_dir.is_dir()
+
+
+_CACHE: list[str] = []
+
+
+def process_cache_dir() -> str:
+    """A `datasets` cache folder for local files read in this process, inside `datasets`' own cache (the
+    same disk) and removed when the process exits: loading a local build leaves no Arrow copy behind."""
+    if not _CACHE:
+        import atexit
+        import shutil
+        import tempfile
+
+        import datasets
+
+        Path(datasets.config.HF_DATASETS_CACHE).mkdir(parents=True, exist_ok=True)
+        _CACHE.append(tempfile.mkdtemp(prefix="mfpo-local-", dir=datasets.config.HF_DATASETS_CACHE))
+        atexit.register(shutil.rmtree, _CACHE[0], ignore_errors=True)
+    return _CACHE[0]
 
 
 def _load(*args, **kwargs):
@@ -164,21 +183,21 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     from mfpo_data.layout import OutputLayout
 
     where = str(path_or_repo_id)
-    path = Path(path_or_repo_id)
+    path = Path(path_or_repo_id).expanduser() if str(path_or_repo_id).startswith("~") else Path(path_or_repo_id)
     if revision is not None and path.exists():
         raise DatasetLoadError(f"{where} is a local path: revision={revision!r} applies to Hub datasets only "
                                "(drop the revision, or check out that revision of the files yourself)")
     if path.is_dir() and is_build_dir(path):
         check_build_complete(path)
-        shards = OutputLayout(path).final_shards()
+        shards = OutputLayout.open(path).final_shards()
         check_parquet_files(shards, strict=strict)
-        dd = _load("parquet", data_files={"train": [str(s) for s in shards]})
+        dd = _load("parquet", data_files={"train": [str(s) for s in shards]}, cache_dir=process_cache_dir())
     elif path.is_dir():
         check_parquet_files(sorted(path.rglob("*.parquet")), strict=strict)
-        dd = _load(str(path))
+        dd = _load(str(path), cache_dir=process_cache_dir())
     elif path.is_file() and path.suffix == ".parquet":
         check_parquet_files([path], strict=strict)
-        dd = _load("parquet", data_files={"train": [str(path)]})
+        dd = _load("parquet", data_files={"train": [str(path)]}, cache_dir=process_cache_dir())
     elif path.exists():
         raise DatasetLoadError(f"{where} is neither a folder nor a parquet file")
     else:

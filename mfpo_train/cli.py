@@ -1,6 +1,7 @@
 """`mfpo-train`: train a vision-language model with MFPO, or precompute reference log-probs.
 
     mfpo-train --config recipes/train/llava15_7b_lora.yaml [--set loss.beta=0.2] [--resume]
+    mfpo-train --config recipes/train/llava15_7b_mfpo.yaml --dry-run     # config + dataset, no model
     mfpo-train precompute-ref --config recipes/train/llava15_7b_lora.yaml --output data/coco-ref
 
 Commands are thin: parse, call one library function, print known errors in one line (exit code 1).
@@ -24,6 +25,7 @@ SET = typer.Option([], "--set", help="Override a config value, e.g. --set loss.b
 RESUME = typer.Option(False, "--resume", help="Continue from the latest checkpoint in the output dir.")
 RESUME_FROM = typer.Option(None, "--resume-from", help="Continue from this checkpoint folder.")
 PRINT_CONFIG = typer.Option(False, "--print-config", help="Print the resolved config and exit.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Check the config and the dataset (columns, stages) without loading a model.")
 OUTPUT = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_*_logps columns.")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size).")
 
@@ -45,8 +47,10 @@ def main(
     resume: bool = RESUME,
     resume_from: Path | None = RESUME_FROM,
     print_config: bool = PRINT_CONFIG,
+    dry_run: bool = DRY_RUN,
 ):
     """Train with MFPO (L_text + L_image + L_margin) over the easy -> medium -> hard curriculum."""
+    config, resume_from = (p.expanduser() if p else p for p in (config, resume_from))
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config": config, "overrides": overrides}
         return
@@ -62,6 +66,11 @@ def main(
             import yaml
 
             typer.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            return
+        if dry_run:
+            from mfpo_train.data import dry_run as check
+
+            typer.echo(check(cfg))
             return
         from mfpo_train.train import train
 
@@ -82,6 +91,7 @@ def precompute_ref(
     """Score every row with the reference model and write a copy of the dataset with ref_*_logps columns."""
     parent = ctx.obj or {}
     config = config or parent.get("config")
+    config, output = (p.expanduser() if p else p for p in (config, output))
     overrides = list(parent.get("overrides") or []) + list(overrides)
     if config is None:
         typer.echo("error: --config is required", err=True)

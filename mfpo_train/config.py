@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from mfpo_data.errors import ConfigError
-
-
-STAGES = ("easy", "medium", "hard")
+from mfpo_data.schema import DIFFICULTY_BUCKETS
 
 
 @dataclass
@@ -166,7 +164,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     # auto: precomputed reference columns when the dataset has them for this model, else a model forward.
     reference: Literal["auto", "model", "precomputed"] = "auto"
-    curriculum: list[str] | Literal["none"] = field(default_factory=lambda: list(STAGES))
+    curriculum: list[str] | Literal["none"] = field(default_factory=lambda: list(DIFFICULTY_BUCKETS))
     refresh_reference: bool = False
     epochs_per_stage: int = 1
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -180,7 +178,7 @@ class TrainConfig:
             if not self.curriculum:
                 raise ConfigError("'curriculum' must list stages (easy, medium, hard) or be none")
             for i, stage in enumerate(self.curriculum):
-                if stage not in STAGES:
+                if stage not in DIFFICULTY_BUCKETS:
                     raise ConfigError(f"'curriculum.{i}' must be one of easy, medium, hard, got {stage!r}")
             if len(set(self.curriculum)) != len(self.curriculum):
                 raise ConfigError("'curriculum' lists a stage twice")
@@ -196,7 +194,7 @@ class TrainConfig:
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.train.output_dir)
+        return Path(self.train.output_dir).expanduser()
 
 
 def _join(path: str, name: str) -> str:

@@ -105,3 +105,24 @@ class StageBatchSampler:
     @staticmethod
     def num_batches(num_rows: int, batch_size: int, world_size: int = 1) -> int:
         return math.ceil(math.ceil(num_rows / world_size) / batch_size)
+
+
+def dry_run(cfg) -> str:
+    """What `mfpo-train --dry-run` checks before any model loads (the config was checked when it loaded):
+    the dataset loads and has MFPO's columns, `reference: precomputed` finds its columns, and the
+    curriculum stages have rows. Returns one line per finding; a problem raises a one-line error."""
+    from mfpo_train.errors import TrainingError
+
+    ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
+    if cfg.data.max_samples is not None:
+        ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
+    key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
+    available = has_reference_for(ds, key)
+    if cfg.reference == "precomputed" and not available:
+        raise TrainingError(f"reference: precomputed, but {cfg.data.dataset} has no reference log-probs for {key}")
+    stages = split_stages(ds.select_columns(trainer_columns(ds)), cfg.stages)
+    if not stages:
+        raise TrainingError(f"no rows to train on in {cfg.data.dataset} for curriculum {cfg.stages}")
+    reference = "precomputed columns" if cfg.reference != "model" and available else f"{cfg.model.name_or_path} (forward)"
+    return (f"ok: {cfg.data.dataset} split {cfg.data.split}: {len(ds)} rows with MFPO's columns; "
+            f"stages {', '.join(f'{name} {len(rows)}' for name, rows in stages)}; reference {reference}")  # fmt: skip

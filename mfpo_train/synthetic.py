@@ -14,29 +14,31 @@ REJECTED = ["the cat is white.", "there are four people.", "no.", "a sofa and a 
 
 
 def synthetic_rows(n: int = 12, seed: int = 0, size: tuple[int, int] = (40, 56)) -> list[dict]:
+    """`n` rows made by `schema.to_row`, as a build makes them: the centre quarter of each random image
+    is the key region, repainted with noise in the rejected image; buckets by position (thirds)."""
     from PIL import Image
 
-    from mfpo_data.schema import assistant_turn, user_turn
+    from mfpo_data.imaging import rle_encode
+    from mfpo_data.schema import KeyObject, Sample, to_row
 
     rng = np.random.default_rng(seed)
+    h, w = size
+    mask = np.zeros(size, dtype=bool)
+    mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
     rows = []
     for i in range(n):
         img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
         pert = img.copy()
-        h, w = size
-        pert[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = rng.integers(0, 255, (h // 2, w // 2, 3), dtype=np.uint8)
-        q, c, r = QUESTIONS[i % 6], CHOSEN[i % 6], REJECTED[i % 6]
-        rows.append({
-            "id": f"syn-{i:04d}", "source": "synthetic", "image_id": str(i), "pair_type": "caption",
-            "images": [Image.fromarray(img)], "prompt": user_turn(q), "chosen": assistant_turn(c),
-            "rejected": assistant_turn(r), "rejected_images": [Image.fromarray(pert)], "question": q,
-            "chosen_text": c, "rejected_text": r,
-            "key_objects": [{"phrase": "cat", "category": "cat", "box_xyxy": [w / 4, h / 4, 3 * w / 4, 3 * h / 4],
-                             "score": 1.0}],
-            "mask": {"size": [h, w], "counts": ""}, "mask_area_ratio": 0.25, "perturbation": "gaussian_noise",
-            "perturbation_params": "{}", "difficulty": float(i) / n, "difficulty_bucket": ("easy", "medium", "hard")[3 * i // n],
-            "metadata": "{}",
-        })
+        pert[mask] = rng.integers(0, 255, (h // 2, w // 2, 3), dtype=np.uint8).reshape(-1, 3)
+        sample = Sample(
+            id=f"syn-{i:04d}", source="synthetic", image_id=str(i), pair_type="caption",
+            question=QUESTIONS[i % 6], chosen=CHOSEN[i % 6], rejected=REJECTED[i % 6],
+            key_objects=[KeyObject("cat", (w / 4, h / 4, 3 * w / 4, 3 * h / 4), 1.0, category="cat")],
+            mask=mask, perturbation="gaussian_noise", difficulty=float(i) / n,
+        )  # fmt: skip
+        row = to_row(sample, Image.fromarray(img), Image.fromarray(pert), rle_encode(mask))
+        row["difficulty_bucket"] = ("easy", "medium", "hard")[3 * i // n]
+        rows.append(row)
     return rows
 
 
@@ -52,7 +54,9 @@ def write_build_output(out_dir, n: int = 12, seed: int = 0):
     """Write the dataset where a build puts it (OUT/data/train-00000-of-00001.parquet); return OUT."""
     from pathlib import Path
 
+    from mfpo_data.layout import shard_name
+
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    synthetic_dataset(n, seed).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+    synthetic_dataset(n, seed).to_parquet(str(out / "data" / shard_name("train", 0, 1)))
     return out

@@ -127,22 +127,16 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
                desc="mfpo")
     max_steps = cfg.train.max_steps
-    while state.stage_index < len(stages):
+    stopped = False  # set when train.max_steps is reached; the counters then stay where the run stopped
+    while state.stage_index < len(stages) and not stopped:
         stage, rows = stages[state.stage_index]
         if state.epoch == 0 and state.step_in_epoch == 0 and state.stage_index > 0 and cfg.refresh_reference:
             reference.refresh()  # the reference becomes the policy that finished the previous stage
-        while state.epoch < cfg.epochs_per_stage:
-            sampler = StageBatchSampler(len(rows), cfg.train.batch_size, seed=cfg.train.seed,
-                                        stage_index=state.stage_index, epoch=state.epoch,
-                                        rank=accelerator.process_index, world_size=world,
-                                        start=state.step_in_epoch * accum)
-            # Its own generator: creating the iterator must not draw from the global RNG, or a resumed run's
-            # dropout masks would be shifted by one draw against the uninterrupted run's.
-            loader = torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collator,
-                                                 num_workers=cfg.data.num_workers,
-                                                 generator=torch.Generator().manual_seed(cfg.train.seed))
+        while state.epoch < cfg.epochs_per_stage and not stopped:
+            loader = _loader(rows, collator, cfg, state, accelerator)
             for micro_batches in _groups(loader, accum):
                 if max_steps is not None and state.global_step >= max_steps:
+                    stopped = True
                     break
                 metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
                                 loss_kwargs, cfg, state)
@@ -158,17 +152,13 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
                 if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
                     save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
-            else:  # the epoch ran to its end
+            if not stopped:  # the epoch ran to its end
                 state.epoch += 1
                 state.step_in_epoch = 0
-                continue
-            break  # max_steps reached
-        else:  # every epoch of the stage is done
+        if not stopped:  # every epoch of the stage ran
             state.stage_index += 1
             state.epoch = 0
             save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model))
-            continue
-        break  # max_steps reached
     bar.close()
 
     # 7. Save the final adapters (or model) with the processor -----------------------------------
@@ -247,6 +237,19 @@ def _all_finite(accelerator, loss: torch.Tensor) -> bool:
     if accelerator.num_processes > 1:  # every rank must agree, or DDP's collectives hang
         flag = accelerator.reduce(flag, "min")
     return bool(flag.item())
+
+
+def _loader(rows, collator, cfg: TrainConfig, state: TrainState, accelerator):
+    """This epoch's micro-batches of this rank, from where a resumed run left off."""
+    accum = cfg.train.gradient_accumulation_steps
+    sampler = StageBatchSampler(len(rows), cfg.train.batch_size, seed=cfg.train.seed, stage_index=state.stage_index,
+                                epoch=state.epoch, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes, start=state.step_in_epoch * accum)
+    # Its own generator: creating the iterator must not draw from the global RNG, or a resumed run's
+    # dropout masks would be shifted by one draw against the uninterrupted run's.
+    return torch.utils.data.DataLoader(rows, batch_sampler=sampler, collate_fn=collator,
+                                       num_workers=cfg.data.num_workers,
+                                       generator=torch.Generator().manual_seed(cfg.train.seed))
 
 
 def _groups(loader, size: int):

@@ -15,8 +15,8 @@ Per seed:
      the key region noised (t=500) or greyed, and pure-noise images (t=999, whole image). The answer is
      the colour with the highest log p(colour | image, question) (sequence_logps over the 4 colours).
 
-    python benchmarks/efficacy/efficacy.py                 # 5 seeds, the README's table
-    python benchmarks/efficacy/efficacy.py --fast          # 1 seed, few steps: the test suite's smoke run
+    python -m benchmarks.efficacy.efficacy                 # 5 seeds, the README's table
+    python -m benchmarks.efficacy.efficacy --fast          # 1 seed, few steps: the test suite's smoke run
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,10 +33,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
-_HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(_HERE), str(_HERE.parents[1])]
 
-import shapes  # noqa: E402
+from benchmarks.efficacy import shapes  # noqa: E402
 
 
 METHODS = {  # name: (text_weight, image_weight, margin_weight)

@@ -161,7 +161,7 @@ class GreyFillPerturber:
 
 def perturb(samples: list, perturber, kind: str, seed: int) -> list:
     """Run mfpo-data's PerturbationStage over `samples` (in place); the edit lands inside `sample.mask` only."""
-    from mfpo_data.stages.perturbation import PerturbationStage
+    from mfpo_data.stages.s5_perturbation import PerturbationStage
 
     out = list(PerturbationStage(perturber, kind=kind, seed=seed, batch_size=64).run(iter(samples)))
     dropped = [s.id for s in out if s.dropped is not None]

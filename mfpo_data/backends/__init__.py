@@ -1,22 +1,15 @@
 """Backends by name, as recipes choose them: `section -> backend name -> "module:Class"`.
 
 Modules are imported only when a backend is used, so a heavy backend's library is needed only by the
-recipes that ask for it. Issue-specific heavy backends register here too.
+recipes that ask for it. (Sources have their own table, `mfpo_data.sources.SOURCES`.)
 """
 
 from __future__ import annotations
 
-import importlib
-
-from mfpo_data.errors import ConfigError
+from mfpo_data.registry import load, target
 
 
 REGISTRY: dict[str, dict[str, str]] = {
-    "source": {
-        "coco": "mfpo_data.stages.sources:CocoSource",
-        "jsonl": "mfpo_data.stages.sources_jsonl:JsonlSource",
-        "hf": "mfpo_data.stages.sources_hf:HfSource",
-    },
     "keywords": {
         "vocabulary": "mfpo_data.backends.vocabulary:VocabularyKeywords",
         "graph": "mfpo_data.backends.graph_keywords:GraphKeywords",
@@ -45,21 +38,11 @@ REGISTRY: dict[str, dict[str, str]] = {
 }
 
 
-def _entry(section: str, name: str) -> tuple[str, str]:
-    choices = REGISTRY.get(section, {})
-    if name not in choices:
-        key = "kind" if section == "source" else "backend"
-        raise ConfigError(f"'{section}.{key}' is '{name}', expected one of: {', '.join(sorted(choices))}")
-    module_name, _, attr = choices[name].partition(":")
-    return module_name, attr
-
-
 def module_of(section: str, name: str) -> str:
     """The module that defines backend `name` of `section`, without importing it."""
-    return _entry(section, name)[0]
+    return target(REGISTRY.get(section, {}), f"{section}.backend", name)[0]
 
 
 def resolve(section: str, name: str) -> type:
     """The class registered as `name` in `section`; a ConfigError naming the choices otherwise."""
-    module_name, attr = _entry(section, name)
-    return getattr(importlib.import_module(module_name), attr)
+    return load(REGISTRY.get(section, {}), f"{section}.backend", name)

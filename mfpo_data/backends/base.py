@@ -2,16 +2,40 @@
 
 A backend is cheap to construct and picklable (it is shipped to worker processes); anything heavy
 (a model) is loaded on first use inside the worker, once per process. `describe()` returns what the
-dataset card reports about it (backend name, model id, revision, parameters).
+dataset card reports about it (backend name, model id, revision, parameters); `Described` derives
+it from the backend's own options.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
 from mfpo_data.schema import KeyObject, Sample
+
+
+HOW_IT_RUNS = ("device", "trust_remote_code")  # options that change where a backend runs, not its output
+
+
+class Described:
+    """`describe()` from the backend's own options: `backend` (the name recipes choose it by), then
+    every `__init__` parameter but those in `HOW_IT_RUNS`, read back from the attribute of the same
+    name; `described` adds what a class states once (a schedule's name, "no weights")."""
+
+    backend: ClassVar[str]
+    described: ClassVar[dict[str, Any]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        names = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        options = {n: getattr(self, n) for n in names if n != "self" and n not in HOW_IT_RUNS}
+        return {"backend": self.backend, **options, **self.described}
+
+
+NO_WEIGHTS = {"model_id": None, "revision": None}
 
 
 class KeywordExtractor(Protocol):
@@ -35,12 +59,30 @@ class Segmenter(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Perturbed(NamedTuple):
+    """A perturber's edit of one sample: the edited full image (RGB uint8, the input's shape) and the
+    parameters recorded in `perturbation_params` (the stage adds `kind` and `region`)."""
+
+    image: np.ndarray
+    params: dict[str, Any]
+
+
+@dataclass
+class PerturbDrop:
+    """A perturber's refusal of one sample (e.g. a model returned an all-black image): the stage drops
+    the sample with `reason`, which starts with its reason code."""
+
+    reason: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 class Perturber(Protocol):
-    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        """An edited full image (RGB uint8, same shape) and its parameters per sample.
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed | PerturbDrop]:
+        """A `Perturbed` edit or a `PerturbDrop` per sample.
 
         The stage composites the edit with the original outside `sample.mask`, so a perturber may
-        change any pixel; `sample.mask` is None when the whole image is to be perturbed.
+        change any pixel; `sample.mask` is None when the whole image is to be perturbed, and the
+        stage records the region as `key_object` or `whole_image` accordingly.
         """
 
     def describe(self) -> dict[str, Any]: ...

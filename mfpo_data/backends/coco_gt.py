@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from mfpo_data.backends.base import NO_WEIGHTS, Described
 from mfpo_data.imaging import box_mask, mask_from_segmentation
 from mfpo_data.schema import KeyObject, Sample
 from mfpo_data.vocabulary import category_of
 
 
-class CocoGtGrounder:
+class CocoGtGrounder(Described):
     """Every annotated instance of the phrase's COCO category is a region of the key object (score 1)."""
+
+    backend = "coco_gt"
+    described = NO_WEIGHTS
 
     def ground(self, samples: list[Sample], phrases: list[list[str]]) -> list[list[KeyObject]]:
         out = []
@@ -26,12 +28,12 @@ class CocoGtGrounder:
             out.append(objects)
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "coco_gt", "model_id": None, "revision": None}
 
-
-class CocoGtSegmenter:
+class CocoGtSegmenter(Described):
     """The instance masks of the annotations the grounder picked (polygons or RLE decoded)."""
+
+    backend = "coco_gt"
+    described = NO_WEIGHTS
 
     def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
         out = []
@@ -47,15 +49,13 @@ class CocoGtSegmenter:
             out.append(masks)
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "coco_gt", "model_id": None, "revision": None}
 
-
-class BoxSegmenter:
+class BoxSegmenter(Described):
     """The box itself as the mask: no weights, no image content used."""
+
+    backend = "box"
+    described = NO_WEIGHTS
 
     def segment(self, samples: list[Sample]) -> list[list[np.ndarray]]:
         return [[box_mask(o.box_xyxy, s.height, s.width) for o in s.key_objects] for s in samples]
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "box", "model_id": None, "revision": None}

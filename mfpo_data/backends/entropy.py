@@ -17,15 +17,17 @@ The prompt is the processor's chat template applied to a user turn with the imag
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
+from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
 from mfpo_data.schema import Sample
 
 
 class EntropyDifficulty(ModelBackend):
+    backend = "entropy"
+
     def __init__(
         self,
         model_id: str,
@@ -98,12 +100,3 @@ class EntropyDifficulty(ModelBackend):
             out.append(float(-(logp.exp() * logp).sum(-1).mean()))
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "entropy",
-            "model_id": self.model_id,
-            "revision": self.revision,
-            "mode": self.mode,
-            "max_answer_tokens": self.max_answer_tokens,
-            "dtype": self.dtype,
-        }

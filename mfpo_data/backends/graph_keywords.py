@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
 from mfpo_data.vocabulary import SYNONYMS, category_of
 
@@ -56,7 +57,9 @@ smile cook cut use read write type drive park wait cross graze fill cover surrou
 set hang lean rest float sail land take make give get go come move pull push sell display decorate
 serve top stack perform pose dress help touch grab reach point raise hug kiss chase bite lick climb
 paint prepare work seem remain stay keep feel hover skate ski surf bat pitch stretch smell shine
-glow grow bloom perch walk fly drive overlook border frame open close fold tie brush comb shave wash clean""".split()
+glow grow bloom perch walk fly drive overlook border frame open close fold tie brush comb shave wash clean
+reflect capture see rise peck toss gather roll spray curl crouch mark speed blow pour chop wander enjoy chat
+spread stretch""".split()  # the second group: verbs of RLHF-V-style long descriptions (tests/.../keyword_cases_long.py)
 
 _ING_NOUNS = set("""building ceiling painting clothing railing awning icing frosting topping stuffing
 bedding wedding evening morning ring string king wing thing spring pudding sibling dumpling
@@ -71,7 +74,9 @@ closed fresh ripe sliced cooked raw hot cold warm frozen sunny cloudy snowy rain
 busy quiet crowded cute happy sad beautiful pretty nice good great lovely fancy simple plain
 left right front back top bottom middle upper lower main other same different several various
 single double few many whole half entire visible clear blurry distant close nearby far
-heavy lightweight soft hard smooth rough sharp delicious tasty healthy""".split())
+heavy lightweight soft hard smooth rough sharp delicious tasty healthy
+cozy calm lush steep historic rural peaceful relaxed appetizing high low further downhill uphill thorough
+ready forward backward""".split())
 
 # Heads that name nothing one could draw a box around (the visual stop list).
 NON_VISUAL = set("""image images picture pictures photo photos photograph photographs scene scenes view views
@@ -85,7 +90,8 @@ positions location surroundings environment lighting light shadow shadows textur
 mix combination amount total use purpose condition state bit kind end rest row rows line lines series
 display collection assortment arrangement view setting scenery landscape weather daytime nighttime
 idea fact reason example impression overall focus attention perspective angle slice slices animal animals
-creature creatures vehicle vehicles food foods furniture""".split()) - {"light"}
+creature creatures vehicle vehicles food foods furniture description descriptions progress herd herds flock
+flocks trick tricks""".split()) - {"light"}
 
 # Visual but rarely the key object: scene "stuff" and body parts. Their prior is scaled by `scene_weight`.
 SCENE = set("""sky ground floor wall walls grass field street road sidewalk water sea ocean beach sand snow
@@ -111,7 +117,8 @@ def _verb_forms() -> frozenset[str]:
             forms.add(v + v[-1] + "ing")
             forms.add(v + v[-1] + "ed")
     forms |= set("""sat stood held wore worn ridden rode lay lain played ate eaten drank walked ran carried shown
-    flew flown swam threw thrown caught hit swung cut made given got gone came put set hung took taken""".split())
+    flew flown swam threw thrown caught hit swung cut made given got gone came put set hung took taken
+    seen saw rose risen blew blown spread""".split())
     return frozenset(forms - {"set", "cut", "line", "top", "place", "cover"})
 
 
@@ -269,8 +276,10 @@ def _embedder(model_id: str, revision: str | None, device: str):
     return _EMBEDDERS[key]
 
 
-class GraphKeywords:
+class GraphKeywords(Described):
     """Rank key-object phrases of the chosen answer (and optionally the question) on a word graph."""
+
+    backend = "graph"
 
     def __init__(
         self,
@@ -363,19 +372,7 @@ class GraphKeywords:
         return weighted_pagerank(w, prior, self.alpha)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "graph",
-            "include_question": self.include_question,
-            "question_weight": self.question_weight,
-            "prefer_target": self.prefer_target,
-            "window_phi": self.window_phi,
-            "position_decay": self.position_decay,
-            "alpha": self.alpha,
-            "vocabulary_prior": self.vocabulary_prior,
-            "max_modifiers": self.max_modifiers,
-            "scene_weight": self.scene_weight,
-            "negation_weight": self.negation_weight,
-            "model_id": self.embedding_model,
-            "revision": self.embedding_revision,
-            "semantic_weight": self.semantic_weight if self.embedding_model else None,
-        }
+        out = super().describe()  # the embedding model is reported as the backend's model
+        out["model_id"], out["revision"] = out.pop("embedding_model"), out.pop("embedding_revision")
+        out["semantic_weight"] = self.semantic_weight if self.embedding_model else None
+        return out

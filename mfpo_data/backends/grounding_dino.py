@@ -1,7 +1,7 @@
 """Grounding DINO (transformers) turns key-object phrases into boxes; batched over images.
 
 All phrases of an image go into one prompt ("a cat. a dog."). Each box is assigned to the input
-phrase whose tokens it scores highest on (`imaging.grounding_dino_detections`), so labels are always
+phrase whose tokens it scores highest on (`grounding_dino_detections`), so labels are always
 the input phrases, and a phrase that no box reaches above the thresholds gets no box: never the
 "largest box" (Grounded-SAM issue #409). Boxes of one phrase are de-duplicated by NMS.
 
@@ -11,10 +11,12 @@ features at the image edge, so a padded batch would not give the same boxes as o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
-from mfpo_data.imaging import grounding_dino_detections, nms
+import numpy as np
+
+from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
+from mfpo_data.imaging import box_iou, cxcywh_norm_to_xyxy_px
 from mfpo_data.schema import KeyObject, Sample
 
 
@@ -41,7 +43,49 @@ def phrase_token_positions(offsets: list[tuple[int, int]], spans: list[tuple[int
     return out
 
 
+def grounding_dino_detections(pred_boxes, token_probs, phrase_tokens: list[list[int]], width: int, height: int,
+                              box_threshold: float, text_threshold: float, min_box_size: float = 1.0) -> list[tuple[int, tuple, float]]:
+    """Grounding DINO's raw outputs for one image -> (phrase index, xyxy pixel box, score) per kept query.
+
+    `pred_boxes` (Q, 4) are normalised cxcywh; `token_probs` (Q, T) the sigmoid of the query-token
+    logits; `phrase_tokens[k]` the token positions of input phrase k. A query's score for phrase k is
+    its highest probability over that phrase's tokens; the query goes to its best phrase and is kept
+    only when that score exceeds both thresholds. A phrase no query reaches gets no box (never "the
+    largest box"). Boxes are clipped to the image; boxes under `min_box_size` pixels wide or high are
+    dropped.
+    """
+    probs = np.asarray(token_probs, dtype=np.float64)
+    out = []
+    spans = [np.asarray(t, dtype=np.int64) for t in phrase_tokens]
+    if not spans or all(len(s) == 0 for s in spans):
+        return out
+    per_phrase = np.stack([probs[:, s].max(axis=1) if len(s) else np.zeros(len(probs)) for s in spans], axis=1)
+    best = per_phrase.argmax(axis=1)
+    for q, k in enumerate(best):
+        score = float(per_phrase[q, k])
+        if score <= box_threshold or score <= text_threshold:
+            continue
+        box = cxcywh_norm_to_xyxy_px(pred_boxes[q], width, height)
+        if box[2] - box[0] < min_box_size or box[3] - box[1] < min_box_size:
+            continue
+        out.append((int(k), box, score))
+    return out
+
+
+def nms(boxes, scores, iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, best score first (ties: lower index first)."""
+    boxes, scores = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores, dtype=np.float64)
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    keep: list[int] = []
+    for i in order:
+        if not keep or box_iou(boxes[i], boxes[keep]).max() <= iou_threshold:
+            keep.append(i)
+    return keep
+
+
 class GroundingDinoGrounder(ModelBackend):
+    backend = "grounding_dino"
+
     def __init__(
         self,
         model_id: str = "IDEA-Research/grounding-dino-tiny",
@@ -115,18 +159,6 @@ class GroundingDinoGrounder(ModelBackend):
                 keep = keep[: self.max_boxes_per_phrase]
             objects += [KeyObject(phrase, tuple(float(v) for v in mine[i][0]), float(mine[i][1])) for i in keep]
         return objects
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "grounding_dino",
-            "model_id": self.model_id,
-            "revision": self.revision,
-            "box_threshold": self.box_threshold,
-            "text_threshold": self.text_threshold,
-            "nms_iou": self.nms_iou,
-            "max_boxes_per_phrase": self.max_boxes_per_phrase,
-            "dtype": self.dtype,
-        }
 
 
 __all__ = ["GroundingDinoGrounder", "merge_phrases", "phrase_token_positions"]

@@ -9,16 +9,17 @@ strongly changed region is easy. The value lies in [0, 1].
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
+from mfpo_data.backends.base import Described
 from mfpo_data.imaging import mask_bbox
 from mfpo_data.schema import Sample
 
 
-class HeuristicDifficulty:
+class HeuristicDifficulty(Described):
+    backend = "heuristic"
+
     def __init__(self, area_weight: float = 0.5, change_weight: float = 0.5):
         if area_weight < 0 or change_weight < 0 or area_weight + change_weight <= 0:
             raise ValueError("scoring weights must be >= 0 and not both 0")
@@ -43,5 +44,3 @@ class HeuristicDifficulty:
         easy = (self.area_weight * np.sqrt(area) + self.change_weight * change) / (self.area_weight + self.change_weight)
         return float(np.clip(1.0 - easy, 0.0, 1.0))
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "heuristic", "area_weight": self.area_weight, "change_weight": self.change_weight}

@@ -1,4 +1,4 @@
-"""Where a heavy backend's model lives and how often it loads.
+"""How a heavy backend loads its model: which device and dtype, once per process, by model id.
 
 `load_once(key, loader)` keeps one object per key in the worker process. datatrove gives every task
 a fresh copy of the pipeline (deepcopy or pickle), so a model kept on the backend instance would load
@@ -8,12 +8,19 @@ load, with a key that names everything that decides the weights (model id, revis
 `device_for_rank(device, rank)`: "auto" is `cuda:{rank % n}` with n visible GPUs, else "cpu". Locally,
 run `workers` = n GPUs (and `tasks` = `workers`, so no two running tasks share a GPU); on Slurm and
 Ray each task sees only its own GPU(s), so every rank gets `cuda:0` of its own allocation.
+
+`ModelBackend` keeps the rank a stage hands over and turns `device` / `dtype` options into torch
+values; `load_pretrained` is the one transformers loader (model + processor). Nothing here imports
+torch at module level: config validation imports backend modules to read their signatures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from typing import Any
+
+from mfpo_data._deps import require
+from mfpo_data.backends.base import Described
 
 
 _LOADED: dict[Hashable, Any] = {}
@@ -34,3 +41,55 @@ def device_for_rank(device: str, rank: int) -> str:
 
     n = torch.cuda.device_count()
     return f"cuda:{rank % n}" if n else "cpu"
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
+    """A torch dtype; `auto` is `auto_on_cuda` on a GPU and float32 on the CPU."""
+    import torch
+
+    if dtype == "auto":
+        dtype = auto_on_cuda if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+class ModelBackend(Described):
+    """Base of the backends that load a model: keeps the rank that `MapStage` hands over in `setup`,
+    to place the model on that rank's device. Subclasses set `self.device` and `self.dtype`."""
+
+    device: str
+    dtype: str
+    _rank = 0
+
+    def setup(self, rank: int, world_size: int) -> None:
+        self._rank = rank
+
+    def device_and_dtype(self, auto_on_cuda: str):
+        """This rank's device (`device_for_rank`) and the torch dtype to load the model in there."""
+        device = device_for_rank(self.device, self._rank)
+        return device, resolve_dtype(self.dtype, device, auto_on_cuda=auto_on_cuda)
+
+
+def require_extra(extra: str, feature: str, *modules: str) -> None:
+    """A one-line `MissingExtraError` naming `pip install "mfpo[extra]"` unless the modules import."""
+    require(*(modules or ("torch", "transformers")), extra=extra, feature=feature)
+
+
+def load_pretrained(
+    model_class: str, model_id: str, revision: str | None, device: str, dtype, trust_remote_code: bool
+):
+    """`transformers.<model_class>` and its `AutoProcessor`, on `device`, in eval mode, once per process."""
+
+    def load():
+        import transformers
+
+        kw = dict(revision=revision, trust_remote_code=trust_remote_code)
+        processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
+        model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
+        return model.to(device).eval(), processor
+
+    return load_once((model_class, model_id, revision, device, str(dtype)), load)

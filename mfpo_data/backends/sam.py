@@ -9,16 +9,18 @@ The stage unions the masks of all boxes of the key objects.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import ModelBackend, load_pretrained, require_extra
+from mfpo_data.backends.loading import ModelBackend, load_pretrained, require_extra
 from mfpo_data.imaging import resize_boxes
 from mfpo_data.schema import Sample
 
 
 class SamSegmenter(ModelBackend):
+    backend = "sam"
+
     def __init__(
         self,
         model_id: str = "facebook/sam-vit-base",
@@ -80,12 +82,3 @@ class SamSegmenter(ModelBackend):
             chosen.append(masks[b, k])
         return chosen
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "sam",
-            "model_id": self.model_id,
-            "revision": self.revision,
-            "multimask_policy": self.multimask_policy,
-            "mask_threshold": self.mask_threshold,
-            "dtype": self.dtype,
-        }

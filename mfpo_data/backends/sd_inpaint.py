@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends._hf import ModelBackend, require_extra
-from mfpo_data.backends.loading import load_once
+from mfpo_data.backends.base import PerturbDrop, Perturbed
+from mfpo_data.backends.loading import ModelBackend, load_once, require_extra
 from mfpo_data.imaging import blend, dilate_mask, feather_alpha, resize_image, resize_mask
 from mfpo_data.schema import Sample
 
@@ -44,6 +44,8 @@ def working_size(width: int, height: int, resolution: int, multiple: int) -> tup
 
 
 class SdInpaintPerturber(ModelBackend):
+    backend = "sd_inpaint"
+
     def __init__(
         self,
         model_id: str = "stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -95,7 +97,7 @@ class SdInpaintPerturber(ModelBackend):
         pipe = load_once(("sd_inpaint", self.model_id, self.revision, self.variant, self.safety_checker, device, str(dtype)), load)
         return pipe, device
 
-    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed | PerturbDrop]:
         pipe, device = self._load()
         multiple = int(getattr(pipe, "vae_scale_factor", 8)) * 8
         groups: dict[tuple[int, int], list[int]] = {}
@@ -133,13 +135,12 @@ class SdInpaintPerturber(ModelBackend):
             generated = np.clip(np.rint(np.nan_to_num(np.asarray(arr, np.float32)) * 255.0), 0, 255).astype(np.uint8)
             if nsfw or int(generated.max()) <= self.black_level:
                 why = "safety checker flagged the output" if nsfw else f"every pixel <= {self.black_level}"
-                params["_drop_reason"] = f"black_output: {self.model_id} returned an all-black image ({why})"
-                outputs.append((s.image.copy(), params))
+                outputs.append(PerturbDrop(f"black_output: {self.model_id} returned an all-black image ({why})", params))
                 continue
             edited = resize_image(generated, s.width, s.height)
             if self.feather > 0 and s.mask is not None:
                 edited = blend(s.image, edited, feather_alpha(region, self.feather))
-            outputs.append((edited, params))
+            outputs.append(Perturbed(edited, params))
         return outputs
 
     def _params(self, seed: int, size: tuple[int, int]) -> dict[str, Any]:
@@ -157,20 +158,3 @@ class SdInpaintPerturber(ModelBackend):
             "seed": seed,
         }
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": "sd_inpaint",
-            "model_id": self.model_id,
-            "revision": self.revision,
-            "variant": self.variant,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "strength": self.strength,
-            "num_inference_steps": self.num_inference_steps,
-            "guidance_scale": self.guidance_scale,
-            "resolution": self.resolution,
-            "mask_dilate": self.mask_dilate,
-            "feather": self.feather,
-            "safety_checker": self.safety_checker,
-            "dtype": self.dtype,
-        }

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
 from mfpo_data.vocabulary import find_mentions
 
 
-class VocabularyKeywords:
+class VocabularyKeywords(Described):
     """Rank the COCO objects named in the chosen answer (then the question) by first mention.
 
     The pair's own target (the object a rule-built pair is about) always comes first.
     """
+
+    backend = "vocabulary"
 
     def __init__(self, include_question: bool = True):
         self.include_question = include_question
@@ -29,5 +30,3 @@ class VocabularyKeywords:
             out.append(ranked)
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "vocabulary", "include_question": self.include_question}

@@ -118,3 +118,39 @@ def start_forkserver(modules: list[str]) -> None:
 
     multiprocess.set_forkserver_preload([m for m in modules if m != "__main__"])
     forkserver.ensure_running()
+
+
+class _ParentDeathSignal:
+    """Arms `PR_SET_PDEATHSIG` in a forked child. Everything is resolved in the parent: the child only calls
+    a C function, never imports (another thread of the parent may have held the import lock at the fork)."""
+
+    def __init__(self):
+        import ctypes
+        import os
+        import signal
+
+        from multiprocess.process import parent_process
+
+        self.prctl, self.signal, self.getppid, self.exit = ctypes.CDLL(None).prctl, int(signal.SIGTERM), os.getppid, os._exit
+        self.parent_process = parent_process
+
+    def arm(self) -> None:
+        self.prctl(1, self.signal)  # PR_SET_PDEATHSIG
+        parent = self.parent_process()
+        if parent is not None and self.getppid() != parent.pid:  # the parent died before the signal was armed
+            self.exit(1)
+
+
+_ARMED: list = []
+
+
+def children_die_with_launcher() -> None:
+    """Make the processes that `multiprocess` forks from here (datatrove's Manager and its pool workers)
+    receive SIGTERM when the launcher dies, even by SIGKILL, instead of living on as orphans (Linux's
+    `PR_SET_PDEATHSIG`, set in each child as it starts). Elsewhere, and for spawned children, a no-op."""
+    if sys.platform != "linux" or _ARMED:
+        return
+    from multiprocess import util
+
+    _ARMED.append(_ParentDeathSignal())  # kept alive: `register_after_fork` holds a weak reference
+    util.register_after_fork(_ARMED[0], _ParentDeathSignal.arm)

@@ -1,0 +1,1 @@
+"""The stages after the source, one file each, numbered in pipeline order; `base.py` is their protocol."""

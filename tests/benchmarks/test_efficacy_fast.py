@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_efficacy_fast_runs_end_to_end(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks" / "efficacy"))
-    try:
-        import efficacy
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks" / "efficacy"))
+    from benchmarks.efficacy import efficacy
 
     summary = efficacy.main(["--fast", "--out", str(tmp_path)])
 

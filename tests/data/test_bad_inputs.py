@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from mfpo_data.config import load_recipe, recipe_from_dict
-from mfpo_data.pipeline.build import build_dataset, make_source
+from mfpo_data.pipeline.assemble import make_source
+from mfpo_data.pipeline.build import build_dataset
 from tests.fixtures.coco_folder import make_coco_folder
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from mfpo_data.errors import MfpoError
 from mfpo_data.imaging import rle_decode
 from mfpo_data.layout import OutputLayout
-from mfpo_data.pipeline.build import build_dataset, tertile_buckets
+from mfpo_data.pipeline.build import build_dataset
+from mfpo_data.pipeline.finalize import tertile_buckets
 from mfpo_data.schema import features
 from tests.fixtures.builds import rows_by_id
 from tests.fixtures.coco_folder import add_bad_inputs, make_coco_folder
@@ -111,7 +112,7 @@ def test_killed_build_resumes_to_identical_output(coco, one_task, tmp_path):
     assert list(layout.staging_dir.glob("00001.arrow.tmp"))
     with pytest.raises(MfpoError, match=r"ranks \[1, 2\]"):
         from mfpo_data.config import load_recipe
-        from mfpo_data.pipeline.build import finalize
+        from mfpo_data.pipeline.finalize import finalize
 
         finalize(layout, load_recipe("coco", _overrides(coco, **{"executor.tasks": 3})))
     env.pop("MFPO_FAULT_INJECT")

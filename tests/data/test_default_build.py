@@ -11,7 +11,7 @@ from mfpo_data.cli import app
 from mfpo_data.imaging import rle_decode
 from mfpo_data.layout import OutputLayout
 from mfpo_data.schema import features
-from mfpo_data.stages.sources import BUNDLED_COCO
+from mfpo_data.sources.coco import BUNDLED_COCO
 
 
 @pytest.fixture(scope="module")

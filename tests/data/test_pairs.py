@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mfpo_data.stages.pairs import caption_pairs, normalize_caption, presence_pairs, replace_mention
+from mfpo_data.coco_pairs import caption_pairs, normalize_caption, presence_pairs, replace_mention
 from mfpo_data.vocabulary import SUPERCATEGORY, category_of, find_mentions, plural
 
 

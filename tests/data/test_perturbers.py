@@ -9,7 +9,7 @@ from mfpo_data.backends.perturbers import (
     linear_alpha_bar,
 )
 from mfpo_data.schema import Sample
-from mfpo_data.stages.perturbation import PerturbationStage
+from mfpo_data.stages.s5_perturbation import PerturbationStage
 
 
 def _sample(with_mask=True):

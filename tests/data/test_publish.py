@@ -11,6 +11,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
@@ -19,6 +20,7 @@ from mfpo_data.card import REQUIRED_TAGS, validate_card
 from mfpo_data.errors import MfpoError, SchemaError
 from mfpo_data.publish import PublishError, publish, push_to_hub, split_by_image
 from mfpo_data.schema import features
+from mfpo_data.secrets import public_recipe
 from mfpo_data.validate import IncompleteBuildError, describe, load_and_validate
 from tests.fixtures.fake_build import make_fake_build, make_real_build
 
@@ -199,7 +201,11 @@ def test_card_says_how_the_build_was_made(dry_run, build):
         assert f"| {reason} | {n} |" in body
     assert "| grounding | `coco_gt` | none (no weights) |" in body
     assert "| t | `500` |" in body
-    assert build.recipe_file.read_text().strip() in body
+    public = public_recipe(yaml.safe_load(build.recipe_file.read_text()))  # what decides the rows, no executor/output
+    assert yaml.safe_dump(public, sort_keys=False, allow_unicode=True).strip() in body
+    assert set(public) == {"seed", "source", "keywords", "grounding", "segmentation", "perturbation", "scoring",
+                           "filters", "versions"} and public["source"]["root"] == "<local>/coco"  # fmt: skip
+    assert "/data/coco" not in body and "workers: 1" not in body
     # preview, how to train (mfpo-train and TRL), the datasheet, no template leftovers
     assert "![Preview" in body and "(preview.png)" in body
     assert "mfpo-train" in body and "DPOTrainer(" in body and "max_length=None" in body
@@ -412,7 +418,7 @@ def test_other_hub_errors_are_one_line_without_the_token(build, monkeypatch, pre
     hub.errors["create_commit"] = [http_error(400, f"400 Bad Request: bad header Bearer {FAKE_TOKEN}\nmore")]
     with pytest.raises(PublishError) as info:
         publish(build.root, "o/n", token=FAKE_TOKEN)
-    assert str(info.value) == "create_commit failed: HTTP 400: 400 Bad Request: bad header Bearer ***"
+    assert str(info.value) == "create_commit failed: HTTP 400: 400 Bad Request: bad header Bearer <redacted>"
     assert hub.sleeps == []
 
 

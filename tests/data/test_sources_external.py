@@ -12,8 +12,8 @@ from PIL import Image
 from mfpo_data.config import recipe_from_dict
 from mfpo_data.errors import ConfigError
 from mfpo_data.pipeline.build import build_dataset
-from mfpo_data.stages.sources_hf import HfSource
-from mfpo_data.stages.sources_jsonl import JsonlSource
+from mfpo_data.sources.hf import HfSource
+from mfpo_data.sources.jsonl import JsonlSource
 from tests.fixtures.builds import rows_by_id
 
 

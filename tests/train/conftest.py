@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.paths import DEBUG_TRAIN_RECIPE
+
 
 @pytest.fixture(scope="session")
 def tiny_idefics3(tmp_path_factory):
@@ -35,7 +37,7 @@ def make_config(tmp_path):
 
     def make(model, dataset, *overrides, output_dir=None):
         out = output_dir or tmp_path / "run"
-        return load_config("recipes/train/debug.yaml", [f"model.name_or_path={model}", f"data.dataset={dataset}",
+        return load_config(DEBUG_TRAIN_RECIPE, [f"model.name_or_path={model}", f"data.dataset={dataset}",
                                                          f"train.output_dir={out}", "train.report_to=[]",
                                                          "train.save_every=null", *overrides])
 

@@ -21,6 +21,7 @@ from mfpo_train.model import (
     split_logps,
 )
 from mfpo_train.synthetic import synthetic_rows
+from tests.paths import DEBUG_TRAIN_RECIPE
 
 
 SEQS = ("chosen", "rejected", "perturbed")
@@ -126,8 +127,8 @@ def test_sequence_chunks_must_be_positive():
     from mfpo_train.config import load_config
 
     with pytest.raises(ConfigError, match="sequence_chunks"):
-        load_config("recipes/train/debug.yaml", ["train.sequence_chunks=0"])
-    assert copy.deepcopy(load_config("recipes/train/debug.yaml")).train.sequence_chunks == 1
+        load_config(DEBUG_TRAIN_RECIPE, ["train.sequence_chunks=0"])
+    assert copy.deepcopy(load_config(DEBUG_TRAIN_RECIPE)).train.sequence_chunks == 1
 
 
 def test_qwen2vl_chunked_gradients_equal_the_single_forward(accelerator, qwen2vl_batch):

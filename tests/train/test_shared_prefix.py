@@ -16,6 +16,7 @@ from mfpo_train.model import Reference, add_lora, batch_logps, load_model_and_pr
 from mfpo_train.scoring import chunked_token_logps, logits_sequence_logps, sequence_logps
 from mfpo_train.shared_prefix import pack_pairs, shared_prefix_logps
 from mfpo_train.synthetic import synthetic_rows
+from tests.paths import DEBUG_TRAIN_RECIPE
 
 
 SEQS = ("chosen", "rejected", "perturbed")
@@ -225,6 +226,6 @@ def test_logps_chunk_size_must_not_be_negative():
     from mfpo_train.config import load_config
 
     with pytest.raises(ConfigError, match="logps_chunk_size"):
-        load_config("recipes/train/debug.yaml", ["train.logps_chunk_size=-1"])
-    cfg = load_config("recipes/train/debug.yaml")
+        load_config(DEBUG_TRAIN_RECIPE, ["train.logps_chunk_size=-1"])
+    cfg = load_config(DEBUG_TRAIN_RECIPE)
     assert cfg.train.shared_prefix is True and cfg.train.logps_chunk_size == 1024

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
+from mfpo_data.backends.grounding_dino import grounding_dino_detections, nms
 from mfpo_data.errors import MissingExtraError
-from mfpo_data.imaging import box_iou, feather_alpha, grounding_dino_detections, nms, resize_boxes
+from mfpo_data.imaging import box_iou, feather_alpha, resize_boxes
 from mfpo_data.schema import KeyObject, Sample
 
 
@@ -144,7 +145,7 @@ def _sd(path, **kw):
 
 
 def test_sd_inpaint_through_the_stage_keeps_outside_bit_identical(tiny_sd):
-    from mfpo_data.stages.perturbation import PerturbationStage
+    from mfpo_data.stages.s5_perturbation import PerturbationStage
 
     samples = [_masked(0), _masked(1)]
     stage = PerturbationStage(_sd(tiny_sd, guidance_scale=7.5), kind="sd_inpaint", seed=3, batch_size=2)
@@ -178,7 +179,7 @@ def test_sd_inpaint_feather_is_inside_the_mask(tiny_sd):
 
 
 def test_sd_inpaint_black_output_is_dropped_with_a_reason(tiny_sd):
-    from mfpo_data.stages.perturbation import PerturbationStage
+    from mfpo_data.stages.s5_perturbation import PerturbationStage
 
     stage = PerturbationStage(_sd(tiny_sd, black_level=255), kind="sd_inpaint")  # every output counts as black
     (s,) = list(stage.run(iter([_masked(0)])))

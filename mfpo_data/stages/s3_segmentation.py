@@ -6,8 +6,8 @@ import numpy as np
 
 from mfpo_data.backends.base import Segmenter
 from mfpo_data.imaging import ImageError
-from mfpo_data.pipeline.base import MapStage, SampleError
 from mfpo_data.schema import Sample
+from mfpo_data.stages.base import MapStage, SampleError
 
 
 class SegmentationStage(MapStage):

@@ -1,12 +1,13 @@
-"""Filters: the only stages that drop samples, each with a reason that is counted and written out."""
+"""Filters: drop samples by their key region (none, too small, too large), each with a reason that is
+counted and written to the rejects file. (Other stages drop too, but only a sample they cannot process.)"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from mfpo_data.pipeline.base import Stage
 from mfpo_data.schema import Sample
+from mfpo_data.stages.base import Stage
 
 
 class RegionFilter(Stage):

@@ -1,6 +1,8 @@
 """`source.kind: jsonl`: one JSON object per line with a question, a chosen and a rejected answer and an
 image path relative to `image_root` (confined to it). `id` is optional: without it the id is a stable
-hash of the line's content. See `sources_external` for what is validated and how it is sharded.
+hash of the line's content. See `sources/records.py` for what is validated and how it is sharded.
+A preset reads a published export as it is: `rlhf_v` (RLHF-V's JSON `text`, images by `image_path`),
+`vlfeedback` (rated completions, images by `img_path`); see `sources/presets/`.
 
     {"id": "q1", "question": "What is on the table?", "chosen": "A red mug.", "rejected": "A cat.", "image": "img/1.jpg"}
 """
@@ -10,14 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mfpo_data.errors import ConfigError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS
-from mfpo_data.stages.sources_external import ExternalSource
+from mfpo_data.sources.records import PresetName, RecordSource
 
 
-class JsonlSource(ExternalSource):
+class JsonlSource(RecordSource):
     kind = "jsonl"
     where = "line"
 
@@ -26,7 +28,8 @@ class JsonlSource(ExternalSource):
         path: str,
         image_root: str | None = None,
         columns: dict[str, str | list[str]] | None = None,
-        preset: Literal["default", "rlaif_v"] = "default",
+        preset: PresetName = "default",
+        preset_options: dict[str, Any] | None = None,
         metadata_columns: list[str] | None = None,
         limit: int | None = None,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
@@ -35,7 +38,8 @@ class JsonlSource(ExternalSource):
     ):
         """`image_root` defaults to the folder holding the JSONL file."""
         self.path = Path(path).expanduser()
-        super().__init__(columns, preset, image_root or str(self.path.parent), metadata_columns, limit, max_image_pixels, seed, index_path)
+        super().__init__(columns, preset, image_root or str(self.path.parent), metadata_columns, limit, max_image_pixels, seed,
+                         index_path, preset_options)  # fmt: skip
 
     def check(self) -> None:
         if not self.path.is_file():
@@ -58,6 +62,9 @@ class JsonlSource(ExternalSource):
                     record: Any = json.loads(line)
                 except json.JSONDecodeError as e:
                     yield number, f"bad_json: line {number}: {e.msg} at column {e.colno}"
+                    continue
+                except RecursionError:
+                    yield number, f"too_deep: line {number} nests lists or objects too deeply to parse"
                     continue
                 if not isinstance(record, dict):
                     yield number, f"bad_json: line {number} is a {type(record).__name__}, not an object"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mfpo_data.backends.base import KeywordExtractor
-from mfpo_data.pipeline.base import MapStage
 from mfpo_data.schema import Sample
+from mfpo_data.stages.base import MapStage
 
 
 class KeywordStage(MapStage):

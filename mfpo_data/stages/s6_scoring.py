@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from mfpo_data.backends.base import DifficultyScorer
-from mfpo_data.pipeline.base import MapStage, SampleError
 from mfpo_data.schema import Sample
+from mfpo_data.stages.base import MapStage, SampleError
 
 
 class ScoringStage(MapStage):

@@ -17,11 +17,29 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mfpo_data.faults import FaultPoint
 from mfpo_data.imaging import encode_png, rle_encode
 from mfpo_data.layout import OutputLayout
-from mfpo_data.pipeline.base import Stage
 from mfpo_data.schema import Sample, arrow_schema, to_row
+from mfpo_data.stages.base import Stage
+
+
+FAULT_ENV = "MFPO_FAULT_INJECT"  # set only by the crash-resume tests
+
+
+class _NoFault:
+    def reached(self, event: str, count: int = 0) -> None:
+        pass
+
+
+def fault_point(where: int | str):
+    """The crash point armed for a rank (or "finalize") by `FAULT_ENV`; `mfpo_data.faults`, which kills
+    the process there, is imported only when a test sets it, so a normal build never loads it."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return _NoFault()
+    from mfpo_data.faults import FaultPoint
+
+    return FaultPoint(where, spec)
 
 
 def reason_code(reason: str) -> str:
@@ -56,7 +74,7 @@ class ShardWriter(Stage):
         schema = arrow_schema()  # features() without importing datasets
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
                  "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
-        fault = FaultPoint(rank)  # crash-resume tests only (MFPO_FAULT_INJECT); inert otherwise
+        fault = fault_point(rank)  # crash-resume tests only; inert otherwise
         seen = 0
         bar = self._bar(rank)
         rows: list[dict] = []

@@ -1,4 +1,4 @@
-"""Stage base classes on datatrove's `PipelineStep` contract: `run(data, rank, world_size) -> Iterator`.
+"""The stage protocol, on datatrove's `PipelineStep` contract: `run(data, rank, world_size) -> Iterator`.
 
 Annotating stages (`MapStage`) add fields to each `Sample`; samples that an earlier stage dropped pass
 through untouched so the writer can record them. A backend call that fails for one sample drops
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from itertools import islice
 
 from datatrove.pipeline.base import PipelineStep
 
@@ -17,12 +16,6 @@ from mfpo_data.schema import Sample
 
 
 logger = logging.getLogger(__name__)
-
-
-def batched(items: Iterable, n: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, n)):
-        yield batch
 
 
 class Stage(PipelineStep):

@@ -3,11 +3,11 @@ bit-identical to the original; with no key region the whole image is perturbed."
 
 from __future__ import annotations
 
-from mfpo_data.backends.base import Perturber
+from mfpo_data.backends.base import PerturbDrop, Perturber
 from mfpo_data.imaging import composite
-from mfpo_data.pipeline.base import MapStage, SampleError
 from mfpo_data.schema import Sample
 from mfpo_data.seeding import sample_seed
+from mfpo_data.stages.base import MapStage, SampleError
 
 
 class PerturbationStage(MapStage):
@@ -20,13 +20,13 @@ class PerturbationStage(MapStage):
     def process_batch(self, batch: list[Sample]) -> None:
         seeds = [sample_seed(self.seed, s.id, "perturbation") for s in batch]
         results = self.backend.perturb(batch, seeds)
-        for sample, (edited, params) in zip(batch, results, strict=True):
+        for sample, result in zip(batch, results, strict=True):
+            if isinstance(result, PerturbDrop):
+                sample.drop(self.name, result.reason)
+                continue
+            edited, params = result
             if edited.shape != sample.image.shape:
                 raise SampleError(f"perturbation_shape: {edited.shape} vs {sample.image.shape} in {sample.id}")
-            reason = params.pop("_drop_reason", None)  # a backend may refuse one output (e.g. all black)
-            if reason:
-                sample.drop(self.name, reason)
-                continue
             sample.rejected_image = composite(sample.image, edited, sample.mask)
             sample.perturbation = self.kind
             region = "key_object" if sample.mask is not None else "whole_image"

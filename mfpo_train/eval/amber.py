@@ -1,0 +1,279 @@
+"""AMBER (Wang et al., 2023): generative and yes/no hallucination scores, as AMBER's `inference.py`.
+
+Reads AMBER's own files from its `data/` folder: `annotations.json` (one item per id: `type`,
+`truth`, and for generative items `hallu`), `relation.json` (object -> associated words) and
+`safe_words.txt`. Answers are AMBER's inference format, `[{"id": int, "response": str}]` (a JSON
+list, or JSON lines; `answer` is accepted for `response`).
+
+Generative (ids of type "generative"): the nouns of a response that lie in AMBER's vocabulary (the
+keys and values of `relation.json`), minus the safe words, are matched to the item's `truth` objects
+and their associations, else to its `hallu` objects; a noun that matches no truth object is a
+hallucination. CHAIR = hallucinated nouns / nouns, Cover = truth objects mentioned / truth objects,
+Hal = % responses with a hallucinated noun, Cog = `hallu` objects mentioned / `hallu` objects.
+
+Differences from the reference, stated in `settings`:
+- nouns: the reference takes NLTK's NN* tags lemmatised by WordNet (both need NLTK data). Here a
+  token in AMBER's vocabulary is kept as written (the vocabulary has "people", "sunglasses"), any
+  other token is singularised and kept when that is in the vocabulary (`nouns: vocabulary`), so a
+  vocabulary word used as a verb or adjective also counts; the ambiguous ones (orange, light, sign,
+  line, ...) are AMBER's safe words and are skipped either way. Case is kept, as in the reference
+  ("Dog" at the start of a sentence is not in the vocabulary).
+- similarity: the reference also matches words whose `en_core_web_lg` vectors are more similar than
+  0.8. Without spaCy and a model, only exact matches count (`similarity: exact`); with them
+  (`similarity="spacy"`, or "auto" when one loads) the reference rule applies.
+
+Kept from the reference: the counters start at 0.001 (`data/metrics.txt`), a truth word found among
+the associations of an earlier truth object marks that object, and precision/recall/F1 of the yes/no
+task take "No" as the positive class with F1 computed from the rounded P and R (+0.0001 in the
+denominator, +0.001 for existence). A yes/no response must be exactly "Yes" or "No"
+(`parser="exact"`); `parser="lenient"` reads the first word, case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfpo_data.errors import MfpoError
+from mfpo_train.eval.io import read_json, read_records
+from mfpo_train.eval.results import make_result
+from mfpo_train.eval.text import singularize, tokenize
+
+
+_START = 0.001  # AMBER's data/metrics.txt starts every denominator here
+SECTIONS = {
+    "discriminative-hallucination": "existence",
+    "discriminative-attribute-state": "state",
+    "discriminative-attribute-number": "number",
+    "discriminative-attribute-action": "action",
+}  # every other discriminative type ("discriminative-relation", "relation") is "relation"
+
+
+@dataclass
+class AmberData:
+    """AMBER's annotations by id, the word associations and the safe words."""
+
+    annotations: dict[int, dict]
+    association: dict[str, list[str]]
+    safe_words: list[str]
+
+    @property
+    def vocabulary(self) -> set[str]:
+        words = set(self.association)
+        for values in self.association.values():
+            words.update(values)
+        return words
+
+
+def load_amber(root: str | Path, *, annotations: str | Path | None = None) -> AmberData:
+    """Read `annotations.json`, `relation.json` and `safe_words.txt` from AMBER's `data/` folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise MfpoError(f"--amber-root: folder not found: {root}")
+    ann = read_json(annotations or root / "annotations.json", "AMBER annotations file")
+    rel = read_json(root / "relation.json", "AMBER relation file")
+    safe_path = root / "safe_words.txt"
+    if not safe_path.is_file():
+        raise MfpoError(f"AMBER safe words file not found: {safe_path}")
+    if not isinstance(ann, list) or not isinstance(rel, dict):
+        raise MfpoError(f"{root}: annotations.json must be a list and relation.json an object")
+    by_id = {}
+    for i, item in enumerate(ann):
+        if not isinstance(item, dict) or "id" not in item or "type" not in item or "truth" not in item:
+            raise MfpoError(f"{root / 'annotations.json'}: item {i} needs 'id', 'type' and 'truth'")
+        by_id[item["id"]] = item
+    safe = [line.split("\n")[0] for line in safe_path.read_text(encoding="utf-8").splitlines(keepends=True)]
+    return AmberData(by_id, rel, [w for w in safe if w])
+
+
+def read_amber_answers(path: str | Path) -> list[dict]:
+    """AMBER inference answers: `{"id", "response"}` (or `answer`) items, JSON list or JSON lines."""
+    rows = read_records(path, ("id",), "answers file")
+    out = []
+    for i, row in enumerate(rows):
+        text = row.get("response", row.get("answer"))
+        if not isinstance(text, str):
+            raise MfpoError(f"{path}: item {i + 1}: needs a string 'response' (or 'answer')")
+        out.append({"id": row["id"], "response": text})
+    return out
+
+
+def _spacy_similarity(model: str) -> Callable[[str, str], float] | None:
+    try:
+        import spacy
+
+        nlp = spacy.load(model)
+    except Exception:  # noqa: BLE001 - not installed, or the model is missing: fall back to exact
+        return None
+    cache: dict[str, object] = {}
+
+    def sim(a: str, b: str) -> float:
+        for w in (a, b):
+            if w not in cache:
+                cache[w] = nlp(w)
+        return cache[a].similarity(cache[b])
+
+    return sim
+
+
+def amber_nouns(text: str, vocabulary: set[str]) -> list[str]:
+    """The response's words in AMBER's vocabulary, singularised, in order (see the module notes)."""
+    words = (t if t in vocabulary else singularize(t) for t in tokenize(text))
+    return [w for w in words if w in vocabulary]
+
+
+def _mark(flags: list, j: int, tail: int) -> None:
+    # inference.py: an association hit (j in the head) marks the object it belongs to (flags[j]).
+    if j < len(flags) - tail:
+        flags[flags[j] + len(flags) - tail] = 1
+    else:
+        flags[j] = 1
+
+
+def _generative(item: dict, nouns: list[str], data: AmberData, similar: Callable[[str, str], bool]) -> tuple:
+    assoc = data.association
+    for word in list(item["truth"]) + list(item.get("hallu", [])):
+        if word not in assoc:
+            raise MfpoError(f"AMBER item {item['id']}: object {word!r} is not in relation.json")
+    safe_words, safe_list = [], []
+    for idx, word in enumerate(item["truth"]):
+        safe_words += assoc[word]
+        safe_list += [idx] * len(assoc[word])
+    ha_words, ha_list = [], []
+    for idx, word in enumerate(item.get("hallu", [])):
+        ha_words += assoc[word]
+        ha_list += [idx] * len(assoc[word])
+    safe_words += item["truth"]
+    safe_len = len(item["truth"])
+    safe_list += [0] * safe_len
+    ha_words += item.get("hallu", [])
+    ha_len = len(item.get("hallu", []))
+    ha_list += [0] * ha_len
+    hallucinated = [0] * len(nouns)
+    for idx, noun in enumerate(nouns):
+        if noun in data.safe_words:
+            continue
+        if noun in safe_words:
+            _mark(safe_list, safe_words.index(noun), safe_len)
+            continue
+        if noun in ha_words:
+            _mark(ha_list, ha_words.index(noun), ha_len)
+        for j, word in enumerate(ha_words):
+            if similar(noun, word):
+                _mark(ha_list, j, ha_len)
+                break
+        matched = False
+        for j, word in enumerate(safe_words):
+            if similar(noun, word):
+                _mark(safe_list, j, safe_len)
+                matched = True
+                break
+        if not matched:
+            hallucinated[idx] = 1
+    # `list[-0:]` is the whole list: kept, as the reference computes it.
+    return hallucinated, safe_list[-safe_len:], ha_list[-ha_len:]
+
+
+def _yes_no(response: str, parser: str) -> str | None:
+    if parser == "exact":
+        return {"Yes": "yes", "No": "no"}.get(response)
+    words = re.findall(r"[a-z]+", response.lower())
+    return words[0] if words and words[0] in ("yes", "no") else None
+
+
+def _prf(c: Mapping[str, float], eps: float) -> dict[str, float]:
+    acc = round(c["correct"] / c["num"] * 100, 1)
+    precision = round(c["ans_no_score"] / c["ans_no_num"] * 100, 1)
+    recall = round(c["no_score"] / c["no_num"] * 100, 1)
+    f1 = round(2 * (precision / 100) * (recall / 100) / ((precision / 100) + (recall / 100) + eps) * 100, 1)
+    return {"Accuracy": acc, "Precision": precision, "Recall": recall, "F1": f1, "n": round(c["num"] - _START)}
+
+
+def score_amber(
+    answers: Sequence[Mapping],
+    data: AmberData,
+    *,
+    similarity: str = "auto",
+    threshold: float = 0.8,
+    spacy_model: str = "en_core_web_lg",
+    parser: str = "exact",
+) -> dict:
+    """AMBER's metrics for `answers` (`{"id", "response"}`), generative and discriminative parts.
+
+    Returns `make_result(...)` with `generative: {CHAIR, Cover, Hal, Cog, n}` (when there are
+    generative answers) and `discriminative: {overall, existence, attribute, state, number, action,
+    relation}`, each `{Accuracy, Precision, Recall, F1, n}` (sections without answers are left out).
+    Settings record `similarity` as "exact" or "spacy:<model>".
+    """
+    if similarity not in ("auto", "exact", "spacy"):
+        raise MfpoError(f"amber.similarity must be auto, exact or spacy, got {similarity!r}")
+    if parser not in ("exact", "lenient"):
+        raise MfpoError(f"amber.parser must be exact or lenient, got {parser!r}")
+    sim = None if similarity == "exact" else _spacy_similarity(spacy_model)
+    if similarity == "spacy" and sim is None:
+        raise MfpoError(f"amber: similarity 'spacy' needs spaCy and its model {spacy_model!r} installed")
+    similar = (lambda a, b: sim(a, b) > threshold) if sim else (lambda a, b: a == b)
+    vocabulary = data.vocabulary
+    g = dict.fromkeys(("chair_score", "safe_cover_score", "hallu_cover_score", "non_hallu_score"), 0.0)
+    g.update(dict.fromkeys(("chair_num", "safe_cover_num", "hallu_cover_num", "non_hallu_num"), _START))
+    sections = ("overall", "existence", "attribute", "state", "number", "action", "relation")
+    d = {
+        s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0)
+        | dict.fromkeys(("num", "no_num", "ans_no_num"), _START)
+        for s in sections
+    }
+    details = []
+    for row in answers:
+        item = data.annotations.get(row["id"])
+        if item is None:
+            raise MfpoError(f"amber: answer id {row['id']!r} is not in annotations.json")
+        if item["type"] == "generative":
+            nouns = amber_nouns(row["response"], vocabulary)
+            hallucinated, cover, cog = _generative(item, nouns, data, similar)
+            g["chair_score"] += sum(hallucinated)
+            g["chair_num"] += len(hallucinated)
+            g["safe_cover_score"] += sum(cover)
+            g["safe_cover_num"] += len(cover)
+            g["hallu_cover_score"] += sum(cog)
+            g["hallu_cover_num"] += len(cog)
+            g["non_hallu_score"] += sum(hallucinated) == 0
+            g["non_hallu_num"] += 1
+            details.append({"id": row["id"], "type": "generative", "nouns": nouns,
+                            "hallucinated": [n for n, h in zip(nouns, hallucinated, strict=True) if h]})  # fmt: skip
+            continue
+        section = SECTIONS.get(item["type"], "relation")
+        groups = ["overall", section] + (["attribute"] if section in ("state", "number", "action") else [])
+        pred, truth = _yes_no(row["response"], parser), str(item["truth"]).lower()
+        for s in groups:
+            c = d[s]
+            c["num"] += 1
+            c["correct"] += pred == truth
+            if truth == "no":
+                c["no_num"] += 1
+                c["no_score"] += pred == "no"
+            if pred == "no":
+                c["ans_no_num"] += 1
+                c["ans_no_score"] += truth == "no"
+        details.append({"id": row["id"], "type": item["type"], "truth": truth, "pred": pred})
+    metrics: dict = {}
+    if g["non_hallu_num"] > _START:
+        metrics["generative"] = {
+            "CHAIR": round(g["chair_score"] / g["chair_num"] * 100, 1),
+            "Cover": round(g["safe_cover_score"] / g["safe_cover_num"] * 100, 1),
+            "Hal": round(100 - g["non_hallu_score"] / g["non_hallu_num"] * 100, 1),
+            "Cog": round(g["hallu_cover_score"] / g["hallu_cover_num"] * 100, 1),
+            "n": round(g["non_hallu_num"] - _START),
+        }
+    disc = {s: _prf(c, 0.001 if s == "existence" else 0.0001) for s, c in d.items() if c["num"] > _START}
+    if disc:
+        metrics["discriminative"] = disc
+    metrics["n"] = len(answers)
+    settings = {
+        "similarity": f"spacy:{spacy_model}" if sim else "exact",
+        "threshold": threshold,
+        "nouns": "vocabulary",
+        "parser": parser,
+    }
+    return make_result("amber", metrics, ids=[r["id"] for r in answers], settings=settings, details=details)

@@ -1,0 +1,44 @@
+"""Imports run one way, top to bottom: apps -> pipeline -> config -> sources -> stages -> backends -> the
+foundation modules (schema, imaging, layout, ...), and mfpo_data never imports mfpo_train. Lazy imports
+inside functions count too."""
+
+import ast
+from pathlib import Path
+
+from tests.paths import REPO
+
+
+LAYERS = {  # mfpo_data's subpackage or module -> its layer; anything else is foundation (0)
+    "backends": 1, "stages": 2, "sources": 3, "config": 4, "pipeline": 5,
+    "cli": 6, "cli_publish": 6, "publish": 6, "inspect": 6, "validate": 6, "card": 6,
+}  # fmt: skip
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[0] == "mfpo_train":
+        return 7
+    return LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def test_no_import_points_up_a_layer():
+    upward = []
+    for path in sorted((REPO / "mfpo_data").rglob("*.py")) + sorted((REPO / "mfpo_train").rglob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for target in _imports(path):
+            if target.split(".")[0] in ("mfpo_data", "mfpo_train") and _layer(target) > _layer(module):
+                upward.append(f"{module} -> {target}")
+    assert upward == []
+
+
+def test_layers_catch_an_upward_import():
+    assert _layer("mfpo_data.pipeline.build") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.backends.base")
+    assert _layer("mfpo_data.sources.coco") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.schema")
