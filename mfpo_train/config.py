@@ -11,7 +11,8 @@ refresh_reference: false             # reset the reference to the policy at each
 epochs_per_stage: 1
 optim:    {lr, weight_decay, betas, scheduler, warmup_ratio, max_grad_norm}
 train:    {batch_size, gradient_accumulation_steps, mixed_precision, seed, log_every, save_every, save_total_limit,
-           max_nonfinite_steps, report_to, output_dir, max_steps, sequence_chunks, eval_steps}
+           max_nonfinite_steps, report_to, output_dir, max_steps, sequence_chunks, eval_steps, shared_prefix,
+           logps_chunk_size}
 ```
 
 Importing this module imports neither torch nor transformers, so `mfpo-train --help` and config
@@ -142,11 +143,22 @@ class RunConfig:
     # Not with DeepSpeed.
     sequence_chunks: int = 1
     eval_steps: int | None = None  # probe the eval split every this many optimizer steps (and always at the end)
+    # Scoring (mfpo_train/scoring.py, shared_prefix.py); both change speed and memory, not the values (tested
+    # equal within float rounding). shared_prefix: y_l|m continues from y_w|m's prompt (its key/value cache; one
+    # packed row under gradient checkpointing), so the image and prompt run once and each distinct image is
+    # encoded once, where exact for the model family, else one row per sequence (logged).
+    # logps_chunk_size: answer tokens per LM-head chunk; no [rows, seq, vocab] logits are held;
+    # 0: score from the model's full logits.
+    shared_prefix: bool = True
+    logps_chunk_size: int = 1024
 
     def check(self, path: str) -> None:
         for name in ("batch_size", "gradient_accumulation_steps", "log_every", "sequence_chunks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"'{_join(path, name)}' must be >= 1, got {getattr(self, name)}")
+        if self.logps_chunk_size < 0:
+            raise ConfigError(f"'{_join(path, 'logps_chunk_size')}' must be >= 0 (0: full logits), got "
+                              f"{self.logps_chunk_size}")
         for name in ("save_every", "save_total_limit", "eval_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"'{_join(path, name)}' must be >= 1 or null, got {getattr(self, name)}")

@@ -2,8 +2,10 @@
 
 `train.sequence_chunks` picks the mode:
 
-* 1 (default): one forward with grad over all S*N rows of the batch (S sequences per pair), then one backward.
-  Fastest, but the activations of every row live until the backward: about S/2 times a DPO step's (1.5x for MFPO).
+* 1 (default): the policy's log-probs of the whole batch with grad (`model.batch_logps`: with the shared prefix,
+  the 2N image-text rows y_w|m, y_w|m' and the N rejected answers after their prompt's cache), then one backward.
+  Fastest; the activations of the whole batch live until the backward (about a DPO step's; without the shared
+  prefix, one row per sequence: about S/2 times a DPO step's, 1.5x for MFPO).
 * k > 1, gradient caching: the rows are cut into k contiguous chunks (k = S: one sequence block per chunk).
     1. each chunk's summed log-probs are computed without grad (no activations kept);
     2. the loss is computed on those (rows,) log-probs, and its gradient with respect to them by autograd on
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field
 import torch
 
 from mfpo_train.losses import SequenceLogps
-from mfpo_train.model import sequence_logps, split_logps
+from mfpo_train.model import batch_logps, split_logps
+from mfpo_train.scoring import DEFAULT_CHUNK_SIZE, sequence_logps
 
 
 @dataclass
@@ -39,6 +42,7 @@ class PolicyLogps:
     model: object = None
     chunks: list[dict] = field(default_factory=list)  # chunked mode: the row slices of the batch
     rng_states: list = field(default_factory=list)  # chunked mode: RNG state before each chunk's no-grad forward
+    chunk_size: int = DEFAULT_CHUNK_SIZE  # LM-head chunk of the re-forwards (scoring.sequence_logps)
 
     def backward(self, loss: torch.Tensor, accelerator, sync: bool = True) -> None:
         """Back-propagate `loss` (a function of `self.logps`) into the policy's parameter gradients.
@@ -55,19 +59,23 @@ class PolicyLogps:
             last = sync and i == len(self.chunks) - 1
             _set_rng_state(state)  # the same dropout masks as this chunk's no-grad forward
             with (contextlib.nullcontext() if last else accelerator.no_sync(self.model)), accelerator.autocast():
-                surrogate = (sequence_logps(self.model, chunk) * g.to(torch.float32)).sum()
+                surrogate = (sequence_logps(self.model, chunk, self.chunk_size) * g.to(torch.float32)).sum()
             accelerator.backward(surrogate)
         _set_rng_state(end_state)
 
 
-def policy_logps(model, batch: dict, sequences: tuple[str, ...], chunks: int = 1) -> PolicyLogps:
+def policy_logps(model, batch: dict, sequences: tuple[str, ...], chunks: int = 1, shared_prefix: bool = True,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> PolicyLogps:
     """Policy log-probs of `batch` (collator layout); `chunks > 1` is gradient caching (see the module docstring).
+
+    `shared_prefix` and `chunk_size` are `model.batch_logps`'s. Gradient caching cuts the batch into row chunks,
+    one row per sequence, so it scores without the shared prefix (the chunked LM head still applies).
 
     Call it under the `accelerator.autocast()` that `PolicyLogps.backward` re-forwards under (as `train._step`
     does), or the recomputed log-probs would not be the ones the loss saw.
     """
     if chunks <= 1:
-        flat = sequence_logps(model, batch)
+        flat = batch_logps(model, batch, sequences, shared_prefix=shared_prefix, chunk_size=chunk_size)
         return PolicyLogps(logps=split_logps(flat, sequences), flat=flat)
     rows = int(batch["input_ids"].shape[0])
     parts = [slice_rows(batch, int(idx[0]), int(idx[-1]) + 1)
@@ -76,9 +84,10 @@ def policy_logps(model, batch: dict, sequences: tuple[str, ...], chunks: int = 1
     with torch.no_grad():
         for part in parts:
             states.append(_get_rng_state())
-            values.append(sequence_logps(model, part))
+            values.append(sequence_logps(model, part, chunk_size))
     flat = torch.cat(values).detach().requires_grad_(True)
-    return PolicyLogps(logps=split_logps(flat, sequences), flat=flat, model=model, chunks=parts, rng_states=states)
+    return PolicyLogps(logps=split_logps(flat, sequences), flat=flat, model=model, chunks=parts, rng_states=states,
+                       chunk_size=chunk_size)
 
 
 def slice_rows(batch: dict, start: int, stop: int) -> dict:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import logging
 from typing import Any
 
 import torch
 
 from mfpo_data._deps import loading_model
-from mfpo_train.collator import NON_MODEL_KEYS
 from mfpo_train.config import LoraConfig, ModelConfig
 from mfpo_train.losses import SequenceLogps
+from mfpo_train.scoring import DEFAULT_CHUNK_SIZE, sequence_logps
+from mfpo_train.shared_prefix import shared_prefix_logps
 
 
 logger = logging.getLogger(__name__)
@@ -87,10 +87,12 @@ def is_peft(model) -> bool:
 class Reference:
     """Reference log-probs for a batch, from whichever source the run uses (see the module docstring)."""
 
-    def __init__(self, policy, ref_model=None, precomputed: bool = False):
+    def __init__(self, policy, ref_model=None, precomputed: bool = False, shared_prefix: bool = True,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.policy = policy  # the unwrapped policy (a PeftModel when LoRA is on)
         self.ref_model = ref_model
         self.precomputed = precomputed
+        self.scoring = dict(shared_prefix=shared_prefix, chunk_size=chunk_size)  # batch_logps options
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
 
@@ -109,9 +111,9 @@ class Reference:
                 raise ValueError("reference: precomputed, but the batch has no ref_*_logps values")
             return split_logps(batch["ref_logps"].reshape(-1).to(_device(forward_model)), sequences)
         if self.ref_model is not None:
-            return split_logps(sequence_logps(self.ref_model, batch), sequences)
+            return split_logps(batch_logps(self.ref_model, batch, sequences, **self.scoring), sequences)
         with _eval_mode(forward_model), self._adapter_context():
-            return split_logps(sequence_logps(forward_model, batch), sequences)
+            return split_logps(batch_logps(forward_model, batch, sequences, **self.scoring), sequences)
 
     def _adapter_context(self):
         if REF_ADAPTER in self.policy.peft_config:
@@ -164,51 +166,13 @@ def split_logps(flat: torch.Tensor, sequences: tuple[str, ...]) -> SequenceLogps
     return SequenceLogps(chosen=parts["chosen"], rejected=parts.get("rejected"), perturbed=parts.get("perturbed"))
 
 
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+def batch_logps(model, batch: dict, sequences: tuple[str, ...], shared_prefix: bool = True,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
+    """(S*N,) summed answer log-probs of a collated batch, in its block order (`split_logps` splits them).
 
-
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Summed log-probs of the answer tokens (`completion_mask`) of every row: (rows,), float32.
-
-    Logits are computed only from the first answer position on (`logits_to_keep`) when the model
-    supports it: with hundreds of image tokens in the prompt this saves most of the LM-head memory.
+    `shared_prefix`: y_w|m and y_l|m from one packed row where that is exact for the family (one image encoding
+    per distinct image, `mfpo_train.shared_prefix`); otherwise, or when off, one row per sequence.
+    `chunk_size`: answer tokens per LM-head chunk; 0 scores from the model's logits (`scoring`).
     """
-    inputs = model_inputs(batch)
-    input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
-    length = input_ids.shape[1]
-    first = int(completion_mask.float().argmax(-1).min())  # first answer position in the batch
-    keep = length - first + 1  # logits at positions [first - 1, length - 1]
-    if 0 < keep < length and _accepts(model, "logits_to_keep"):
-        inputs["logits_to_keep"] = keep
-    logits = model(**inputs, use_cache=False).logits
-    start = length - logits.shape[1]  # position of logits[:, 0]
-    logits = logits[:, :-1]
-    targets = input_ids[:, start + 1 :]
-    mask = completion_mask[:, start + 1 :].to(logits.dtype if logits.is_floating_point() else torch.float32)
-    token_logps = selective_log_softmax(logits, targets)
-    return (token_logps * mask).sum(-1).float()
-
-
-def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., index] without materialising the full log-softmax in float32.
-
-    float32/float64: gather minus logsumexp. Half precision: row by row in float32 (logsumexp in bf16
-    loses too much precision, and a full float32 copy of the logits is the largest tensor of the step).
-    """
-    if logits.dtype in (torch.float32, torch.float64):
-        picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1)
-    rows = []
-    for row_logits, row_index in zip(logits, index, strict=True):
-        lp = torch.log_softmax(row_logits.float(), dim=-1)
-        rows.append(lp.gather(-1, row_index.unsqueeze(-1)).squeeze(-1))
-    return torch.stack(rows)
-
-
-def _accepts(model, name: str) -> bool:
-    """Whether the underlying transformers model's forward takes `name` (looking through DDP and peft)."""
-    base = getattr(model, "module", model)
-    if callable(getattr(base, "get_base_model", None)):
-        base = base.get_base_model()
-    return name in inspect.signature(base.forward).parameters
+    flat = shared_prefix_logps(model, batch, sequences, chunk_size) if shared_prefix else None
+    return flat if flat is not None else sequence_logps(model, batch, chunk_size)

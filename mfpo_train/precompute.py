@@ -35,7 +35,7 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from mfpo_train.model import load_model_and_processor, sequence_logps, split_logps
+    from mfpo_train.model import batch_logps, load_model_and_processor, split_logps
 
     output_dir = Path(output_dir)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)  # the same autocast as training
@@ -55,7 +55,9 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
             continue
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.no_grad(), accelerator.autocast():
-            logps = split_logps(sequence_logps(model, batch), SEQUENCES)
+            flat = batch_logps(model, batch, SEQUENCES, shared_prefix=cfg.train.shared_prefix,
+                               chunk_size=cfg.train.logps_chunk_size)
+            logps = split_logps(flat, SEQUENCES)
         for seq in SEQUENCES:
             for pos, value in zip(batch["kept"], getattr(logps, seq).tolist(), strict=True):
                 values[seq][idx[pos]] = value

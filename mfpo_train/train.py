@@ -2,7 +2,7 @@
 
 One optimizer step:
   1. collate `gradient_accumulation_steps` micro-batches of pairs into `[y_w|m ; y_l|m ; y_w|m']` rows;
-  2. one policy forward over all rows -> summed answer log-probs (model.sequence_logps), or, with
+  2. one policy forward over all rows -> summed answer log-probs (model.batch_logps), or, with
      `train.sequence_chunks` > 1, gradient caching: no-grad log-probs now, chunk-wise re-forward at backward;
   3. reference log-probs: adapters disabled / "ref" adapter / frozen copy / precomputed columns;
   4. `mfpo_loss` -> backward; a non-finite loss skips the step (counted, the run stops past a limit);
@@ -127,7 +127,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
                             "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
-    reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed)
+    reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed,
+                          shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
     probes = None if eval_rows is None else TrainProbes(eval_rows, processor, accelerator, seed=cfg.train.seed,
                                                         batch_size=cfg.train.batch_size, max_length=cfg.data.max_length)
     eval_metrics, eval_step = {}, None
@@ -230,7 +231,8 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         batch = _to_device(batch, accelerator.device)
         sync = i == len(usable) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-            policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks)
+            policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
+                                  shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
             ref = reference.logps(model, batch, sequences)
             out = mfpo_loss(policy.logps, ref, image_mask=batch.get("image_pair_mask"), **loss_kwargs)
         if not _all_finite(accelerator, out.loss):

@@ -7,7 +7,8 @@ import torch
 
 from mfpo_train.collator import MFPOCollator
 from mfpo_train.config import LoraConfig, ModelConfig
-from mfpo_train.model import Reference, add_lora, load_model_and_processor, model_inputs, sequence_logps
+from mfpo_train.model import Reference, add_lora, load_model_and_processor
+from mfpo_train.scoring import model_inputs, sequence_logps
 from mfpo_train.synthetic import synthetic_rows
 
 
@@ -34,7 +35,7 @@ def test_sequence_logps_matches_full_logits(model_batch):
 
 
 def test_bf16_log_softmax_path_is_close():
-    from mfpo_train.model import selective_log_softmax
+    from mfpo_train.scoring import selective_log_softmax
 
     logits = torch.randn(2, 5, 50)
     index = torch.randint(0, 50, (2, 5))
