@@ -118,3 +118,28 @@ def test_random_region_covers_a_fifth_of_the_image():
     assert all(0.18 <= m.mean() <= 0.22 for m in masks)
     assert len({m.tobytes() for m in masks}) > 40  # placed at random per sample
     assert (shapes.random_region(0, "x") == shapes.random_region(0, "x")).all()
+
+
+def test_shared_prompt_scoring_equals_sequence_logps():
+    """The evaluation runs each prompt once for the four colours; it must give `sequence_logps`' sums."""
+    import numpy as np
+    import torch
+
+    from benchmarks.efficacy.evaluate import VARIANTS, colour_logps, eval_set
+    from benchmarks.efficacy.sft import build_model
+    from mfpo_train.collator import MFPOCollator
+    from mfpo_train.model import sequence_logps
+
+    for task_tokens in (True, False):  # answers of 2 tokens ("red</s>") and of up to 4 ("gree", "n", "</s>")
+        model, processor = build_model(hidden=32, layers=2, seed=3, task_tokens=task_tokens)
+        model.eval()
+        ev = eval_set(seed=1, n=9, p_prior=0.8, processor=processor)
+        fast = colour_logps(model, ev)
+        scenes = shapes.make_scenes(1, "eval", 9, 0.8, anti=True)
+        collator = MFPOCollator(processor, sequences=("chosen",))
+        twin = [shapes.render(s.twin())[0] for s in scenes]
+        for v, images in (("orig", [shapes.render(s)[0] for s in scenes]), ("twin", twin)):
+            rows = [shapes.chat_row(im, s.question, c) for im, s in zip(images, scenes) for c in shapes.COLORS]
+            with torch.no_grad():
+                slow = sequence_logps(model, collator(rows)).numpy().reshape(len(scenes), len(shapes.COLORS))
+            np.testing.assert_allclose(fast[VARIANTS.index(v)], slow, atol=1e-5)
