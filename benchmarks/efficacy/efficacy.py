@@ -28,7 +28,7 @@ DEFAULT_TABLES = ("4", "8", "7", "5")
 def parse_args(argv=None):
     from benchmarks.efficacy.data import PERTURBATIONS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m benchmarks.efficacy.efficacy", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tables", default=",".join(DEFAULT_TABLES), help="comma-separated: 4, 8, 7, 5")
     p.add_argument("--methods", default="dpo,dpo+margin,dpo+image,mfpo,dpo-blank",
@@ -91,6 +91,8 @@ def _check(parser, args) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed_start < 0:
         parser.error(f"--seed-start must be >= 0, got {args.seed_start}")
+    if args.max_grad_norm < 0:
+        parser.error(f"--max-grad-norm must be >= 0 (0: no clipping), got {args.max_grad_norm}")
     for name in ("p_prior", "prior_fraction"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             parser.error(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
@@ -192,12 +194,13 @@ def execute(args, tasks, on_done) -> None:
 
 # -- main ----------------------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)  # before torch is imported: --help and argument errors are instant
     import torch
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _main(parse_args(argv), "python -m benchmarks.efficacy.efficacy " + " ".join(argv))
+        return _main(args, "python -m benchmarks.efficacy.efficacy " + " ".join(argv))
     finally:  # the test suite calls main() in its own process
         torch.set_num_threads(previous[0])
         torch.use_deterministic_algorithms(previous[1])
