@@ -139,7 +139,7 @@ def test_shared_prompt_scoring_equals_sequence_logps():
         collator = MFPOCollator(processor, sequences=("chosen",))
         twin = [shapes.render(s.twin())[0] for s in scenes]
         for v, images in (("orig", [shapes.render(s)[0] for s in scenes]), ("twin", twin)):
-            rows = [shapes.chat_row(im, s.question, c) for im, s in zip(images, scenes) for c in shapes.COLORS]
+            rows = [shapes.chat_row(im, s.question, c) for im, s in zip(images, scenes, strict=True) for c in shapes.COLORS]
             with torch.no_grad():
                 slow = sequence_logps(model, collator(rows)).numpy().reshape(len(scenes), len(shapes.COLORS))
             np.testing.assert_allclose(fast[VARIANTS.index(v)], slow, atol=1e-5)
