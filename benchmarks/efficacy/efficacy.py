@@ -1,93 +1,158 @@
-"""Efficacy micro-benchmark (issue 7): does the image reward undo DPO's text shortcut? CPU, minutes.
+"""Efficacy benchmark: where do the MFPO paper's claims hold, at toy scale, on a CPU, in minutes?
 
-Per seed:
-  1. SFT a tiny random LLaVA (mfpo_train/tiny.py) from scratch on biased synthetic data
-     ("What color is the {shape}?", each shape on its prior colour `--p-prior` of the time). The SFT
-     loop is here (mfpo_train has none) but runs on MFPOCollator + mfpo_train.model.sequence_logps.
-  2. Preference rows built by mfpo-data's code: chosen = true colour, rejected = the prior colour for a
-     `--prior-fraction` of pairs (else another wrong colour), perturbed image = the asked shape's exact
-     mask noised by DiffusionNoisePerturber(t=500) through PerturbationStage; written with the schema.
-     Reference log-probs of the frozen SFT model: mfpo_train.precompute.precompute_reference.
-  3. Four runs of mfpo_train.train.train(cfg) from the same SFT checkpoint, same seed and data order
-     (full fine-tuning, reference: precomputed = the frozen SFT model, curriculum: none), differing only
-     in the loss weights: DPO only, DPO + L_margin, DPO + L_image, MFPO (1:1:1, eta 0).
-  4. Evaluation on held-out anti-prior items, their twins (asked shape repainted in its prior colour),
-     the key region noised (t=500) or greyed, and pure-noise images (t=999, whole image). The answer is
-     the colour with the highest log p(colour | image, question) (sequence_logps over the 4 colours).
+Per seed: a tiny LLaVA is trained from scratch on biased synthetic data (each shape mostly its prior colour),
+then preference-trained by `mfpo_train.train.train` on pairs whose rejected answer is the prior colour (the
+text shortcut: "never say the prior"), from the same SFT checkpoint for every method, and evaluated after
+every epoch on one fixed held-out set. The tables are the paper's ablations (4: loss terms, 8: image
+negatives, 7: curriculum, 5: eta), each row mean ± std over seeds, each difference paired by seed.
 
-    python -m benchmarks.efficacy.efficacy                 # 5 seeds, the README's table
-    python -m benchmarks.efficacy.efficacy --fast          # 1 seed, few steps: the test suite's smoke run
+    python -m benchmarks.efficacy.efficacy --out runs/efficacy        # all tables, 5 seeds (README)
+    python -m benchmarks.efficacy.efficacy --tables 4                 # Table 4 only
+    python -m benchmarks.efficacy.efficacy --fast                     # smoke run (the test suite's)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-from benchmarks.efficacy import shapes  # noqa: E402
-
-
-METHODS = {  # name: (text_weight, image_weight, margin_weight)
-    "dpo": (1.0, 0.0, 0.0),
-    "dpo+margin": (1.0, 0.0, 1.0),
-    "dpo+image": (1.0, 1.0, 0.0),
-    "mfpo": (1.0, 1.0, 1.0),
-}
-METRICS = {  # name: (description, higher is better?)
-    "acc_anti": ("accuracy on anti-prior items", True),
-    "acc_twin": ("accuracy on their twins (prior colour)", True),
-    "acc_both": ("item and twin both right", True),
-    "chg_noise": ("answer changes, key region noised t=500", True),
-    "chg_grey": ("answer changes, key region greyed", True),
-    "noise_pref": ("log p(y_w) > log p(y_l) on pure noise", False),
-    "grey_drop": ("mean drop of log p(true) when greyed", True),
-}
-VARIANTS = ("orig", "twin", "noised", "grey", "pure_noise")
+DEFAULT_TABLES = ("4", "8", "7", "5")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
-    p.add_argument("--fast", action="store_true", help="1 seed, few steps, small sets (smoke test)")
-    p.add_argument("--jobs", type=int, default=2, help="seeds trained in parallel processes (1 = in this process)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (results are deterministic for a given count)")
-    p.add_argument("--out", type=Path, default=None, help="keep work files and write results.json / table.md here")
-    p.add_argument("--p-prior", type=float, default=0.85, help="P(shape has its prior colour) in the biased data")
-    p.add_argument("--prior-fraction", type=float, default=0.9, help="fraction of pairs whose rejected = prior colour")
-    p.add_argument("--hidden", type=int, default=64, help="LM hidden size of the tiny LLaVA")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--sft-steps", type=int, default=300)
-    p.add_argument("--sft-examples", type=int, default=3200, help="unique SFT examples (collated once, reused)")
-    p.add_argument("--sft-lr", type=float, default=2e-3)
-    p.add_argument("--batch", type=int, default=32, help="SFT examples / preference pairs per step")
-    p.add_argument("--pref-pairs", type=int, default=512)
-    p.add_argument("--pref-epochs", type=int, default=4)
-    p.add_argument("--perturbation", default="diffusion_noise",
-                   choices=("diffusion_noise", "opencv_inpaint", "blur", "gaussian_noise"),
-                   help="mfpo-data backend for the dispreferred image's key region (the paper: diffusion noise, t=500)")
-    p.add_argument("--lr", type=float, default=5e-4, help="preference-training learning rate")
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--n-eval", type=int, default=128, help="held-out anti-prior items per seed")
+    from benchmarks.efficacy.data import PERTURBATIONS
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.efficacy.efficacy", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--tables", default=",".join(DEFAULT_TABLES), help="comma-separated: 4, 8, 7, 5")
+    p.add_argument("--methods", default="dpo,dpo+margin,dpo+image,mfpo,dpo-blank",
+                   help="Table 4's trained rows (the SFT row is always there; mfpo also runs when another table needs it)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds")
+    p.add_argument("--seed-start", type=int, default=0, help="first seed")
+    p.add_argument("--jobs", type=int, default=2, help="parallel worker processes (1: everything in this process)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (results are bit-identical "
+                                                          "for a given count, whatever --jobs)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="work folder: caches SFT models, datasets and finished runs (a rerun resumes), and gets "
+                        "report.md and results.json; default: a temporary folder, deleted at the end")
+    p.add_argument("--fast", action="store_true", help="2 seeds, a few steps, small sets: the test suite's smoke run")
     p.add_argument("--verbose", action="store_true", help="show mfpo-train's progress bars and warnings")
+    g = p.add_argument_group("task and SFT")
+    g.add_argument("--p-prior", type=float, default=0.8, help="P(a shape has its prior colour) in the SFT data")
+    g.add_argument("--hidden", type=int, default=64, help="LM hidden size of the tiny LLaVA")
+    g.add_argument("--layers", type=int, default=2)
+    g.add_argument("--no-task-tokens", dest="task_tokens", action="store_false",
+                   help="keep the tiny tokenizer's byte-level splits of the task's words (51 tokens a row, not 32)")
+    g.add_argument("--sft-steps", type=int, default=150)
+    g.add_argument("--sft-examples", type=int, default=3200, help="unique SFT examples")
+    g.add_argument("--sft-batch", type=int, default=32)
+    g.add_argument("--sft-lr", type=float, default=2e-3)
+    g = p.add_argument_group("preference data and training")
+    g.add_argument("--prior-fraction", type=float, default=1.0,
+                   help="fraction of pairs whose rejected answer is the prior colour (the shortcut's strength)")
+    g.add_argument("--pref-pairs", type=int, default=2000)
+    g.add_argument("--pref-epochs", type=int, default=5)
+    g.add_argument("--batch", type=int, default=32, help="preference pairs per step")
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--beta", type=float, default=0.1)
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
+    g.add_argument("--perturbation", default="diffusion_noise", choices=PERTURBATIONS,
+                   help="mfpo-data backend for the key-region (and random-region) image negative")
+    g.add_argument("--n-eval", type=int, default=512, help="held-out anti-prior evaluation items per seed")
     args = p.parse_args(argv)
     if args.fast:
-        args.seeds, args.jobs, args.sft_steps, args.sft_examples = 1, 1, 20, 160
-        args.pref_pairs, args.pref_epochs, args.n_eval, args.batch = 32, 1, 16, 16
+        args.seeds, args.sft_steps, args.sft_examples, args.sft_batch = 2, 10, 48, 16
+        args.pref_pairs, args.pref_epochs, args.batch, args.n_eval = 12, 2, 6, 8
+    args.tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    _check(p, args)
     return args
 
 
-# -- setup ---------------------------------------------------------------------------------------------
+def _check(parser, args) -> None:
+    from benchmarks.efficacy.report import TABLES
+    from benchmarks.efficacy.runs import TABLE4_METHODS
+
+    bad = [t for t in args.tables if t not in TABLES]
+    if bad or not args.tables:
+        parser.error(f"--tables: unknown table {bad[0] if bad else '(none)'}; choose from {', '.join(TABLES)}")
+    bad = [m for m in args.methods if m not in TABLE4_METHODS]
+    if bad:
+        parser.error(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(TABLE4_METHODS)}")
+    for name in ("seeds", "jobs", "threads", "sft_steps", "sft_examples", "sft_batch", "pref_pairs", "pref_epochs",
+                 "batch", "n_eval"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed_start < 0:
+        parser.error(f"--seed-start must be >= 0, got {args.seed_start}")
+    if args.max_grad_norm < 0:
+        parser.error(f"--max-grad-norm must be >= 0 (0: no clipping), got {args.max_grad_norm}")
+    for name in ("p_prior", "prior_fraction"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
+
+
+# -- the plan: which runs, which datasets, in which order ---------------------------------------------------
+def plan(args) -> list[tuple]:
+    """Tasks as (priority, kind, seed, what, dependencies); Table 4's first, so its part finishes first."""
+    from benchmarks.efficacy.report import TABLES
+    from benchmarks.efficacy.runs import RUNS
+
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    order: list[str] = []
+    first_table: dict[str, int] = {}
+    for ti, tid in enumerate(args.tables):
+        for name in TABLES[tid].rows:
+            if tid == "4" and name not in ("sft", *args.methods):
+                continue
+            if name not in order:
+                order.append(name)
+                first_table[name] = ti
+    if "sft" not in order:
+        order.insert(0, "sft")
+        first_table["sft"] = 0
+    tasks = []
+    for seed in seeds:
+        tasks.append(((0, seed, 0, 0), "sft", seed, None, ()))
+        regions: dict[str, int] = {}
+        for name in order:
+            region = RUNS[name].region
+            if region is not None:
+                regions[region] = min(regions.get(region, 99), first_table[name])
+        for region, ti in regions.items():
+            tasks.append(((ti, seed, 1, 0), "data", seed, region, (("sft", seed, None),)))
+        for i, name in enumerate(order):
+            region = RUNS[name].region
+            dep = ("data", seed, region) if region else ("sft", seed, None)
+            tasks.append(((first_table[name], seed, 2, i), "run", seed, name, (dep,)))
+    return tasks
+
+
+def _do(kind: str, args, seed: int, what):
+    from benchmarks.efficacy import runs
+
+    t0 = time.perf_counter()
+    fn = {"sft": lambda: runs.task_sft(args, seed), "data": lambda: runs.task_data(args, seed, what),
+          "run": lambda: runs.task_run(args, seed, what)}[kind]
+    return fn(), time.perf_counter() - t0
+
+
+def _worker_init(threads: int) -> None:
+    import logging
+
+    import transformers
+
+    _determinism(threads)
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("mfpo_train").setLevel(logging.WARNING)
+
+
 def _determinism(threads: int) -> None:
     import torch
 
@@ -95,270 +160,123 @@ def _determinism(threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def _quiet(verbose: bool):
-    """mfpo-train's progress bars go to stderr; keep them out of the table unless --verbose."""
-    import contextlib
-    import io
+def execute(args, tasks, on_done) -> None:
+    """Run `tasks` in dependency order on `args.jobs` processes, lowest priority tuple first."""
+    pending = sorted(tasks)
+    done: set = set()
 
-    return contextlib.nullcontext() if verbose else contextlib.redirect_stderr(io.StringIO())
+    def ready():
+        return [t for t in pending if all(d in done for d in t[4])]
 
+    if args.jobs == 1:
+        while pending:
+            task = ready()[0]
+            pending.remove(task)
+            on_done(task, *_do(task[1], args, task[2], task[3]))
+            done.add(task[1:4])
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-def _batches(rows: list, size: int):
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
-
-
-# -- 1. SFT ---------------------------------------------------------------------------------------------
-def sft(args, seed: int, out: Path) -> tuple[Path, dict]:
-    """Train a tiny random LLaVA from scratch on the biased data; save it like a model id."""
-    import torch
-
-    from mfpo_train.collator import MFPOCollator
-    from mfpo_train.model import sequence_logps
-    from mfpo_train.tiny import build_tiny_llava
-
-    torch.manual_seed(seed)
-    model, processor = build_tiny_llava(image_size=shapes.SIZE, hidden_size=args.hidden, num_layers=args.layers,
-                                        seed=seed)
-    collator = MFPOCollator(processor, max_length=None, sequences=("chosen",))
-    scenes = shapes.make_scenes(seed, "sft", args.sft_examples, args.p_prior)
-    batches = [collator([shapes.chat_row(shapes.render(s)[0], s.question, s.asked.color) for s in chunk])
-               for chunk in _batches(scenes, args.batch)]  # collated once; epochs reuse them in a seeded order
-    opt = torch.optim.AdamW(model.parameters(), lr=args.sft_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    model.train()
-    losses = []
-    for _ in range(args.sft_steps):
-        if not order:
-            order = torch.randperm(len(batches), generator=gen).tolist()
-        batch = batches[order.pop()]
-        logps = sequence_logps(model, batch)  # summed over the answer tokens ("red</s>")
-        loss = -(logps / batch["completion_mask"].sum(-1)).mean()  # token-mean NLL
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    path = out / "sft"
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    tail = losses[-20:]
-    return path, {"sft_final_loss": sum(tail) / len(tail)}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(args.threads,)) as pool:
+        running: dict = {}
+        while pending or running:
+            for task in ready()[: args.jobs - len(running)]:
+                pending.remove(task)
+                running[pool.submit(_do, task[1], args, task[2], task[3])] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: running[f]):
+                task = running.pop(future)
+                on_done(task, *future.result())
+                done.add(task[1:4])
 
 
-# -- 2. preference data ---------------------------------------------------------------------------------
-def train_config(args, seed: int, model_dir: Path, dataset: Path, output_dir: Path, weights=(1.0, 1.0, 1.0)):
-    from mfpo_train.config import load_config
-
-    tw, iw, mw = weights
-    return load_config(None, [
-        f"model.name_or_path={model_dir}", "model.dtype=float32", "lora.enabled=false",
-        f"data.dataset={dataset}", "data.max_length=128", "reference=precomputed", "curriculum=none",
-        f"epochs_per_stage={args.pref_epochs}",
-        f"loss.beta={args.beta}", f"loss.text_weight={tw}", f"loss.image_weight={iw}", f"loss.margin_weight={mw}",
-        "loss.eta=0.0", f"optim.lr={args.lr}", "optim.scheduler=constant", "optim.warmup_ratio=0.0",
-        f"train.batch_size={args.batch}", f"train.seed={seed}", f"train.output_dir={output_dir}",
-        "train.report_to=[]", "train.save_every=null", "train.log_every=1000000",
-    ])
-
-
-def preference_data(args, seed: int, sft_dir: Path, out: Path) -> Path:
-    from mfpo_train.precompute import precompute_reference
-
-    pairs = shapes.preference_pairs(seed, args.pref_pairs, args.p_prior, args.prior_fraction)
-    raw, _ = shapes.build_preference_dataset(pairs, out / "pref", seed=seed, kind=args.perturbation)
-    cfg = train_config(args, seed, sft_dir, raw, out / "unused")
-    return precompute_reference(cfg, out / "pref_ref", batch_size=64)
-
-
-# -- 4. evaluation ----------------------------------------------------------------------------------------
-def eval_set(args, seed: int, processor):
-    """Collated batches (built once, reused for every model) of every (variant, item, colour) row."""
-    import numpy as np
-
-    from mfpo_data.backends.perturbers import DiffusionNoisePerturber
-    from mfpo_train.collator import MFPOCollator
-
-    scenes = shapes.make_scenes(seed, "eval", args.n_eval, args.p_prior, anti=True)
-    images = {"orig": [shapes.render(s)[0] for s in scenes], "twin": [shapes.render(s.twin())[0] for s in scenes]}
-    for variant, perturber, kind, masked in (("noised", DiffusionNoisePerturber(t=500), "diffusion_noise", True),
-                                             ("grey", shapes.GreyFillPerturber(), "grey_fill", True),
-                                             ("pure_noise", DiffusionNoisePerturber(t=999), "diffusion_noise", False)):
-        samples = [shapes.to_sample(s, s.asked.color, s.prior) for s in scenes]
-        if not masked:  # no region: PerturbationStage noises the whole image
-            for smp in samples:
-                smp.mask = None
-        images[variant] = [smp.rejected_image for smp in shapes.perturb(samples, perturber, kind, seed + 1000)]
-    collator = MFPOCollator(processor, max_length=None, sequences=("chosen",))
-    rows = [shapes.chat_row(images[v][i], s.question, c)
-            for v in VARIANTS for i, s in enumerate(scenes) for c in shapes.COLORS]
-    batches = [collator(b) for b in _batches(rows, 256)]
-    truth = np.array([shapes.COLORS.index(s.asked.color) for s in scenes])
-    prior = np.array([shapes.COLORS.index(s.prior) for s in scenes])
-    return {"batches": batches, "true": truth, "prior": prior, "n": len(scenes)}
-
-
-def evaluate(model, ev) -> dict:
-    import numpy as np
-    import torch
-
-    from mfpo_train.model import sequence_logps
-
-    model.eval()
-    with torch.no_grad():
-        flat = torch.cat([sequence_logps(model, b) for b in ev["batches"]]).numpy()
-    lp = {v: a for v, a in zip(VARIANTS, flat.reshape(len(VARIANTS), ev["n"], len(shapes.COLORS)), strict=True)}
-    pred = {v: a.argmax(-1) for v, a in lp.items()}
-    idx = np.arange(ev["n"])
-    true, prior = ev["true"], ev["prior"]
-    right, twin_right = pred["orig"] == true, pred["twin"] == prior
-    return {
-        "acc_anti": float(right.mean()),
-        "acc_twin": float(twin_right.mean()),
-        "acc_both": float((right & twin_right).mean()),
-        "chg_noise": float((pred["noised"] != pred["orig"]).mean()),
-        "chg_grey": float((pred["grey"] != pred["orig"]).mean()),
-        "noise_pref": float((lp["pure_noise"][idx, true] > lp["pure_noise"][idx, prior]).mean()),
-        "grey_drop": float((lp["orig"][idx, true] - lp["grey"][idx, true]).mean()),
-    }
-
-
-# -- one seed ------------------------------------------------------------------------------------------------
-def run_seed(args, seed: int, out: Path) -> dict:
-    from transformers import AutoProcessor
-
-    from mfpo_train.train import train
-
-    t0 = time.perf_counter()
-    sft_dir, info = sft(args, seed, out)
-    t_sft = time.perf_counter() - t0
-    with _quiet(args.verbose):
-        ref_dir = preference_data(args, seed, sft_dir, out)
-    ev = eval_set(args, seed, AutoProcessor.from_pretrained(sft_dir))
-    from transformers import AutoModelForImageTextToText
-
-    results = {"sft": evaluate(AutoModelForImageTextToText.from_pretrained(sft_dir), ev)}
-    timing = {"sft_s": t_sft, "data_s": time.perf_counter() - t0 - t_sft}
-    train_logs = {}
-    for name, weights in METHODS.items():
-        t1 = time.perf_counter()
-        cfg = train_config(args, seed, sft_dir, ref_dir, out / name, weights)
-        with _quiet(args.verbose):
-            result = train(cfg)
-        results[name] = evaluate(result.model, ev)
-        last = [h for h in result.history if not h.get("skipped")][-1]
-        train_logs[name] = {k: last[k] for k in ("loss", "rewards/margins", "rewards/chosen", "image_rewards/margins",
-                                                 "logps/chosen") if k in last}
-        train_logs[name]["steps"] = result.state.global_step
-        timing[f"{name}_s"] = time.perf_counter() - t1
-    timing["seed_s"] = time.perf_counter() - t0
-    return {"seed": seed, "metrics": results, "train": train_logs, "timing": timing, **info}
-
-
-# -- report ----------------------------------------------------------------------------------------------------
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
-
-
-def table(runs: list[dict]) -> str:
-    rows = ["sft", *METHODS]
-    head = "| model | " + " | ".join(METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 1)]
-    for r in rows:
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in (_mean_std([x["metrics"][r][k] for x in runs]) for k in METRICS)]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired differences vs DPO only (same seed, same SFT checkpoint), mean ± std over seeds:", "",
-              head, lines[1]]
-    for r in [x for x in rows if x != "dpo"]:
-        cells = []
-        for k in METRICS:
-            m, s = _mean_std([x["metrics"][r][k] - x["metrics"]["dpo"][k] for x in runs])
-            cells.append(f"{m:+.3f} ± {s:.3f}")
-        lines.append(f"| {r} − dpo | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _worker_init(threads: int) -> None:
-    import transformers
-
-    _determinism(threads)
-    transformers.logging.set_verbosity_error()
-
-
-def _progress(r: dict) -> None:
-    print(f"seed {r['seed']}: {r['timing']['seed_s']:.0f} s; " + "; ".join(
-        f"{n} twin {m['acc_twin']:.2f} anti {m['acc_anti']:.2f} noise_pref {m['noise_pref']:.2f}"
-        for n, m in r["metrics"].items()), flush=True)
-
-
+# -- main ----------------------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)  # before torch is imported: --help and argument errors are instant
     import torch
 
     previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _main(parse_args(argv))
+        return _main(args, "python -m benchmarks.efficacy.efficacy " + " ".join(argv))
     finally:  # the test suite calls main() in its own process
         torch.set_num_threads(previous[0])
         torch.use_deterministic_algorithms(previous[1])
 
 
-def _main(args) -> dict:
-    _determinism(args.threads)
-    import logging
-
+def _main(args, command: str) -> dict:
     import torch
     import transformers
 
-    logging.getLogger("mfpo_train").setLevel(logging.WARNING)
-    transformers.logging.set_verbosity_error()
-    start = time.perf_counter()
+    from benchmarks.efficacy.report import report
+    from benchmarks.efficacy.runs import RUNS
+
+    _worker_init(args.threads)
+    start, load_start = time.perf_counter(), os.getloadavg()
     tmp = None
     if args.out is None:
         tmp = tempfile.TemporaryDirectory(prefix="mfpo-efficacy-")
-        out = Path(tmp.name)
-    else:
-        out = args.out
-        out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    try:
-        if args.jobs > 1 and args.seeds > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+        args.out = Path(tmp.name)
+    args.out = Path(args.out).resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    tasks = plan(args)
+    results: dict = {}
+    infos: dict = {}
+    table4_runs = {(t[2], t[3]) for t in tasks if t[1] == "run" and t[0][0] == 0}
+    marks = {}
 
-            with ProcessPoolExecutor(min(args.jobs, args.seeds), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_init, initargs=(args.threads,)) as pool:
-                futures = [pool.submit(run_seed, args, seed, out / f"seed{seed}") for seed in range(args.seeds)]
-                for f in futures:
-                    runs.append(f.result())
-                    _progress(runs[-1])
-        else:
-            for seed in range(args.seeds):
-                runs.append(run_seed(args, seed, out / f"seed{seed}"))
-                _progress(runs[-1])
+    def on_done(task, result, seconds):
+        kind, seed, what = task[1:4]
+        if kind != "run":
+            infos[f"{kind}:{seed}:{what}"] = result
+            return
+        results.setdefault(what, {})[seed] = result
+        m = result["metrics"]
+        print(f"[{time.perf_counter() - start:6.0f} s] seed {seed} {what:16s} acc_twin {m['acc_twin']:.3f} "
+              f"acc_both {m['acc_both']:.3f} noise_pref {m['noise_pref']:.3f} ({seconds:.0f} s)", flush=True)
+        if "table4_s" not in marks and all(w in results and s in results[w] for s, w in table4_runs):
+            marks["table4_s"] = time.perf_counter() - start
+        if all(seed in results.get(t[3], {}) for t in tasks if t[1] == "run" and t[2] == seed):
+            per_seed = {name: results[name][seed] for name in results if seed in results[name]}
+            (args.out / f"seed{seed}" / "results.json").write_text(json.dumps(per_seed, indent=2))
+
+    try:
+        execute(args, tasks, on_done)
+        elapsed, load_end = time.perf_counter() - start, os.getloadavg()
+        header = header_text(args, elapsed, marks.get("table4_s"), load_start, load_end, torch, transformers, command)
+        text = header + "\n\n" + report(results, args.tables)
+        summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                   "elapsed_s": elapsed, "table4_s": marks.get("table4_s"), "loadavg_start": load_start,
+                   "loadavg_end": load_end, "torch": torch.__version__, "transformers": transformers.__version__,
+                   "cpu_count": os.cpu_count(), "tasks": infos,
+                   "results": {n: {str(s): r for s, r in sorted(results[n].items())} for n in RUNS if n in results}}
+        print("\n" + text)
+        (args.out / "report.md").write_text(text)
+        (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+        summary["report"] = text
+        return summary
     finally:
         if tmp is not None:
             tmp.cleanup()
-    elapsed = time.perf_counter() - start
-    load = os.getloadavg()
-    summary = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "runs": runs, "elapsed_s": elapsed, "loadavg_at_end": load, "torch": torch.__version__,
-        "transformers": transformers.__version__, "cpu_count": os.cpu_count(),
-    }
-    text = table(runs)
-    header = (f"{args.seeds} seed(s), {elapsed:.0f} s total, {min(args.jobs, args.seeds)} process(es) x "
-              f"{args.threads} torch thread(s) "
-              f"(load average at end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; torch {torch.__version__})")
-    print("\n" + header + "\n\n" + text)
-    print("\nmetrics: " + "; ".join(f"{k} = {d}" for k, (d, _) in METRICS.items()))
-    if args.out is not None:
-        (out / "results.json").write_text(json.dumps(summary, indent=2))
-        (out / "table.md").write_text(header + "\n\n" + text + "\n")
-    summary["table"] = text
-    return summary
+
+
+def header_text(args, elapsed, table4_s, load_start, load_end, torch, transformers, command) -> str:
+    seeds = f"seeds {args.seed_start}..{args.seed_start + args.seeds - 1}"
+    t4 = f"; Table 4 part done after {table4_s:.0f} s" if table4_s is not None and args.tables[0] == "4" else ""
+    lines = ["# Efficacy benchmark", "", f"`{command.strip()}`", "",
+              f"{seeds}, tables {', '.join(args.tables)}; {elapsed:.0f} s wall{t4}; {args.jobs} process(es) x "
+              f"{args.threads} torch thread(s) on {os.cpu_count()} CPUs; load average {load_start[0]:.2f} at start, "
+              f"{load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} at the end; torch {torch.__version__}, "
+              f"transformers {transformers.__version__}.",
+              "",
+              f"Settings: p_prior {args.p_prior}, prior fraction {args.prior_fraction}, {args.pref_pairs} pairs x "
+              f"{args.pref_epochs} epochs, batch {args.batch} ({-(-args.pref_pairs // args.batch) * args.pref_epochs} "
+              f"steps), lr {args.lr}, beta {args.beta}, clip {args.max_grad_norm or 'off'}, image negative "
+              f"{args.perturbation}; SFT {args.sft_steps} steps x {args.sft_batch} from {args.sft_examples} examples "
+              f"(lr {args.sft_lr}); {args.n_eval} evaluation items per seed."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ triangle -> blue, each `p_prior` of the time); the other colours, white among th
 A scene is a small parameter record, so the same scene can be rendered again with the asked shape
 repainted (its *twin*), and the asked shape's exact pixel mask is known.
 
-Preference rows are built with mfpo-data's own code: `Sample`s carrying the known mask and a
-`KeyObject`, `PerturbationStage(DiffusionNoisePerturber(t=500))` for the dispreferred image (edit
-composited inside the mask only), `encode_png` / `rle_encode` / `to_row`, `schema.features()`.
+Preference samples are mfpo-data `Sample`s carrying the known mask and a `KeyObject`; their
+dispreferred image comes from `PerturbationStage` (edit composited inside the mask only). The rows
+and their datasets are written by `data.py`.
 """
 
 from __future__ import annotations
@@ -135,18 +135,45 @@ def chat_row(image, question: str, answer: str) -> dict[str, Any]:
 
 
 # -- preference rows built by mfpo-data's code ------------------------------------------------------
-def to_sample(scene: Scene, chosen: str, rejected: str):
+# Where the dispreferred image is edited (the paper's Table 8): the asked shape's exact mask, a random
+# rectangle covering RANDOM_REGION_AREA of the image, or the whole image. "blank" replaces both images by
+# uniform grey: DPO trained on it can only learn which answer to prefer, never from the image.
+REGIONS = ("key", "random20", "global", "blank")
+RANDOM_REGION_AREA = 0.2
+
+
+def random_region(seed: int, sample_id: str, area: float = RANDOM_REGION_AREA) -> np.ndarray:
+    """A bool mask: an axis-aligned rectangle of `area` x the image (aspect 1:2 to 2:1) at a random place."""
+    from mfpo_data.seeding import rng
+
+    g = rng(seed, sample_id, "random-region")
+    aspect = float(np.exp(g.uniform(np.log(0.5), np.log(2.0))))
+    h = int(np.clip(round(np.sqrt(area * SIZE * SIZE / aspect)), 1, SIZE))
+    w = int(np.clip(round(area * SIZE * SIZE / h), 1, SIZE))
+    y0, x0 = int(g.integers(0, SIZE - h + 1)), int(g.integers(0, SIZE - w + 1))
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[y0 : y0 + h, x0 : x0 + w] = True
+    return mask
+
+
+def to_sample(scene: Scene, chosen: str, rejected: str, region: str = "key", seed: int = 0):
+    """An mfpo-data `Sample` whose key object is the asked shape; `mask` is the region to perturb (`REGIONS`)."""
     from mfpo_data.schema import KeyObject, Sample
 
-    image, mask = render(scene)
-    ys, xs = np.nonzero(mask)
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    image, shape_mask = render(scene)
+    ys, xs = np.nonzero(shape_mask)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    key = KeyObject(phrase=scene.asked.shape, box_xyxy=box, score=1.0, category=scene.asked.shape, mask=mask)
+    key = KeyObject(phrase=scene.asked.shape, box_xyxy=box, score=1.0, category=scene.asked.shape, mask=shape_mask)
+    mask = shape_mask if region == "key" else random_region(seed, scene.id) if region == "random20" else None
+    if region == "blank":
+        image = np.full_like(image, GREY)
     return Sample(id=scene.id, source="synthetic-shapes", image_id=scene.id, pair_type="external",
                   question=scene.question, chosen=chosen, rejected=rejected, image=image, target=scene.asked.shape,
                   keywords=[scene.asked.shape], key_objects=[key], mask=mask, difficulty=0.0,
                   metadata={"true_color": scene.asked.color, "prior_color": scene.prior,
-                            "num_shapes": len(scene.objects)})
+                            "num_shapes": len(scene.objects), "region": region})
 
 
 class GreyFillPerturber:
@@ -162,7 +189,8 @@ class GreyFillPerturber:
 
 
 def perturb(samples: list, perturber, kind: str, seed: int) -> list:
-    """Run mfpo-data's PerturbationStage over `samples` (in place); the edit lands inside `sample.mask` only."""
+    """Run mfpo-data's PerturbationStage over `samples` (in place); the edit lands inside `sample.mask` only
+    (the whole image when the mask is None)."""
     from mfpo_data.stages.s5_perturbation import PerturbationStage
 
     out = list(PerturbationStage(perturber, kind=kind, seed=seed, batch_size=64).run(iter(samples)))
@@ -198,33 +226,3 @@ def _p_prior_given_anti(p_prior: float, prior_fraction: float) -> float:
     """
     a = prior_fraction + (1 - prior_fraction) * (1 - p_prior)
     return min(1.0, prior_fraction / a) if a > 0 else 0.0
-
-
-def make_perturber(kind: str):
-    """mfpo-data's light perturbation backends: the paper's diffusion noise (t=500) and the alternatives."""
-    from mfpo_data.backends import perturbers as P
-
-    return {"diffusion_noise": lambda: P.DiffusionNoisePerturber(t=500), "opencv_inpaint": P.OpenCVInpaintPerturber,
-            "blur": lambda: P.BlurPerturber(sigma=3.0), "gaussian_noise": P.GaussianNoisePerturber}[kind]()
-
-
-def build_preference_dataset(pairs, out_dir, seed: int, kind: str = "diffusion_noise"):
-    """mfpo-data rows (schema.features()) written where a build writes them: OUT/data/train-*.parquet."""
-    from pathlib import Path
-
-    import datasets
-
-    from mfpo_data.imaging import encode_png, rle_encode
-    from mfpo_data.schema import features, to_row
-
-    samples = perturb([to_sample(s, c, r) for s, c, r in pairs], make_perturber(kind), kind, seed)
-    rows = []
-    for s in samples:
-        row = to_row(s, {"bytes": encode_png(s.image), "path": None},
-                     {"bytes": encode_png(s.rejected_image), "path": None}, rle_encode(s.mask))
-        row["difficulty_bucket"] = "medium"  # the benchmark trains with curriculum: none
-        rows.append(row)
-    out = Path(out_dir)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(rows, features=features()).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
-    return out, samples

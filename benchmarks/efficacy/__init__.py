@@ -1,0 +1,1 @@
+"""The efficacy benchmark: the MFPO paper's claims at toy scale (python -m benchmarks.efficacy.efficacy)."""
