@@ -138,12 +138,18 @@ class _ParentDeathSignal:
         import os
         import signal
 
-        from multiprocess.process import parent_process
+        from multiprocess.process import current_process, parent_process
 
         self.prctl, self.signal, self.getppid, self.exit = ctypes.CDLL(None).prctl, int(signal.SIGTERM), os.getppid, os._exit
-        self.parent_process = parent_process
+        self.parent_process, self.current_process = parent_process, current_process
 
     def arm(self) -> None:
+        # Not in pool workers: the signal fires when the *thread* that forked the child ends, and a pool forks
+        # replacement workers from its worker-handler thread, which ends inside Pool.terminate. A worker killed
+        # then, idle in the task queue's get() with its read lock held, would deadlock terminate for good.
+        # Workers end with the launcher anyway once their task pipe closes; the Manager is the one left behind.
+        if self.current_process().name.startswith("ForkPoolWorker"):
+            return
         self.prctl(1, self.signal)  # PR_SET_PDEATHSIG
         parent = self.parent_process()
         if parent is not None and self.getppid() != parent.pid:  # the parent died before the signal was armed
