@@ -28,7 +28,6 @@ picks up a half-written one. `train.save_total_limit` keeps the newest N.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -36,6 +35,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mfpo_data.pipeline.outdir import sha256_file
 from mfpo_train.errors import TrainingError
 
 
@@ -247,11 +247,7 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     out = {}
     for f in sorted(folder.rglob("*")):
         if f.is_file() and f.name != MANIFEST_FILE:
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            out[f.relative_to(folder).as_posix()] = h.hexdigest()
+            out[f.relative_to(folder).as_posix()] = sha256_file(f)
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.pipeline.outdir import sha256_file
 
 
 logger = logging.getLogger(__name__)
@@ -97,16 +98,8 @@ def describe_model(model: str | Path | None, adapter: str | Path | None, revisio
                            "adapter": str(adapter) if adapter else None}
     if adapter is not None:
         weights = Path(adapter) / "adapter_model.safetensors"
-        out["adapter_sha256"] = _sha256_file(weights) if weights.is_file() else None
+        out["adapter_sha256"] = sha256_file(weights) if weights.is_file() else None
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- prompts ------------------------------------------------------------------------------------------
