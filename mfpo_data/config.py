@@ -106,6 +106,7 @@ class OutputConfig:
     png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is 3x faster than 6 for ~10% more bytes
     row_group_size: int = 64
     progress: bool = True
+    keep_staging: bool = False  # keep staging/ (per-rank shards, the source index) after a finished build
 
     def check(self, path: str) -> None:
         if not 0 <= self.png_compress_level <= 9:

@@ -106,8 +106,16 @@ class OutputLayout:
         return self.logging_dir / "completions" / f"{rank:05d}"
 
     def missing_ranks(self, tasks: int) -> list[int]:
-        """Ranks whose completion marker or staging shard is missing."""
+        """Ranks whose completion marker or staging shard is missing. A finished build whose staging/ was
+        removed after finalize (`output.keep_staging: false`) is judged by its final shards instead."""
+        if self.staging_removed():
+            return [r for r in range(tasks) if not (self.completion_marker(r).is_file()
+                                                    and self.final_shard(r, tasks).is_file())]
         return [r for r in range(tasks) if not (self.completion_marker(r).is_file() and self.staging_shard(r).is_file())]
+
+    def staging_removed(self) -> bool:
+        """A finished build (stats.json written last by finalize) whose staging/ finalize removed."""
+        return self.stats_file.is_file() and not self.staging_dir.exists()
 
     def read_stats(self) -> dict:
         return json.loads(self.stats_file.read_text())

@@ -21,7 +21,7 @@ from mfpo_data.layout import OutputLayout, atomic_write
 from mfpo_data.pipeline.assemble import build_pipeline, check_models, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
 from mfpo_data.pipeline.outdir import (BuildLock, InputsChangedError, check_output_folder, check_same_inputs, output_root,
-                                       read_manifest, remove_build, sha256_file, write_manifest)  # fmt: skip
+                                       read_manifest, remove_build, remove_staging, sha256_file, write_manifest)  # fmt: skip
 from mfpo_data.pipeline.run import forget_ranks_without_shards, run_executor
 
 
@@ -50,6 +50,7 @@ def _identity(resolved: dict) -> dict:
     out.pop("versions", None)
     out["executor"] = {"tasks": out.get("executor", {}).get("tasks", 1)}  # kind, workers, resources: how, not what
     out.get("output", {}).pop("progress", None)
+    out.get("output", {}).pop("keep_staging", None)
     out.get("output", {}).pop("dir", None)
     return out
 
@@ -105,13 +106,19 @@ def build_dataset(
         _check_same_recipe(layout, resolved)
         manifest = read_manifest(layout)
         write_manifest(layout, manifest)  # the folder is an mfpo build from here on
-        # Local workers that start from a forkserver: start it now, so that it imports their modules on
-        # another core while this process indexes the source.
-        start_local_workers_early(recipe.executor, worker_modules(recipe))
-        _index(source, layout, recipe.executor.tasks, manifest)
-        atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
-        forget_ranks_without_shards(layout, recipe.executor.tasks)
-        run_executor(recipe, pipeline, layout)
+        finished = layout.staging_removed() and not layout.missing_ranks(recipe.executor.tasks)
+        if not finished:
+            # Local workers that start from a forkserver: start it now, so that it imports their modules on
+            # another core while this process indexes the source.
+            start_local_workers_early(recipe.executor, worker_modules(recipe))
+        _index(source, layout, recipe.executor.tasks, manifest)  # also for a finished build: inputs unchanged?
+        if finished:  # its staging/ was removed after finalize: nothing to resume, nothing to redo
+            remove_staging(layout)
+            logger.info("%s holds this build, finished already (rerun with --restart to build it again)", layout.root)
+        else:
+            atomic_write(layout.recipe_file, yaml.safe_dump({**resolved, "versions": package_versions()}, sort_keys=False))
+            forget_ranks_without_shards(layout, recipe.executor.tasks)
+            run_executor(recipe, pipeline, layout)
     if recipe.executor.kind != "slurm":
         stats = layout.read_stats()
         if stats["rows"] == 0:

@@ -16,6 +16,7 @@ from functools import lru_cache
 from mfpo_data.config import Recipe
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.pipeline.outdir import remove_staging
 from mfpo_data.pipeline.assemble import describe_backends
 from mfpo_data.pipeline.outdir import file_entry, read_manifest, write_manifest
 from mfpo_data.schema import arrow_schema
@@ -133,6 +134,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     write_manifest(layout, manifest)  # last: a manifest that lists files means finalize finished
     for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
         pid_file.unlink(missing_ok=True)
+    if not recipe.output.keep_staging:
+        remove_staging(layout)
     return stats
 
 

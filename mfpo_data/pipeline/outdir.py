@@ -143,6 +143,20 @@ def check_same_inputs(layout: OutputLayout, fingerprint: str, items: int, tasks:
         )
 
 
+def remove_staging(layout: OutputLayout) -> None:
+    """After a finished build: delete the rank files and the index that staging/ holds (all of them ours),
+    then the folder if nothing else is in it. The final shards, stats and rejects hold everything."""
+    if not layout.staging_dir.is_dir():
+        return
+    for path in layout.staging_dir.iterdir():
+        if path.is_file() and _RANK_FILE.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+    try:
+        layout.staging_dir.rmdir()
+    except OSError:  # a file we did not write is there: it stays, and so does the folder
+        pass
+
+
 def remove_build(layout: OutputLayout) -> list[Path]:
     """`--restart`: delete what a build wrote (manifest files, rank files in staging/, completion
     markers, the recipe, stats and rejects), nothing else. Returns the removed paths."""

@@ -27,7 +27,7 @@ ROWS_PER_RANK = 8  # 8 images x 4 pairs over 4 tasks
 
 def _overrides(root):
     return [f"source.root={root}", "source.split=val2017", "output.progress=false",
-            f"executor.tasks={TASKS}", "executor.workers=2"]  # fmt: skip
+            f"executor.tasks={TASKS}", "executor.workers=2", "output.keep_staging=true"]  # staging compared  # fmt: skip
 
 
 def _build_until_fault(overrides, out: Path, fault: str | None, tmp: Path) -> str:

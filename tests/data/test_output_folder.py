@@ -176,7 +176,7 @@ def _break_an_annotation(coco: Path) -> None:
 @pytest.mark.parametrize("change", [_add_image, _break_an_annotation], ids=["images_added", "record_broken"])
 def test_changed_inputs_are_never_resumed(tmp_path, change):
     coco = _coco(tmp_path)
-    layout = build_dataset(_recipe(coco, tmp_path / "out"))
+    layout = build_dataset(_recipe(coco, tmp_path / "out", "output.keep_staging=true"))  # staging to interrupt
     _interrupt(layout)
     change(coco)
     with pytest.raises(InputsChangedError, match="inputs changed.*--restart") as info:

@@ -111,3 +111,19 @@ def test_ctrl_c_in_build_says_how_to_resume(monkeypatch):
     assert result.exit_code == 130
     assert result.output.strip().splitlines()[-1] == ("interrupted: finished ranks are kept; rerun the same command "
                                                       "to resume")
+
+
+def test_staging_is_removed_after_a_finished_build_and_a_rerun_keeps_it_finished(tmp_path):
+    from mfpo_data.pipeline.build import build_dataset
+    from mfpo_data.validate import load_and_validate
+
+    layout = build_dataset("coco", ["source.limit=3", "output.progress=false"], output_dir=tmp_path / "out")
+    assert not layout.staging_dir.exists() and layout.final_shards()
+    rows = load_and_validate(layout.root, split="train").num_rows
+    before = {p: p.read_bytes() for p in layout.final_shards()}
+    build_dataset("coco", ["source.limit=3", "output.progress=false"], output_dir=tmp_path / "out")  # nothing to redo
+    assert not layout.staging_dir.exists()
+    assert {p: p.read_bytes() for p in layout.final_shards()} == before
+    assert load_and_validate(layout.root, split="train").num_rows == rows
+    kept = build_dataset("coco", ["source.limit=3", "output.keep_staging=true"], output_dir=tmp_path / "kept")
+    assert kept.staging_shard(0).is_file() and kept.source_index.is_file()
