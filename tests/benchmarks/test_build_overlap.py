@@ -1,0 +1,115 @@
+"""benchmarks/build_overlap: its CPU mode and its GPU mode's code path (tiny models, CPU) run at tiny sizes and
+report every figure; the row-identity check and the nvidia-smi parsing match hand-made inputs. No timing is
+asserted: the benchmark itself reports them."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks import build_overlap as bo
+from mfpo_data.backends import REGISTRY
+
+
+def test_cpu_mode_reports_every_run_and_identical_rows(tmp_path):
+    out = tmp_path / "report.json"
+    report = bo.main(["--images", "4", "--repeat", "1", "--json", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert set(report["times"]) == {"cpu_only", "backend_alone", "sequential", "overlapped"}
+    for name, t in report["times"].items():
+        assert t["min_s"] <= t["median_s"] <= t["max_s"], name
+        assert all(v > 0 for v in t["runs_s"]), name
+    assert len(report["times"]["cpu_only"]["runs_s"]) == 1 and len(report["times"]["backend_alone"]["runs_s"]) == 2
+    # every build made the same batch calls (full batches only: no time-out), and the cost is cpu_only / calls
+    [calls] = report["calls"]
+    assert calls >= 2  # at least one grounding and one segmentation batch
+    assert report["cost_per_batch_s"] == pytest.approx(report["times"]["cpu_only"]["median_s"] / calls)
+    assert report["calls_x_cost_s"] == pytest.approx(calls * report["cost_per_batch_s"])
+    assert report["times"]["backend_alone"]["min_s"] >= report["calls_x_cost_s"]  # a sleep never returns early
+    cpu, backend = report["times"]["cpu_only"]["median_s"], report["times"]["backend_alone"]["median_s"]
+    assert report["max_s"] == max(cpu, backend) and report["sum_s"] == pytest.approx(cpu + backend)
+    assert report["ratios"]["sum"] == pytest.approx((cpu + backend) / max(cpu, backend))
+    assert report["ratios"]["overlapped"] == pytest.approx(report["times"]["overlapped"]["median_s"] / report["max_s"])
+    assert report["target_met"] == (report["ratios"]["overlapped"] <= bo.TARGET)
+    assert report["rows"] > 0 and report["rows_identical"] and len(report["rows_sha256"]) == 1
+    assert report["rows_identical_cpu_only"]  # the simulated cost changes no row
+    assert "simulated" not in REGISTRY["grounding"] and "simulated" not in REGISTRY["segmentation"]
+
+
+def _folder(root, rows):
+    (root / "data").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"id": [r[0] for r in rows], "answer": [r[1] for r in rows]}),
+        root / "data" / "train-00000-of-00001.parquet",
+    )
+    return root
+
+
+def test_rows_digest_tells_different_rows_apart(tmp_path):
+    a = _folder(tmp_path / "a", [("s1", "Yes."), ("s2", "No.")])
+    same = shutil.copytree(a, tmp_path / "same")
+    one_answer = _folder(tmp_path / "b", [("s1", "Yes."), ("s2", "Yes.")])
+    order = _folder(tmp_path / "c", [("s2", "No."), ("s1", "Yes.")])
+    assert bo.rows_digest(a) == bo.rows_digest(same)
+    assert bo.rows_digest(a)[1] == 1
+    assert bo.rows_digest(a)[0] != bo.rows_digest(one_answer)[0]
+    assert bo.rows_digest(a)[0] != bo.rows_digest(order)[0]
+    renamed = shutil.copytree(a, tmp_path / "renamed")
+    (renamed / "data" / "train-00000-of-00001.parquet").rename(renamed / "data" / "train-00000-of-00002.parquet")
+    assert bo.rows_digest(a)[0] != bo.rows_digest(renamed)[0]
+    assert bo.rows_digest(tmp_path / "empty")[1] == 0  # no build there: no shard
+
+
+def test_parse_smi_means_and_maxima():
+    text = "50, 1000\n70, 3000\n\nnot a sample\n90, 2000\n"
+    assert bo.parse_smi(text) == {"samples": 3, "util_mean_pct": 70.0, "util_max_pct": 90.0, "memory_max_mib": 3000.0}
+    assert bo.parse_smi("") == {"samples": 0, "util_mean_pct": None, "util_max_pct": None, "memory_max_mib": None}
+
+
+def test_full_size_sd_inpaint_has_the_real_architecture():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        pipe = bo.full_size_sd_inpaint()
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    # stable-diffusion-v1-5/stable-diffusion-inpainting's UNet, VAE and CLIP ViT-L/14 text encoder
+    assert pipe.unet.config.in_channels == 9 and count(pipe.unet) == 859_535_364
+    assert count(pipe.vae) == 83_653_863
+    assert count(pipe.text_encoder) == 123_060_480
+
+
+def test_gpu_mode_code_path_with_tiny_models_on_the_cpu(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("diffusers")
+    out = tmp_path / "gpu.json"
+    report = bo.main(["--gpu", "--gpu-allow-cpu", "--tiny", "--gpu-images", "2", "--gpu-warmup", "1", "--quiet",
+                      "--json", str(out)])  # fmt: skip
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["mode"] == "gpu" and report["models"] == "tiny" and report["images"] == 2 and report["rows"] > 0
+    kinds = sorted(name.split()[0] for name in report["loaded"])
+    assert kinds == ["AutoModelForZeroShotObjectDetection", "SamModel", "sd_inpaint"]
+    assert math.isfinite(report["images_per_s_per_gpu"]) and report["images_per_s_per_gpu"] > 0
+    assert report["images_per_s_per_gpu"] == pytest.approx(2 / report["wall_s"])
+    assert report["projected_hours"] == pytest.approx(118_000 / (report["images_per_s_per_gpu"] * 8) / 3600)
+    assert report["target_met"] == (report["projected_hours"] <= 2.0)
+    if report["device"].startswith("CPU"):
+        assert all(w["device"] == "cpu" for w in report["loaded"].values())
+        assert report["gpu_util"]["samples"] == 0 and report["torch_peak_allocated_gib"] is None
+
+
+def test_gpu_mode_without_a_gpu_says_so():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(SystemExit, match="no CUDA GPU"):
+        bo.main(["--gpu", "--tiny"])
