@@ -37,6 +37,12 @@ def test_cpu_mode_reports_every_run_and_identical_rows(tmp_path):
     assert report["ratios"]["sum"] == pytest.approx((cpu + backend) / max(cpu, backend))
     assert report["ratios"]["overlapped"] == pytest.approx(report["times"]["overlapped"]["median_s"] / report["max_s"])
     assert report["target_met"] == (report["ratios"]["overlapped"] <= bo.TARGET)
+    assert set(report["rank_times"]) == {"cpu_only", "sequential", "overlapped"}
+    for name, rank in report["rank_times"].items():  # rank 0 runs inside the build (log stamps: 1 ms resolution)
+        assert all(0 < r <= w + 0.002 for r, w in zip(rank["runs_s"], report["times"][name]["runs_s"], strict=True))
+    assert report["ratios"]["overlapped_rank"] == pytest.approx(
+        report["rank_times"]["overlapped"]["median_s"] / max(report["rank_times"]["cpu_only"]["median_s"], backend)
+    )
     assert report["rows"] > 0 and report["rows_identical"] and len(report["rows_sha256"]) == 1
     assert report["rows_identical_cpu_only"]  # the simulated cost changes no row
     assert "simulated" not in REGISTRY["grounding"] and "simulated" not in REGISTRY["segmentation"]
@@ -64,6 +70,20 @@ def test_rows_digest_tells_different_rows_apart(tmp_path):
     (renamed / "data" / "train-00000-of-00001.parquet").rename(renamed / "data" / "train-00000-of-00002.parquet")
     assert bo.rows_digest(a)[0] != bo.rows_digest(renamed)[0]
     assert bo.rows_digest(tmp_path / "empty")[1] == 0  # no build there: no shard
+
+
+def test_rank_seconds_from_the_task_log(tmp_path):
+    log = tmp_path / "logs" / "logs" / "task_00000.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "2026-12-01 13:10:48.609 | INFO     | datatrove.utils.logging:add_task_logger:76 - Launching pipeline for rank=0\n"
+        "2026-12-01 13:10:48.700 | INFO     | mfpo: a line between\n"
+        "2026-12-01 13:10:50.119 | SUCCESS  | datatrove.executor.base:_run_for_rank:140 - Processing done for rank=0\n"
+    )
+    assert bo.rank_seconds(tmp_path) == pytest.approx(1.51)
+    log.write_text(log.read_text().splitlines()[0] + "\n")  # a rank that did not finish
+    assert bo.rank_seconds(tmp_path) is None
+    assert bo.rank_seconds(tmp_path / "no-build") is None
 
 
 def test_parse_smi_means_and_maxima():
