@@ -511,7 +511,7 @@ def print_gpu(report: dict) -> None:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=160, help="CPU mode: source images per build")
+    ap.add_argument("--images", type=int, default=200, help="CPU mode: source images per build")
     ap.add_argument("--repeat", type=int, default=3, help="CPU mode: builds of each kind (the median is reported)")
     ap.add_argument(
         "--cost", type=float, default=None, help="CPU mode: seconds per model batch (default: cpu_only / calls)"
