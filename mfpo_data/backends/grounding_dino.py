@@ -7,6 +7,12 @@ the input phrases, and a phrase that no box reaches above the thresholds gets no
 
 Images are batched only with images of the same size: padding changes the Swin backbone's
 features at the image edge, so a padded batch would not give the same boxes as one image alone.
+
+`dtype: auto` (the default) is bfloat16 on a GPU that computes in it, else float16, and float32 on
+the CPU; with a transformers release whose Grounding DINO cannot run in half precision (before the
+fix that made its reference points and valid ratios follow the model's dtype) it is float32 on a GPU
+too. Half precision moves boxes slightly and may put a score that lies close to a threshold on its
+other side; `dtype: float32` gives full precision.
 """
 
 from __future__ import annotations
@@ -97,7 +103,7 @@ class GroundingDinoGrounder(ModelBackend):
         nms_iou: float = 0.7,
         max_boxes_per_phrase: int | None = None,
         device: str = "auto",
-        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32",
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
         trust_remote_code: bool = False,
     ):
         self.model_id, self.revision = model_id, revision
@@ -105,9 +111,18 @@ class GroundingDinoGrounder(ModelBackend):
         self.nms_iou, self.max_boxes_per_phrase = nms_iou, max_boxes_per_phrase
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
+    def runs_in_half(self) -> bool:
+        """transformers' Grounding DINO runs in half precision since `get_valid_ratio` takes the model's
+        dtype (earlier releases mix float32 grids with half weights and fail)."""
+        import inspect
+
+        from transformers.models.grounding_dino import modeling_grounding_dino as gd
+
+        return "dtype" in inspect.signature(gd.GroundingDinoModel.get_valid_ratio).parameters
+
     def _load(self):
         self.require()
-        device, dtype = self.device_and_dtype(auto_on_cuda="float32")
+        device, dtype = self.device_and_dtype()
 
         model, processor = load_pretrained(
             "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code,

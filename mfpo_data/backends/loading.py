@@ -16,6 +16,7 @@ torch at module level: config validation imports backend modules to read their s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -23,6 +24,8 @@ from mfpo_data._deps import hub_offline, loading_model, missing_model_message, m
 from mfpo_data.backends.base import Described
 from mfpo_data.errors import MissingModelError
 
+
+logger = logging.getLogger(__name__)
 
 _LOADED: dict[Hashable, Any] = {}
 
@@ -47,15 +50,28 @@ def device_for_rank(device: str, rank: int) -> str:
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
-    """A torch dtype; `auto` is `auto_on_cuda` on a GPU and float32 on the CPU."""
+def resolve_dtype(dtype: str, device: str, half: bool = True):
+    """A torch dtype. `auto` is half precision on a CUDA GPU for a model that runs in it (`half`):
+    bfloat16 where the card computes in it natively (Ampere and later), float16 on older cards;
+    float32 on the CPU, on Apple's MPS and for a model that does not run in half precision."""
     import torch
 
     if dtype == "auto":
-        dtype = auto_on_cuda if device.startswith("cuda") else "float32"
+        dtype = "float32"
+        if half and device.startswith("cuda"):
+            dtype = "bfloat16" if _native_bf16(torch) else "float16"
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(torch, dtype)
+
+
+def _native_bf16(torch) -> bool:
+    """Whether the current CUDA card computes in bfloat16 itself; torch >= 2.4 otherwise counts an
+    emulation that is slower than float16 (T4, V100) as support."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4: no emulation to exclude
+        return bool(torch.cuda.is_bf16_supported())
 
 
 class ModelBackend(Described):
@@ -95,10 +111,14 @@ class ModelBackend(Described):
     def setup(self, rank: int, world_size: int) -> None:
         self._rank = rank
 
-    def device_and_dtype(self, auto_on_cuda: str):
+    def runs_in_half(self) -> bool:
+        """Whether the model runs in float16 and bfloat16, so that `dtype: auto` may choose them on a GPU."""
+        return True
+
+    def device_and_dtype(self):
         """This rank's device (`device_for_rank`) and the torch dtype to load the model in there."""
         device = device_for_rank(self.device, self._rank)
-        return device, resolve_dtype(self.dtype, device, auto_on_cuda=auto_on_cuda)
+        return device, resolve_dtype(self.dtype, device, half=self.runs_in_half())
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:
@@ -120,6 +140,12 @@ def load_pretrained(
         with loading_model(model_id, key):
             processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
             model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
+        log_loaded(key, model_id, device, dtype)
         return model.to(device).eval(), processor
 
     return load_once((model_class, model_id, revision, device, str(dtype)), load)
+
+
+def log_loaded(key: str, model_id: str, device: str, dtype) -> None:
+    """One line per model a process loads: where it runs and in which precision (`dtype: auto` resolved)."""
+    logger.info("%s: %s on %s in %s", key, model_id, device, str(dtype).removeprefix("torch."))
