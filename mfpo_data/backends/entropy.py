@@ -14,8 +14,9 @@ The prompt is the processor's chat template applied to a user turn with the imag
 (generation prompt added); the answer's tokens follow it, capped at `max_answer_tokens`. Any
 `AutoModelForImageTextToText` with an `AutoProcessor` works, by Hub id or local folder.
 
-`dtype: auto` (the default) is bfloat16 on a GPU that computes in it, else float16, and float32 on
-the CPU; the entropy itself is computed from the logits in float32.
+`dtype: auto` (the default) is bfloat16 on a GPU that computes in it (Ampere and later; a language
+model's activations can outgrow float16's range), float16 on older cards, and float32 on the CPU;
+the entropy itself is computed from the logits in float32.
 """
 
 from __future__ import annotations

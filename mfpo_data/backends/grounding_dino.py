@@ -8,11 +8,13 @@ the input phrases, and a phrase that no box reaches above the thresholds gets no
 Images are batched only with images of the same size: padding changes the Swin backbone's
 features at the image edge, so a padded batch would not give the same boxes as one image alone.
 
-`dtype: auto` (the default) is bfloat16 on a GPU that computes in it, else float16, and float32 on
-the CPU; with a transformers release whose Grounding DINO cannot run in half precision (before the
-fix that made its reference points and valid ratios follow the model's dtype) it is float32 on a GPU
-too. Half precision moves boxes slightly and may put a score that lies close to a threshold on its
-other side; `dtype: float32` gives full precision.
+`dtype: auto` (the default) is float16 on a GPU and float32 on the CPU; float16 rather than
+bfloat16, whose 8-bit mantissa rounds a box coordinate to steps of up to 0.4% of the image (float16:
+0.05%).
+With a transformers release whose Grounding DINO cannot run in half precision (before the fix that
+made its reference points and valid ratios follow the model's dtype) it is float32 on a GPU too.
+Half precision may still put a score that lies close to a threshold on its other side;
+`dtype: float32` gives full precision.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def nms(boxes, scores, iou_threshold: float) -> list[int]:
 class GroundingDinoGrounder(ModelBackend):
     backend = "grounding_dino"
     SECTION, EXTRA = "grounding", "grounding"
+    HALF = "float16"
     detects = True  # finds objects from pixels: it can check that a removed object is gone
 
     def __init__(
@@ -111,14 +114,14 @@ class GroundingDinoGrounder(ModelBackend):
         self.nms_iou, self.max_boxes_per_phrase = nms_iou, max_boxes_per_phrase
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
-    def runs_in_half(self) -> bool:
+    def half_precision(self) -> str | None:
         """transformers' Grounding DINO runs in half precision since `get_valid_ratio` takes the model's
         dtype (earlier releases mix float32 grids with half weights and fail)."""
         import inspect
 
         from transformers.models.grounding_dino import modeling_grounding_dino as gd
 
-        return "dtype" in inspect.signature(gd.GroundingDinoModel.get_valid_ratio).parameters
+        return self.HALF if "dtype" in inspect.signature(gd.GroundingDinoModel.get_valid_ratio).parameters else None
 
     def _load(self):
         self.require()

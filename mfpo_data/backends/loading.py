@@ -50,16 +50,18 @@ def device_for_rank(device: str, rank: int) -> str:
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def resolve_dtype(dtype: str, device: str, half: bool = True):
-    """A torch dtype. `auto` is half precision on a CUDA GPU for a model that runs in it (`half`):
-    bfloat16 where the card computes in it natively (Ampere and later), float16 on older cards;
-    float32 on the CPU, on Apple's MPS and for a model that does not run in half precision."""
+def resolve_dtype(dtype: str, device: str, half: str | None = "bfloat16"):
+    """A torch dtype. `auto` is the model's half precision `half` on a CUDA GPU and float32 on the CPU
+    and on Apple's MPS. `half="bfloat16"` (models whose activations outgrow float16's range: language
+    models) is bfloat16 where the card computes in it natively (Ampere and later) and float16 on older
+    cards; `"float16"` (vision models: 3 more bits of mantissa keep boxes and mask edges in place) is
+    float16 on every card; None (a model that does not run in half precision) is float32."""
     import torch
 
     if dtype == "auto":
         dtype = "float32"
-        if half and device.startswith("cuda"):
-            dtype = "bfloat16" if _native_bf16(torch) else "float16"
+        if half is not None and device.startswith("cuda"):
+            dtype = "bfloat16" if half == "bfloat16" and _native_bf16(torch) else "float16"
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(torch, dtype)
@@ -87,6 +89,7 @@ class ModelBackend(Described):
     dtype: str
     model_id: str
     revision: str | None = None
+    HALF: str | None = "bfloat16"  # `dtype: auto` on a GPU, see `resolve_dtype`
     _rank = 0
 
     @property
@@ -111,14 +114,14 @@ class ModelBackend(Described):
     def setup(self, rank: int, world_size: int) -> None:
         self._rank = rank
 
-    def runs_in_half(self) -> bool:
-        """Whether the model runs in float16 and bfloat16, so that `dtype: auto` may choose them on a GPU."""
-        return True
+    def half_precision(self) -> str | None:
+        """What `dtype: auto` is on a GPU (`resolve_dtype`'s `half`): the class's `HALF`."""
+        return self.HALF
 
     def device_and_dtype(self):
         """This rank's device (`device_for_rank`) and the torch dtype to load the model in there."""
         device = device_for_rank(self.device, self._rank)
-        return device, resolve_dtype(self.dtype, device, half=self.runs_in_half())
+        return device, resolve_dtype(self.dtype, device, half=self.half_precision())
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:

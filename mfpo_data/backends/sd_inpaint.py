@@ -21,8 +21,8 @@ with `presence_negative: insert`, an object is painted in from its name.
   change pixels outside the mask, which the recorded mask would then not describe.)
 - The safety checker is off by default. An all-black model output (the safety checker's
   replacement, or NaNs in half precision) drops the sample with reason `black_output`.
-- `dtype: auto` (the default) is bfloat16 on a GPU that computes in it, else float16 (the precision
-  Stable Diffusion is published in), and float32 on the CPU, where half precision is slow.
+- `dtype: auto` (the default) is float16 on a GPU, the precision Stable Diffusion is published in
+  (`variant: fp16`), and float32 on the CPU, where half precision is slow.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class SdInpaintPerturber(ModelBackend):
     backend = "sd_inpaint"
     SECTION, EXTRA = "perturbation", "inpaint"
     MODULES = ("torch", "diffusers", "transformers")
+    HALF = "float16"
     removes = True  # a detecting grounder checks the object is gone (`filters.max_removal_score`)
 
     def __init__(

@@ -34,29 +34,43 @@ def _mixed():
 
 # -- dtype auto ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("available", "native_bf16", "device", "half", "expected"),
+    ("native_bf16", "device", "half", "expected"),
     [
-        (True, True, "cuda:1", True, "bfloat16"),  # Ampere and later
-        (True, False, "cuda:0", True, "float16"),  # T4, V100: bf16 only emulated
-        (True, True, "cuda:0", False, "float32"),  # a model that does not run in half precision
-        (False, False, "cpu", True, "float32"),
-        (True, True, "mps", True, "float32"),
+        (True, "cuda:1", "bfloat16", "bfloat16"),  # a language model on Ampere and later
+        (False, "cuda:0", "bfloat16", "float16"),  # on a T4 or V100: bfloat16 only emulated
+        (True, "cuda:0", "float16", "float16"),  # a vision model on any card
+        (True, "cuda:0", None, "float32"),  # a model that does not run in half precision
+        (True, "cpu", "bfloat16", "float32"),
+        (True, "mps", "float16", "float32"),
     ],
 )
-def test_dtype_auto_by_device(monkeypatch, available, native_bf16, device, half, expected):
+def test_dtype_auto_by_device(monkeypatch, native_bf16, device, half, expected):
     asked = []
 
     def is_bf16_supported(including_emulation=True):
         asked.append(including_emulation)
         return native_bf16 or including_emulation  # torch counts emulation unless told not to
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: device.startswith("cuda"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert resolve_dtype("auto", device, half=half) == getattr(torch, expected)
     assert asked in ([], [False])  # asked without emulation, and only for a GPU
     assert resolve_dtype("float32", device) == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be one of"):
         resolve_dtype("fp8", device)
+
+
+def test_each_backend_states_its_half_precision(monkeypatch):
+    from mfpo_data.backends.entropy import EntropyDifficulty
+    from mfpo_data.backends.grounding_dino import GroundingDinoGrounder
+    from mfpo_data.backends.sam import SamSegmenter
+    from mfpo_data.backends.sd_inpaint import SdInpaintPerturber
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    backends = [GroundingDinoGrounder(device="cuda:0"), SamSegmenter(device="cuda:0"), SdInpaintPerturber(device="cuda:0"),
+                EntropyDifficulty("m", device="cuda:0")]  # fmt: skip
+    assert all(b.dtype == "auto" for b in backends)  # every model backend defaults to auto
+    assert [b.device_and_dtype()[1] for b in backends] == [torch.float16, torch.float16, torch.float16, torch.bfloat16]
 
 
 def test_dtype_auto_on_torch_before_emulation_was_counted(monkeypatch):
@@ -70,10 +84,10 @@ def test_grounding_dino_auto_is_float32_where_transformers_cannot_run_it_in_half
     from mfpo_data.backends.grounding_dino import GroundingDinoGrounder
 
     g = GroundingDinoGrounder(device="cuda:0")
-    assert g.dtype == "auto" and g.runs_in_half()  # the installed transformers has the fix
+    assert g.half_precision() == "float16"  # the installed transformers has the fix
     monkeypatch.setattr(gd.GroundingDinoModel, "get_valid_ratio", lambda self, mask: None)  # as before the fix
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert not g.runs_in_half() and g.device_and_dtype() == ("cuda:0", torch.float32)
+    assert g.half_precision() is None and g.device_and_dtype() == ("cuda:0", torch.float32)
 
 
 def test_the_resolved_device_and_dtype_are_logged_at_load(tiny_sam, caplog, monkeypatch):
