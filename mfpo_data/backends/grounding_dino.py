@@ -71,7 +71,7 @@ def grounding_dino_detections(pred_boxes, token_probs, phrase_tokens: list[list[
     best = per_phrase.argmax(axis=1)
     for q, k in enumerate(best):
         score = float(per_phrase[q, k])
-        if score <= box_threshold or score <= text_threshold:
+        if not (score > box_threshold and score > text_threshold):  # a NaN score (half precision) is no match
             continue
         box = cxcywh_norm_to_xyxy_px(pred_boxes[q], width, height)
         if box[2] - box[0] < min_box_size or box[3] - box[1] < min_box_size:
