@@ -228,3 +228,17 @@ def test_a_failing_stage_fails_the_overlapped_rank_with_its_own_error(coco, tmp_
     with pytest.raises(OSError, match="disk went away"):
         build_dataset("coco", _overrides(coco), tmp_path / "out")
     assert _wait_for_no_threads()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("executor.prefetch=0", "executor.prefetch"),
+    ("output.encode_threads=-1", "output.encode_threads"),
+    ("grounding.batch_timeout_s=0", "grounding.batch_timeout_s"),
+    ("perturbation.batch_timeout_s=-2", "perturbation.batch_timeout_s"),
+    ("scoring.batch_size=0", "scoring.batch_size"),
+])  # fmt: skip
+def test_bad_overlap_settings_name_their_key(override, key):
+    from mfpo_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_recipe("coco", [override])
