@@ -242,3 +242,23 @@ def test_bad_overlap_settings_name_their_key(override, key):
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_recipe("coco", [override])
+
+
+def test_two_stage_threads_that_share_a_model_wait_for_one_load():
+    from mfpo_data.backends.loading import load_once
+
+    calls = []
+
+    def slow_loader():
+        calls.append(threading.get_ident())
+        time.sleep(0.2)
+        return object()
+
+    key = ("test-model", time.perf_counter())
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(load_once(key, slow_loader))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
