@@ -43,9 +43,20 @@ class SourceConfig:
 
 @dataclass
 class BackendConfig:
+    """`batch_size` samples go to the backend in one call, filled from consecutive samples. With
+    `batch_timeout_s`, a partial batch goes when no sample came for that long (its composition then
+    depends on timing; null: always a full batch, so the same recipe gives the same batches)."""
+
     backend: str
     batch_size: int = 8
+    batch_timeout_s: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, path: str) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"'{path}.batch_size' must be >= 1")
+        if self.batch_timeout_s is not None and not self.batch_timeout_s > 0:
+            raise ConfigError(f"'{path}.batch_timeout_s' must be > 0 (or null to wait for full batches)")
 
 
 @dataclass
@@ -77,6 +88,7 @@ class PerturbationConfig(BackendConfig):
     presence_negative: Literal["none", "insert"] = "none"
 
     def check(self, path: str) -> None:
+        super().check(path)
         if not 0.0 < self.random_area <= 1.0:
             raise ConfigError(f"'{path}.random_area' must be in (0, 1]")
 
@@ -107,8 +119,11 @@ class OutputConfig:
     row_group_size: int = 64
     progress: bool = True
     keep_staging: bool = False  # keep staging/ (per-rank shards, the source index) after a finished build
+    encode_threads: int = 2  # PNG encoding of a rank's rows on this many threads, in order (0: the writer's own)
 
     def check(self, path: str) -> None:
+        if self.encode_threads < 0:
+            raise ConfigError(f"'{path}.encode_threads' must be >= 0")
         if not 0 <= self.png_compress_level <= 9:
             raise ConfigError(f"'{path}.png_compress_level' must be in [0, 9]")
         if self.row_group_size < 1:
@@ -129,6 +144,10 @@ class ExecutorConfig:
     tasks: int = 1
     workers: int | None = None
     start_method: Literal["auto", "forkserver", "spawn", "fork"] = "auto"  # local only; auto: fork when safe
+    # Inside a rank: each stage in its own thread, `prefetch` batches of the next stage queued between two
+    # stages, so model and CPU work overlap (false: one thread runs the stages in turn). Rows do not change.
+    overlap: bool = True
+    prefetch: int = 2
     logging_dir: str | None = None  # datatrove's logs, stats and completion markers; default OUTPUT/logs
     # Slurm and Ray resources per task
     cpus_per_task: int = 1
@@ -153,6 +172,8 @@ class ExecutorConfig:
     def check(self, path: str) -> None:
         if self.tasks < 1:
             raise ConfigError(f"'{path}.tasks' must be >= 1")
+        if self.prefetch < 1:
+            raise ConfigError(f"'{path}.prefetch' must be >= 1")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"'{path}.workers' must be >= 1 (or null for the executor's default)")
         for name in ("cpus_per_task", "mem_per_cpu_gb", "tasks_per_job", "max_array_size", "finalize_mem_gb"):

@@ -17,6 +17,7 @@ torch at module level: config validation imports backend modules to read their s
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -28,12 +29,20 @@ from mfpo_data.errors import MissingModelError
 logger = logging.getLogger(__name__)
 
 _LOADED: dict[Hashable, Any] = {}
+_LOADING: dict[Hashable, threading.Lock] = {}
+_LOCKS = threading.Lock()
 
 
 def load_once(key: Hashable, loader: Callable[[], Any]) -> Any:
-    """`loader()` the first time `key` is asked for in this process; the same object afterwards."""
-    if key not in _LOADED:
-        _LOADED[key] = loader()
+    """`loader()` the first time `key` is asked for in this process; the same object afterwards. Stages run
+    in threads of their own (`pipeline/overlap.py`): two that share a model wait for one load of it."""
+    if key in _LOADED:
+        return _LOADED[key]
+    with _LOCKS:
+        lock = _LOADING.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _LOADED:
+            _LOADED[key] = loader()
     return _LOADED[key]
 
 

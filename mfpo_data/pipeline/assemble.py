@@ -10,6 +10,7 @@ from __future__ import annotations
 from mfpo_data import backends, sources
 from mfpo_data.config import BACKEND_SECTIONS, Recipe
 from mfpo_data.errors import ConfigError
+from mfpo_data.pipeline.overlap import with_prefetch
 from mfpo_data.stages.s1_keywords import KeywordStage
 from mfpo_data.stages.s2_grounding import GroundingStage
 from mfpo_data.stages.s3_segmentation import SegmentationStage
@@ -65,7 +66,23 @@ def checks_removal(recipe: Recipe) -> bool:
 
 def build_pipeline(recipe: Recipe, source=None) -> list:
     """The stage list, in pipeline order: source, keywords, grounding, segmentation, filters,
-    perturbation, removal check (after a removal, with a detecting grounder), scoring, writer."""
+    perturbation, removal check (after a removal, with a detecting grounder), scoring, writer. With
+    `executor.overlap`, a `Prefetch` between each two stages runs each in its own thread (`overlap.py`)."""
+    stages = _stages(recipe, source)
+    sections = {"keywords": "keywords", "grounding": "grounding", "removal_check": "grounding",
+                "segmentation": "segmentation", "perturbation": "perturbation", "scoring": "scoring"}  # fmt: skip
+    for stage in stages:
+        if getattr(stage, "name", "") in sections:
+            stage.batch_timeout_s = getattr(recipe, sections[stage.name]).batch_timeout_s
+    if not recipe.executor.overlap:
+        return stages
+    # Each queue holds `prefetch` batches of the stage after it (the writer's: its encoding window), 4 samples
+    # at least, so that a thread hands over several samples each time it holds the GIL.
+    batch = [getattr(s, "batch_size", 2 * recipe.output.encode_threads) for s in stages[1:]]
+    return with_prefetch(stages, [recipe.executor.prefetch * max(b, 4) for b in batch])
+
+
+def _stages(recipe: Recipe, source=None) -> list:
     b = make_backends(recipe)
     return [
         source if source is not None else make_source(recipe),
@@ -80,7 +97,8 @@ def build_pipeline(recipe: Recipe, source=None) -> list:
         *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
           if checks_removal(recipe) else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
-        ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress),
+        ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress,
+                    encode_threads=recipe.output.encode_threads),  # fmt: skip
     ]
 
 

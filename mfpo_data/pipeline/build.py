@@ -51,6 +51,7 @@ def _identity(resolved: dict) -> dict:
     out["executor"] = {"tasks": out.get("executor", {}).get("tasks", 1)}  # kind, workers, resources: how, not what
     out.get("output", {}).pop("progress", None)
     out.get("output", {}).pop("keep_staging", None)
+    out.get("output", {}).pop("encode_threads", None)
     out.get("output", {}).pop("dir", None)
     return out
 

@@ -44,8 +44,13 @@ class MapStage(Stage):
 
     `backend` is the model behind the stage, if any: it is told its rank before the first batch
     (`backend.setup(rank, world_size)`), so it can pick its device.
+
+    A batch is filled from consecutive live samples. With `batch_timeout_s` set and an upstream that can
+    be polled (a `pipeline.overlap.Channel`), a partial batch goes to the backend when no sample came for
+    that long, so a model does not sit idle while a slow stretch of input trickles in.
     """
 
+    batch_timeout_s: float | None = None  # set per stage from the recipe section's `batch_timeout_s`
     _succeeded = False  # a process_batch call returned in this rank
     _failures = 0  # samples dropped because the backend failed on them alone
     _first_failure = ""
@@ -64,16 +69,35 @@ class MapStage(Stage):
     def run(self, data: Iterable[Sample], rank: int = 0, world_size: int = 1) -> Iterator[Sample]:
         self.setup(rank, world_size)
         pending: list[Sample] = []
-        for sample in data:
+        for sample in self._arrivals(data, pending):
+            if sample is None:  # nothing came within the time-out: send what there is
+                yield from self._flush(pending)
+                pending.clear()
+                self.stat_update("timeout_batches")
+                continue
             if sample.dropped is not None:
                 yield sample
                 continue
             pending.append(sample)
             if len(pending) >= self.batch_size:
                 yield from self._flush(pending)
-                pending = []
+                pending.clear()
         if pending:
             yield from self._flush(pending)
+
+    def _arrivals(self, data: Iterable[Sample], pending: list[Sample]) -> Iterator[Sample | None]:
+        """The upstream samples; with a time-out, None when a partial batch waited `batch_timeout_s`."""
+        poll = getattr(data, "poll", None) if self.batch_timeout_s else None
+        if poll is None:
+            yield from data
+            return
+        iterator = iter(data)
+        while True:
+            try:
+                sample = poll(self.batch_timeout_s) if pending else next(iterator)
+            except StopIteration:
+                return
+            yield sample
 
     def _flush(self, batch: list[Sample]) -> Iterator[Sample]:
         with self.track_time("batch"):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from mfpo_data.imaging import encode_png, rle_encode
@@ -47,12 +48,16 @@ def reason_code(reason: str) -> str:
 
 
 class ShardWriter(Stage):
+    """`encode_threads` > 0 PNG-encodes the rows on that many threads (OpenCV and zlib release the GIL),
+    up to twice as many rows ahead of the one being written; rows are written in arrival order."""
+
     name = "writer"
 
-    def __init__(self, output_dir: str, png_compress_level: int = 1, row_group_size: int = 64, progress: bool = True):
+    def __init__(self, output_dir: str, png_compress_level: int = 1, row_group_size: int = 64, progress: bool = True,
+                 encode_threads: int = 0):  # fmt: skip
         super().__init__()
         self.output_dir, self.png_compress_level = output_dir, png_compress_level
-        self.row_group_size, self.progress = row_group_size, progress
+        self.row_group_size, self.progress, self.encode_threads = row_group_size, progress, encode_threads
 
     def __call__(self, data=None, rank: int = 0, world_size: int = 1):
         # Eager, unlike the generator `run`: datatrove calls each step as it assembles a rank's pipeline,
@@ -87,7 +92,7 @@ class ShardWriter(Stage):
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                     rows.clear()
 
-            for sample in data:
+            for sample, row in self._encoded(data):
                 if sample.dropped is not None:
                     stage, reason = sample.dropped
                     rejects.write(json.dumps({"id": sample.id, "stage": stage, "reason": reason}) + "\n")
@@ -95,7 +100,7 @@ class ShardWriter(Stage):
                     stats["dropped_by_stage"][stage] += 1
                     self.stat_update(f"dropped/{reason_code(reason)}")
                 else:
-                    rows.append(self._row(sample))
+                    rows.append(row)
                     stats["rows"] += 1
                     stats["pair_types"][sample.pair_type] += 1
                     stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1
@@ -126,6 +131,23 @@ class ShardWriter(Stage):
         for final in (rejects_path, stats_path, shard):
             os.replace(tmp[final], final)
         fault.reached("commit")
+
+    def _encoded(self, data: Iterable[Sample]) -> Iterator[tuple[Sample, dict | None]]:
+        """Each sample with its row (None for a dropped one), in arrival order; encoded ahead on the pool."""
+        if self.encode_threads < 1:
+            for sample in data:
+                yield sample, (self._row(sample) if sample.dropped is None else None)
+            return
+        window: deque[tuple[Sample, Future | None]] = deque()
+        with ThreadPoolExecutor(self.encode_threads, thread_name_prefix="mfpo-encode") as pool:
+            for sample in data:
+                window.append((sample, pool.submit(self._row, sample) if sample.dropped is None else None))
+                if len(window) > 2 * self.encode_threads:
+                    done, future = window.popleft()
+                    yield done, (future.result() if future is not None else None)
+            while window:
+                done, future = window.popleft()
+                yield done, (future.result() if future is not None else None)
 
     def _row(self, sample: Sample) -> dict:
         if sample.image_bytes is not None:
