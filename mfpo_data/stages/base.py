@@ -8,8 +8,11 @@ A failed batch does not fail the rank. Its samples are put back as they were bef
 its reason (`backend_error: RuntimeError: ...`, or a `SampleError`'s own reason) and the rest go on.
 An out-of-memory error instead halves the batch, for the rest of the rank, and retries the halves; a
 single sample that runs out of memory is retried once after freeing memory, then dropped
-(`out_of_memory: ...`). A backend that fails on each of the first `GIVE_UP_AFTER` samples of a rank,
-alone, is a broken setup rather than bad samples: the rank stops with one line (`BackendFailure`).
+(`out_of_memory: ...`). A backend that has failed on `GIVE_UP_AFTER` samples alone and has not
+worked on any in the rank is a broken setup rather than bad samples: the rank stops with one line
+(`BackendFailure`). With the overlap on (`pipeline/overlap.py`) each stage runs in a thread of its
+own; all of this happens inside the stage's thread, and a `BackendFailure` reaches the rank as any
+other error of a stage does.
 """
 
 from __future__ import annotations
