@@ -10,9 +10,10 @@ An out-of-memory error instead halves the batch, for the rest of the rank, and r
 single sample that runs out of memory is retried once after freeing memory, then dropped
 (`out_of_memory: ...`). A backend that has failed on `GIVE_UP_AFTER` samples alone and has not
 worked on any in the rank is a broken setup rather than bad samples: the rank stops with one line
-(`BackendFailure`). With the overlap on (`pipeline/overlap.py`) each stage runs in a thread of its
-own; all of this happens inside the stage's thread, and a `BackendFailure` reaches the rank as any
-other error of a stage does.
+(`BackendFailure`), as it does at once after a CUDA error that leaves the device unusable (a
+device-side assert, an illegal memory access), since every later call would fail too. With the
+overlap on (`pipeline/overlap.py`) each stage runs in a thread of its own; all of this happens inside
+the stage's thread, and a `BackendFailure` reaches the rank as any other error of a stage does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.schema import Sample
-from mfpo_data.stages.recovery import error_reason, free_memory, is_out_of_memory, restore, snapshot
+from mfpo_data.stages.recovery import breaks_the_device, error_reason, free_memory, is_out_of_memory, restore, snapshot
 
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,10 @@ class MapStage(Stage):
         except Exception as e:
             oom = is_out_of_memory(e)
             sample_error, reason = None, error_reason("out_of_memory" if oom else "backend_error", e)
+            if breaks_the_device(e):
+                ids = ", ".join(s.id for s in batch[:3]) + (f" and {len(batch) - 3} more" if len(batch) > 3 else "")
+                raise BackendFailure(f"{self.name}: backend '{self._backend_name()}' on {ids}: {reason} (the GPU "
+                                     "cannot be used in this process after this error; the rank stops)") from e  # fmt: skip
             trace = traceback.format_exc() if len(batch) == 1 and not self._failures else None
         else:
             self._succeeded = True

@@ -49,6 +49,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+# CUDA errors after which the process's CUDA context is unusable: every later call fails as well.
+STICKY_CUDA_ERRORS = ("device-side assert", "illegal memory access", "misaligned address", "illegal instruction",
+                      "unspecified launch failure")  # fmt: skip
+
+
+def breaks_the_device(error: BaseException) -> bool:
+    """A CUDA error that leaves the device unusable in this process (a device-side assert, an illegal
+    memory access): retrying the samples one by one would only fail each of them."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and "CUDA" in text and any(m in text for m in STICKY_CUDA_ERRORS)
+
+
 def free_memory() -> None:
     """Collect garbage, then return torch's cached GPU blocks to the device, when torch is loaded."""
     gc.collect()

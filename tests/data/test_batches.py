@@ -272,6 +272,21 @@ def test_a_backend_that_never_works_stops_the_rank_with_one_line(monkeypatch):
     assert ["s5"] not in scorer.calls.batches and scorer.calls.of("s6") == 0  # it stopped at s4, the fifth alone
 
 
+def test_a_cuda_error_that_breaks_the_device_stops_the_rank_at_once():
+    """After a device-side assert every CUDA call of the process fails: retrying would drop the whole rank."""
+    scorer = Scorer(fails=lambda ids: "s3" in ids,
+                    error=lambda: RuntimeError("CUDA error: device-side assert triggered\nCompile with TORCH_USE_CUDA_DSA"))  # fmt: skip
+    with pytest.raises(BackendFailure) as e:
+        list(ScoringStage(scorer, batch_size=2).run([_sample(i) for i in range(6)]))
+    assert str(e.value) == ("scoring: backend 'fake_scorer' on s2, s3: backend_error: RuntimeError: CUDA error: device-side "
+                            "assert triggered (the GPU cannot be used in this process after this error; the rank stops)")  # fmt: skip
+    assert scorer.calls.batches == [["s0", "s1"], ["s2", "s3"]]  # no retry one by one
+    # a CUDA error that does not break the context (a bad launch for one input) is one sample's failure
+    scorer = Scorer(fails=lambda ids: "s3" in ids, error=lambda: RuntimeError("CUDA error: invalid configuration argument"))
+    out = list(ScoringStage(scorer, batch_size=2).run([_sample(i) for i in range(6)]))
+    assert [s.id for s in out if s.dropped] == ["s3"]
+
+
 def test_bad_samples_after_a_success_are_dropped_not_fatal(monkeypatch):
     monkeypatch.setattr(base, "GIVE_UP_AFTER", 3)
     scorer = Scorer(fails=lambda ids: ids != ["s0"])
