@@ -18,7 +18,9 @@ the stage's thread, and a `BackendFailure` reaches the rank as any other error o
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import traceback
 from collections.abc import Iterable, Iterator
 
@@ -122,7 +124,8 @@ class MapStage(Stage):
         """One `process_batch` call; on failure the samples are restored and retried (see the module doc)."""
         saved = [snapshot(s) for s in batch]
         try:
-            self.process_batch(batch)
+            with backend_lock(self.backend):
+                self.process_batch(batch)
         except SampleError as e:  # names its sample: that one is dropped, the others go on
             sample_error, oom, reason, trace = str(e), False, "", None
         except Exception as e:
@@ -186,6 +189,21 @@ class MapStage(Stage):
 
     def _backend_name(self) -> str:
         return str(getattr(self.backend, "backend", None) or type(self.backend).__name__)
+
+
+_BACKEND_LOCKS: dict[int, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def backend_lock(backend: object | None) -> threading.Lock | contextlib.nullcontext:
+    """One lock per backend object in this process. Stages run in threads of their own
+    (`pipeline/overlap.py`) and two may share a backend (grounding and the removal check share the
+    grounder): its model, processor and tokenizer are then called by one of them at a time. A backend
+    that one stage owns never waits on it."""
+    if backend is None:
+        return contextlib.nullcontext()
+    with _LOCKS_LOCK:
+        return _BACKEND_LOCKS.setdefault(id(backend), threading.Lock())
 
 
 class SampleError(ValueError):

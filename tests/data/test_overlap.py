@@ -262,3 +262,31 @@ def test_two_stage_threads_that_share_a_model_wait_for_one_load():
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
+def test_stages_that_share_a_backend_call_it_one_at_a_time():
+    """The grounder serves grounding and the removal check, each in its own thread: never both at once."""
+    busy, overlaps = [], []
+
+    class Shared:
+        def work(self, batch):
+            if busy:
+                overlaps.append([s.id for s in batch])
+            busy.append(1)
+            time.sleep(0.01)
+            busy.pop()
+
+    class Calls(MapStage):
+        name = "calls"
+
+        def process_batch(self, batch):
+            self.backend.work(batch)
+
+    backend = Shared()
+    first, second = Calls(backend, batch_size=2), Calls(backend, batch_size=3)
+    steps = with_prefetch([iter([_sample(i) for i in range(40)]), first, second], [4, 4])
+    data = None
+    for step in steps:
+        data = step(data) if callable(step) else step
+    assert len(list(data)) == 40
+    assert overlaps == []
