@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mfpo_data.layout import shard_name
 from mfpo_train.collator import SEQUENCES, MFPOCollator
 from mfpo_train.config import TrainConfig
 from mfpo_train.data import REF_COLUMNS, REF_KEY_COLUMN, load_preference_dataset, reference_key, trainer_columns
@@ -67,7 +68,7 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
     ds = ds.add_column(REF_KEY_COLUMN, [key] * len(ds), feature=_string())
     data_dir = output_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    ds.to_parquet(str(data_dir / "train-00000-of-00001.parquet"))
+    ds.to_parquet(str(data_dir / shard_name("train", 0, 1)))
     missing = sum(v is None for v in values["chosen"])
     (output_dir / "reference.json").write_text(json.dumps(
         {"reference": key, "source": str(cfg.data.dataset), "rows": len(ds), "rows_without_logps": missing}, indent=2))

@@ -13,6 +13,10 @@ uncertainty, the image contrast is subtle and the sample is hard; a large rise m
 The prompt is the processor's chat template applied to a user turn with the image and the question
 (generation prompt added); the answer's tokens follow it, capped at `max_answer_tokens`. Any
 `AutoModelForImageTextToText` with an `AutoProcessor` works, by Hub id or local folder.
+
+`dtype: auto` (the default) is bfloat16 on a GPU that computes in it (Ampere and later; a language
+model's activations can outgrow float16's range), float16 on older cards, and float32 on the CPU;
+the entropy itself is computed from the logits in float32.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class EntropyDifficulty(ModelBackend):
 
     def _load(self):
         self.require()
-        device, dtype = self.device_and_dtype(auto_on_cuda="bfloat16")
+        device, dtype = self.device_and_dtype()
 
         model, processor = load_pretrained(
             "AutoModelForImageTextToText", self.model_id, self.revision, device, dtype, self.trust_remote_code,

@@ -7,6 +7,14 @@ the input phrases, and a phrase that no box reaches above the thresholds gets no
 
 Images are batched only with images of the same size: padding changes the Swin backbone's
 features at the image edge, so a padded batch would not give the same boxes as one image alone.
+
+`dtype: auto` (the default) is float16 on a GPU and float32 on the CPU; float16 rather than
+bfloat16, whose 8-bit mantissa rounds a box coordinate to steps of up to 0.4% of the image (float16:
+0.05%).
+With a transformers release whose Grounding DINO cannot run in half precision (before the fix that
+made its reference points and valid ratios follow the model's dtype) it is float32 on a GPU too.
+Half precision may still put a score that lies close to a threshold on its other side;
+`dtype: float32` gives full precision.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ def grounding_dino_detections(pred_boxes, token_probs, phrase_tokens: list[list[
     best = per_phrase.argmax(axis=1)
     for q, k in enumerate(best):
         score = float(per_phrase[q, k])
-        if score <= box_threshold or score <= text_threshold:
+        if not (score > box_threshold and score > text_threshold):  # a NaN score (half precision) is no match
             continue
         box = cxcywh_norm_to_xyxy_px(pred_boxes[q], width, height)
         if box[2] - box[0] < min_box_size or box[3] - box[1] < min_box_size:
@@ -86,6 +94,7 @@ def nms(boxes, scores, iou_threshold: float) -> list[int]:
 class GroundingDinoGrounder(ModelBackend):
     backend = "grounding_dino"
     SECTION, EXTRA = "grounding", "grounding"
+    HALF = "float16"
     detects = True  # finds objects from pixels: it can check that a removed object is gone
 
     def __init__(
@@ -97,7 +106,7 @@ class GroundingDinoGrounder(ModelBackend):
         nms_iou: float = 0.7,
         max_boxes_per_phrase: int | None = None,
         device: str = "auto",
-        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32",
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto",
         trust_remote_code: bool = False,
     ):
         self.model_id, self.revision = model_id, revision
@@ -105,9 +114,18 @@ class GroundingDinoGrounder(ModelBackend):
         self.nms_iou, self.max_boxes_per_phrase = nms_iou, max_boxes_per_phrase
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
 
+    def half_precision(self) -> str | None:
+        """transformers' Grounding DINO runs in half precision since `get_valid_ratio` takes the model's
+        dtype (earlier releases mix float32 grids with half weights and fail)."""
+        import inspect
+
+        from transformers.models.grounding_dino import modeling_grounding_dino as gd
+
+        return self.HALF if "dtype" in inspect.signature(gd.GroundingDinoModel.get_valid_ratio).parameters else None
+
     def _load(self):
         self.require()
-        device, dtype = self.device_and_dtype(auto_on_cuda="float32")
+        device, dtype = self.device_and_dtype()
 
         model, processor = load_pretrained(
             "AutoModelForZeroShotObjectDetection", self.model_id, self.revision, device, dtype, self.trust_remote_code,

@@ -16,6 +16,8 @@ torch at module level: config validation imports backend modules to read their s
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -24,13 +26,23 @@ from mfpo_data.backends.base import Described
 from mfpo_data.errors import MissingModelError
 
 
+logger = logging.getLogger(__name__)
+
 _LOADED: dict[Hashable, Any] = {}
+_LOADING: dict[Hashable, threading.Lock] = {}
+_LOCKS = threading.Lock()
 
 
 def load_once(key: Hashable, loader: Callable[[], Any]) -> Any:
-    """`loader()` the first time `key` is asked for in this process; the same object afterwards."""
-    if key not in _LOADED:
-        _LOADED[key] = loader()
+    """`loader()` the first time `key` is asked for in this process; the same object afterwards. Stages run
+    in threads of their own (`pipeline/overlap.py`): two that share a model wait for one load of it."""
+    if key in _LOADED:
+        return _LOADED[key]
+    with _LOCKS:
+        lock = _LOADING.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _LOADED:
+            _LOADED[key] = loader()
     return _LOADED[key]
 
 
@@ -47,15 +59,30 @@ def device_for_rank(device: str, rank: int) -> str:
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def resolve_dtype(dtype: str, device: str, auto_on_cuda: str = "float16"):
-    """A torch dtype; `auto` is `auto_on_cuda` on a GPU and float32 on the CPU."""
+def resolve_dtype(dtype: str, device: str, half: str | None = "bfloat16"):
+    """A torch dtype. `auto` is the model's half precision `half` on a CUDA GPU and float32 on the CPU
+    and on Apple's MPS. `half="bfloat16"` (models whose activations outgrow float16's range: language
+    models) is bfloat16 where the card computes in it natively (Ampere and later) and float16 on older
+    cards; `"float16"` (vision models: 3 more bits of mantissa keep boxes and mask edges in place) is
+    float16 on every card; None (a model that does not run in half precision) is float32."""
     import torch
 
     if dtype == "auto":
-        dtype = auto_on_cuda if device.startswith("cuda") else "float32"
+        dtype = "float32"
+        if half is not None and device.startswith("cuda"):
+            dtype = "bfloat16" if half == "bfloat16" and _native_bf16(torch) else "float16"
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return getattr(torch, dtype)
+
+
+def _native_bf16(torch) -> bool:
+    """Whether the current CUDA card computes in bfloat16 itself; torch >= 2.4 otherwise counts an
+    emulation that is slower than float16 (T4, V100) as support."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4: no emulation to exclude
+        return bool(torch.cuda.is_bf16_supported())
 
 
 class ModelBackend(Described):
@@ -71,6 +98,7 @@ class ModelBackend(Described):
     dtype: str
     model_id: str
     revision: str | None = None
+    HALF: str | None = "bfloat16"  # `dtype: auto` on a GPU, see `resolve_dtype`
     _rank = 0
 
     @property
@@ -95,10 +123,14 @@ class ModelBackend(Described):
     def setup(self, rank: int, world_size: int) -> None:
         self._rank = rank
 
-    def device_and_dtype(self, auto_on_cuda: str):
+    def half_precision(self) -> str | None:
+        """What `dtype: auto` is on a GPU (`resolve_dtype`'s `half`): the class's `HALF`."""
+        return self.HALF
+
+    def device_and_dtype(self):
         """This rank's device (`device_for_rank`) and the torch dtype to load the model in there."""
         device = device_for_rank(self.device, self._rank)
-        return device, resolve_dtype(self.dtype, device, auto_on_cuda=auto_on_cuda)
+        return device, resolve_dtype(self.dtype, device, half=self.half_precision())
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:
@@ -120,6 +152,12 @@ def load_pretrained(
         with loading_model(model_id, key):
             processor = transformers.AutoProcessor.from_pretrained(model_id, **kw)
             model = getattr(transformers, model_class).from_pretrained(model_id, dtype=dtype, **kw)
+        log_loaded(key, model_id, device, dtype)
         return model.to(device).eval(), processor
 
     return load_once((model_class, model_id, revision, device, str(dtype)), load)
+
+
+def log_loaded(key: str, model_id: str, device: str, dtype) -> None:
+    """One line per model a process loads: where it runs and in which precision (`dtype: auto` resolved)."""
+    logger.info("%s: %s on %s in %s", key, model_id, device, str(dtype).removeprefix("torch."))

@@ -21,6 +21,8 @@ with `presence_negative: insert`, an object is painted in from its name.
   change pixels outside the mask, which the recorded mask would then not describe.)
 - The safety checker is off by default. An all-black model output (the safety checker's
   replacement, or NaNs in half precision) drops the sample with reason `black_output`.
+- `dtype: auto` (the default) is float16 on a GPU, the precision Stable Diffusion is published in
+  (`variant: fp16`), and float32 on the CPU, where half precision is slow.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mfpo_data.backends.base import PerturbDrop, Perturbed
 from mfpo_data._deps import loading_model
-from mfpo_data.backends.loading import ModelBackend, load_once
+from mfpo_data.backends.base import PerturbDrop, Perturbed
+from mfpo_data.backends.loading import ModelBackend, load_once, log_loaded
 from mfpo_data.imaging import blend, dilate_mask, feather_alpha, mask_bbox, resize_image, resize_mask
 from mfpo_data.schema import Sample
 
@@ -65,6 +67,7 @@ class SdInpaintPerturber(ModelBackend):
     backend = "sd_inpaint"
     SECTION, EXTRA = "perturbation", "inpaint"
     MODULES = ("torch", "diffusers", "transformers")
+    HALF = "float16"
     removes = True  # a detecting grounder checks the object is gone (`filters.max_removal_score`)
 
     def __init__(
@@ -100,7 +103,7 @@ class SdInpaintPerturber(ModelBackend):
 
     def _load(self):
         self.require()
-        device, dtype = self.device_and_dtype(auto_on_cuda="float16")
+        device, dtype = self.device_and_dtype()
 
         def load():
             from diffusers import AutoPipelineForInpainting
@@ -114,6 +117,7 @@ class SdInpaintPerturber(ModelBackend):
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
                 with loading_model(self.model_id, self.model_key):
                     pipe = AutoPipelineForInpainting.from_pretrained(self.model_id, **kw).to(device)
+            log_loaded(self.model_key, self.model_id, device, dtype)
             pipe.set_progress_bar_config(disable=True)
             return pipe
 

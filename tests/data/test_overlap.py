@@ -228,3 +228,65 @@ def test_a_failing_stage_fails_the_overlapped_rank_with_its_own_error(coco, tmp_
     with pytest.raises(OSError, match="disk went away"):
         build_dataset("coco", _overrides(coco), tmp_path / "out")
     assert _wait_for_no_threads()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("executor.prefetch=0", "executor.prefetch"),
+    ("output.encode_threads=-1", "output.encode_threads"),
+    ("grounding.batch_timeout_s=0", "grounding.batch_timeout_s"),
+    ("perturbation.batch_timeout_s=-2", "perturbation.batch_timeout_s"),
+    ("scoring.batch_size=0", "scoring.batch_size"),
+])  # fmt: skip
+def test_bad_overlap_settings_name_their_key(override, key):
+    from mfpo_data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_recipe("coco", [override])
+
+
+def test_two_stage_threads_that_share_a_model_wait_for_one_load():
+    from mfpo_data.backends.loading import load_once
+
+    calls = []
+
+    def slow_loader():
+        calls.append(threading.get_ident())
+        time.sleep(0.2)
+        return object()
+
+    key = ("test-model", time.perf_counter())
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(load_once(key, slow_loader))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
+def test_stages_that_share_a_backend_call_it_one_at_a_time():
+    """The grounder serves grounding and the removal check, each in its own thread: never both at once."""
+    busy, overlaps = [], []
+
+    class Shared:
+        def work(self, batch):
+            if busy:
+                overlaps.append([s.id for s in batch])
+            busy.append(1)
+            time.sleep(0.01)
+            busy.pop()
+
+    class Calls(MapStage):
+        name = "calls"
+
+        def process_batch(self, batch):
+            self.backend.work(batch)
+
+    backend = Shared()
+    first, second = Calls(backend, batch_size=2), Calls(backend, batch_size=3)
+    steps = with_prefetch([iter([_sample(i) for i in range(40)]), first, second], [4, 4])
+    data = None
+    for step in steps:
+        data = step(data) if callable(step) else step
+    assert len(list(data)) == 40
+    assert overlaps == []

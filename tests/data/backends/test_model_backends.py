@@ -39,6 +39,8 @@ def test_grounding_dino_detections_absent_phrase_gets_no_box():
     assert [(k, score) for k, _, score in dets] == [(0, 0.9)]
     assert dets[0][1] == pytest.approx((40.0, 20.0, 60.0, 30.0))
     assert grounding_dino_detections(boxes, probs, [[], []], 100, 50, 0.0, 0.0) == []
+    probs[0, 1] = np.nan  # an overflow in half precision: no detection, never a kept NaN score
+    assert [k for k, _, _ in grounding_dino_detections(boxes, probs, [[1], [3, 4]], 100, 50, 0.3, 0.25)] == []
 
 
 def test_feather_alpha_stays_inside_the_mask():
