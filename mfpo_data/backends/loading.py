@@ -29,18 +29,22 @@ from mfpo_data.errors import MissingModelError
 logger = logging.getLogger(__name__)
 
 _LOADED: dict[Hashable, Any] = {}
-_LOADING: dict[Hashable, threading.Lock] = {}
-_LOCKS = threading.Lock()
+_LOCKS: dict[Hashable, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def lock_for(key: Hashable) -> threading.Lock:
+    """The one lock of `key` in this process (stages run in threads of their own, `pipeline/overlap.py`)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 def load_once(key: Hashable, loader: Callable[[], Any]) -> Any:
-    """`loader()` the first time `key` is asked for in this process; the same object afterwards. Stages run
-    in threads of their own (`pipeline/overlap.py`): two that share a model wait for one load of it."""
+    """`loader()` the first time `key` is asked for in this process; the same object afterwards. Two stage
+    threads that share a model wait for one load of it."""
     if key in _LOADED:
         return _LOADED[key]
-    with _LOCKS:
-        lock = _LOADING.setdefault(key, threading.Lock())
-    with lock:
+    with lock_for(("load", key)):
         if key not in _LOADED:
             _LOADED[key] = loader()
     return _LOADED[key]

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 
 from datatrove.pipeline.base import PipelineStep
 
+from mfpo_data.backends.loading import lock_for
 from mfpo_data.errors import MfpoError
 from mfpo_data.schema import Sample
 from mfpo_data.stages.recovery import breaks_the_device, error_reason, free_memory, is_out_of_memory, restore, snapshot
@@ -191,19 +192,12 @@ class MapStage(Stage):
         return str(getattr(self.backend, "backend", None) or type(self.backend).__name__)
 
 
-_BACKEND_LOCKS: dict[int, threading.Lock] = {}
-_LOCKS_LOCK = threading.Lock()
-
-
 def backend_lock(backend: object | None) -> threading.Lock | contextlib.nullcontext:
     """One lock per backend object in this process. Stages run in threads of their own
     (`pipeline/overlap.py`) and two may share a backend (grounding and the removal check share the
     grounder): its model, processor and tokenizer are then called by one of them at a time. A backend
     that one stage owns never waits on it."""
-    if backend is None:
-        return contextlib.nullcontext()
-    with _LOCKS_LOCK:
-        return _BACKEND_LOCKS.setdefault(id(backend), threading.Lock())
+    return contextlib.nullcontext() if backend is None else lock_for(("backend", id(backend)))
 
 
 class SampleError(ValueError):
