@@ -69,17 +69,17 @@ def build_pipeline(recipe: Recipe, source=None) -> list:
     perturbation, removal check (after a removal, with a detecting grounder), scoring, writer. With
     `executor.overlap`, a `Prefetch` between each two stages runs each in its own thread (`overlap.py`)."""
     stages = _stages(recipe, source)
-    sections = {"keywords": "keywords", "grounding": "grounding", "removal_check": "grounding",
-                "segmentation": "segmentation", "perturbation": "perturbation", "scoring": "scoring"}  # fmt: skip
     for stage in stages:
-        if getattr(stage, "name", "") in sections:
-            stage.batch_timeout_s = getattr(recipe, sections[stage.name]).batch_timeout_s
+        section = "grounding" if isinstance(stage, RemovalCheck) else getattr(stage, "name", "")
+        if section in BACKEND_SECTIONS:
+            stage.batch_timeout_s = getattr(recipe, section).batch_timeout_s
     if not recipe.executor.overlap:
         return stages
     # Each queue holds `prefetch` batches of the stage after it (the writer's: its encoding window), 4 samples
     # at least, so that a thread hands over several samples each time it holds the GIL.
-    batch = [getattr(s, "batch_size", 2 * recipe.output.encode_threads) for s in stages[1:]]
-    return with_prefetch(stages, [recipe.executor.prefetch * max(b, 4) for b in batch])
+    window = [2 * recipe.output.encode_threads if isinstance(s, ShardWriter) else getattr(s, "batch_size", 1)
+              for s in stages[1:]]  # fmt: skip
+    return with_prefetch(stages, [recipe.executor.prefetch * max(w, 4) for w in window])
 
 
 def _stages(recipe: Recipe, source=None) -> list:
