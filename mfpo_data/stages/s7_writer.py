@@ -139,15 +139,18 @@ class ShardWriter(Stage):
                 yield sample, (self._row(sample) if sample.dropped is None else None)
             return
         window: deque[tuple[Sample, Future | None]] = deque()
+
+        def oldest() -> tuple[Sample, dict | None]:
+            sample, future = window.popleft()
+            return sample, (future.result() if future is not None else None)
+
         with ThreadPoolExecutor(self.encode_threads, thread_name_prefix="mfpo-encode") as pool:
             for sample in data:
                 window.append((sample, pool.submit(self._row, sample) if sample.dropped is None else None))
                 if len(window) > 2 * self.encode_threads:
-                    done, future = window.popleft()
-                    yield done, (future.result() if future is not None else None)
+                    yield oldest()
             while window:
-                done, future = window.popleft()
-                yield done, (future.result() if future is not None else None)
+                yield oldest()
 
     def _row(self, sample: Sample) -> dict:
         if sample.image_bytes is not None:
