@@ -125,21 +125,6 @@ def simulated_backends():
             REGISTRY[section].pop("simulated", None)
 
 
-def supported(overrides: list[str], recipe: str = "coco") -> tuple[list[str], list[str]]:
-    """(the overrides this version's recipe accepts, those it does not know), one by one."""
-    from mfpo_data.config import load_recipe
-    from mfpo_data.errors import ConfigError
-
-    kept, unknown = [], []
-    for o in overrides:
-        try:
-            load_recipe(recipe, (o,))
-            kept.append(o)
-        except ConfigError:
-            unknown.append(o)
-    return kept, unknown
-
-
 def rows_digest(folder: Path) -> tuple[str, int]:
     """sha256 over a build's final parquet files (names and bytes, in name order), and how many there are."""
     from mfpo_data.layout import OutputLayout
@@ -208,10 +193,6 @@ def cpu_mode(args) -> dict:
             "sequential": ["executor.overlap=false", "output.encode_threads=0"],
             "overlapped": ["executor.overlap=true"],
         }
-        unknown = sorted(set(sum((supported(m)[1] for m in modes.values()), [])))
-        if unknown:
-            print(f"note: this version's recipe has no {', '.join(unknown)}: those runs use its default", flush=True)
-        modes = {name: supported(m)[0] for name, m in modes.items()}
         extra = [*model, *args.extra]
         timed_build(root, min(4, args.images), tmp / "warmup", extra)  # imports, page cache
         runs: dict[str, list[dict]] = {"cpu_only": [], "sequential": [], "overlapped": []}
@@ -234,10 +215,10 @@ def cpu_mode(args) -> dict:
             order = kinds[r % 3 :] + kinds[: r % 3]
             for name in order[1:] if r == 0 else order:
                 once(name, r)
-    return cpu_report(args, runs, cost, modes, unknown)
+    return cpu_report(args, runs, cost, modes)
 
 
-def cpu_report(args, runs: dict[str, list[dict]], cost: float, modes: dict, unknown: list[str]) -> dict:
+def cpu_report(args, runs: dict[str, list[dict]], cost: float, modes: dict) -> dict:
     costed = runs["sequential"] + runs["overlapped"]
     all_runs = runs["cpu_only"] + costed
     rows = runs["cpu_only"][0]["rows"]
@@ -266,7 +247,6 @@ def cpu_report(args, runs: dict[str, list[dict]], cost: float, modes: dict, unkn
         "calls": sorted({run["calls"] for run in all_runs}),
         "calls_x_cost_s": runs["overlapped"][0]["calls"] * cost,
         "overrides": modes,
-        "unknown_keys": unknown,
         "times": times,
         "sum_s": cpu_only + backend,
         "max_s": larger,
@@ -313,8 +293,6 @@ def print_cpu(report: dict) -> None:
     same = "identical" if report["rows_identical"] else "DIFFERENT"
     print(f"rows of every sequential and overlapped build: {same} (sha256 {', '.join(d[:16] for d in report['rows_sha256'])}); "
           f"cpu_only's rows the same: {'yes' if report['rows_identical_cpu_only'] else 'no'}")  # fmt: skip
-    if report["unknown_keys"]:
-        print(f"note: not in this version's recipe, so not set: {', '.join(report['unknown_keys'])}")
 
 
 # ---------------------------------------------------------------------------------------------- GPU mode
