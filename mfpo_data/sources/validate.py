@@ -122,13 +122,12 @@ def check_segmentation(value: Any) -> str | None:
         if isinstance(counts, list):
             if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
                 return "bad_segmentation: RLE counts that are not counts"
-            if sum(counts) != size[0] * size[1]:
-                return f"bad_segmentation: RLE counts cover {sum(counts)} pixels, its size {size} has {size[0] * size[1]}"
-            if not any(counts[1::2]):
-                return "bad_segmentation: an empty RLE mask"
-            return None
+            return _check_runs(size, counts)
         if isinstance(counts, str):
-            return _check_compressed_rle(size, counts)
+            runs = rle_string_counts(counts)
+            if runs is None or any(r < 0 for r in runs):
+                return "bad_segmentation: RLE counts do not decode"
+            return _check_runs(size, runs)
         return "bad_segmentation: RLE without counts"
     return f"bad_segmentation: unsupported type {type(value).__name__}"
 
@@ -156,10 +155,8 @@ def rle_string_counts(counts: str) -> list[int] | None:
     return out
 
 
-def _check_compressed_rle(size: list[int], counts: str) -> str | None:
-    runs = rle_string_counts(counts)
-    if runs is None or any(r < 0 for r in runs):
-        return "bad_segmentation: RLE counts do not decode"
+def _check_runs(size: list[int], runs: list[int]) -> str | None:
+    """An RLE's run lengths (plain or decoded from COCO's string) against its [height, width]."""
     if sum(runs) != size[0] * size[1]:
         return f"bad_segmentation: RLE counts cover {sum(runs)} pixels, its size {size} has {size[0] * size[1]}"
     if not any(runs[1::2]):
