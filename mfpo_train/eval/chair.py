@@ -32,6 +32,7 @@ from functools import lru_cache
 from importlib import resources
 
 from mfpo_data.errors import MfpoError
+from mfpo_train.eval.io import refuse_duplicates
 from mfpo_train.eval.results import make_result, pct
 from mfpo_train.eval.text import singularize, tokenize
 
@@ -156,6 +157,7 @@ def score_chair(
     vocab = vocab or load_vocabulary()
     if not answers:
         raise MfpoError("chair: no answers to score")
+    refuse_duplicates(answers, "image_id", scorer)
     counts = dict.fromkeys(
         ("answers_hallucinated", "answers_with_objects", "mentions", "mentions_hallucinated", "gt_objects",
          "gt_objects_mentioned", "words"), 0)  # fmt: skip

@@ -108,9 +108,9 @@ def _chair_like(
     from mfpo_train.eval import chair, coco, objhal
     from mfpo_train.eval.io import read_answers
 
-    rows = read_answers(answers, "image_id")
     vocab = chair.load_vocabulary(synonyms.value, exact)
     ann = coco.read_coco(root, _split(root, split))
+    rows = read_answers(answers, "image_id", ids=ann.images, benchmark=f"COCO split {ann.split!r}")
     truth = coco.chair_ground_truth(ann, vocab, {r["image_id"] for r in rows})
     result = objhal.score_objhal(rows, truth, vocab) if scorer == "objhal" else chair.score_chair(rows, truth, vocab)
     keys = ("CHAIRs", "CHAIRi", "recall", "len", "n") + (("CHAIRs_refine",) if scorer == "objhal" else ())
@@ -221,7 +221,7 @@ def pope_score(
 
     def run():
         from mfpo_train.eval import pope
-        from mfpo_train.eval.io import read_answers
+        from mfpo_train.eval.io import read_answers, shown
         from mfpo_train.eval.results import make_result
 
         if len(questions) != len(answers):
@@ -233,9 +233,9 @@ def pope_score(
             name = pope.split_name(q)
             if name in results:
                 raise MfpoError(f"pope: split {name!r} given twice")
-            results[name] = pope.score_pope(
-                pope.read_pope_questions(q), read_answers(a, "question_id"), parser=parser.value, split=name
-            )
+            asked = pope.read_pope_questions(q)
+            rows = read_answers(a, "question_id", ids=[x["question_id"] for x in asked], benchmark=shown(q))
+            results[name] = pope.score_pope(asked, rows, parser=parser.value, split=name)
         keys = ("accuracy", "precision", "recall", "f1", "yes_ratio", "n", "unparsed")
         for name, r in results.items():
             _table(f"POPE {name} ({parser.value})", [(k, r[k]) for k in keys])
@@ -281,7 +281,7 @@ def amber(
 
         data = amber_mod.load_amber(amber_root)
         result = amber_mod.score_amber(
-            amber_mod.read_amber_answers(answers),
+            amber_mod.read_amber_answers(answers, ids=data.annotations),
             data,
             similarity=similarity.value,
             threshold=threshold,

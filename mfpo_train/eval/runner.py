@@ -19,22 +19,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mfpo_data.errors import MfpoError
-from mfpo_data.pipeline.outdir import sha256_file
+from mfpo_data.folders import sha256_file
+from mfpo_train.eval.outdir import SETTINGS_FILE, EvalError, check_settings  # noqa: F401 (the runner's API)
 
 
 logger = logging.getLogger(__name__)
-
-SETTINGS_FILE = "run.json"
-
-
-class EvalError(MfpoError):
-    """An evaluation that cannot run as asked: other settings in the output folder, a bad answers file."""
-
 
 # -- loading ------------------------------------------------------------------------------------------
 def resolve_device(device: str = "auto") -> str:
@@ -83,13 +76,17 @@ def load_for_eval(model: str | Path | None, adapter: str | Path | None = None, *
 
 def adapter_base_model(adapter: str | Path) -> str | None:
     """The base model an adapter folder names (`base_model_name_or_path` of its adapter_config.json), or None."""
+    from mfpo_train.eval.io import read_json, shown
+
     config = Path(adapter) / "adapter_config.json"
     if not config.is_file():
-        raise EvalError(f"--adapter {adapter}: no adapter_config.json there (mfpo-train writes OUT/final/)")
-    try:
-        return json.loads(config.read_text()).get("base_model_name_or_path")
-    except (json.JSONDecodeError, AttributeError):
-        raise EvalError(f"{config}: not a PEFT adapter config (JSON object)") from None
+        raise EvalError(f"--adapter {shown(adapter)}: no adapter_config.json there (mfpo-train writes OUT/final/)")
+    data = read_json(config, "adapter config")
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(base, str | None):
+        raise EvalError(f"{shown(config)}: not a PEFT adapter config (a JSON object with a text "
+                        "base_model_name_or_path)")
+    return base
 
 
 def describe_model(model: str | Path | None, adapter: str | Path | None, revision: str | None = None) -> dict:
@@ -175,7 +172,9 @@ def generate_answers(model, processor, items: Sequence[dict], answers_file: str 
     if answers_file is not None:
         answers_file = Path(answers_file)
         answers_file.parent.mkdir(parents=True, exist_ok=True)
-        done = read_answers(answers_file, keys)
+        by_key = {str(it["key"]): it for it in items}
+        done = {k: _record(by_key[k], r["answer"])
+                for k, r in read_answers(answers_file, keys, {k: it["prompt"] for k, it in by_key.items()}).items()}
     todo = [it for it in items if str(it["key"]) not in done]
     if done:
         logger.info("%s: %d of %d answers already in %s; generating the other %d", desc, len(done), len(items),
@@ -208,55 +207,45 @@ def _record(item: dict, answer: str) -> dict:
     return out
 
 
-def read_answers(path: Path, keys: Iterable[str] | None = None) -> dict[str, dict]:
+def read_answers(path: Path, keys: Iterable[str] | None = None,
+                 prompts: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Answers already written to `path`, by key. A torn last line (a killed run) is cut off the file.
 
-    With `keys`, a written key that is not among them means the file belongs to another item set: refused.
+    The file is read by the one answers reader (`io.read_answers`): a damaged line, a key written twice or
+    a key outside `keys` (the file belongs to another item set) is one line that says which line to fix or
+    delete. With `prompts`, an answer written for another prompt than its item's now is refused too.
     """
+    from mfpo_train.eval.io import RecordError, answer_records, where
+
     if not path.is_file():
         return {}
-    data = path.read_bytes()
+    with open(path, "rb") as f:
+        data = f.read()
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
         logger.warning("%s: dropping a partly written last line (the previous run was interrupted)", path)
         with open(path, "r+b") as f:
             f.truncate(len(complete))
-    allowed = set(keys) if keys is not None else None
-    out: dict[str, dict] = {}
-    for lineno, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-            key = str(record["key"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise EvalError(f"{path}:{lineno}: not an answer record (a JSON object with 'key' and 'answer')") from None
-        if allowed is not None and key not in allowed:
-            raise EvalError(f"{path}:{lineno}: item {key!r} is not in this benchmark's item set; "
-                            "use another --out folder")
-        if key in out:
-            raise EvalError(f"{path}:{lineno}: item {key!r} is written twice")
-        out[key] = record
-    return out
+    try:
+        out = {}
+        for line, row in answer_records(path, "key", ids=keys, text=("answer",),
+                                        benchmark="this benchmark's item set (use another --out folder for other items)"):
+            if prompts is not None and "prompt" in row and row["prompt"] != prompts[row["key"]]:
+                raise RecordError(f"{where(path, line)}: item {row['key']!r} was answered for another prompt "
+                                  f"({_short(row['prompt'])}, now {_short(prompts[row['key']])})", path, line)
+            out[row["key"]] = row
+        return out
+    except RecordError as e:
+        fix = f"fix line {e.line}, or delete it (its item is generated again), and rerun" if e.line else "move it away"
+        raise EvalError(f"{e}; this answers file is resumed by the run: {fix}") from None
 
 
-# -- settings guard -----------------------------------------------------------------------------------
-def check_settings(folder: str | Path, settings: dict) -> None:
-    """Write `settings` to FOLDER/run.json, or refuse when the folder holds a run with other settings."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SETTINGS_FILE
-    settings = json.loads(json.dumps(settings))  # normalise tuples, paths
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous != settings:
-            diff = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise EvalError(f"{folder} holds a run with other settings ({', '.join(diff)} differ, see {path}); "
-                            "use another --out folder, or remove it to start over")
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
-    tmp.replace(path)
+def _short(text) -> str:
+    text = str(text)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
+# -- settings guard: `outdir.check_settings` ------------------------------------------------------------
 def items_hash(items: Sequence[dict]) -> str:
     """sha256 over the items' keys and prompts (the images are named by the keys)."""
     h = hashlib.sha256()

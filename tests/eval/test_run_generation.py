@@ -60,10 +60,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_file(tiny_models, tmp_path, m
 def test_answers_file_of_another_item_set_is_refused(tmp_path):
     path = tmp_path / "a.answers.jsonl"
     path.write_text('{"key": "1", "answer": "x"}\n{"key": "77", "answer": "y"}\n')
-    with pytest.raises(EvalError, match=r"a.answers.jsonl:2: item '77'"):
+    with pytest.raises(EvalError, match=r"a.answers.jsonl:2: key '77' is not in this benchmark's item set"):
         runner.read_answers(path, ["1", "2"])
     path.write_text('{"key": "1", "answer": "x"}\nnot json\n{"key": "2", "answer": "y"}\n')
-    with pytest.raises(EvalError, match=r"a.answers.jsonl:2: not an answer record"):
+    with pytest.raises(EvalError, match=r"a.answers.jsonl:2: not valid JSON .*fix line 2, or delete it"):
         runner.read_answers(path, ["1", "2"])
 
 
@@ -73,7 +73,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     check_settings(tmp_path, dict(settings))  # the same settings: a resume
     with pytest.raises(EvalError, match="max_new_tokens differ"):
         check_settings(tmp_path, {**settings, "max_new_tokens": 16})
-    assert json.loads((tmp_path / runner.SETTINGS_FILE).read_text()) == settings
+    assert json.loads((tmp_path / runner.SETTINGS_FILE).read_text()) == {"format": "mfpo-eval/1", **settings}
 
 
 def test_bad_model_or_adapter_is_one_line(tmp_path):
