@@ -172,9 +172,7 @@ def generate_answers(model, processor, items: Sequence[dict], answers_file: str 
     if answers_file is not None:
         answers_file = Path(answers_file)
         answers_file.parent.mkdir(parents=True, exist_ok=True)
-        by_key = {str(it["key"]): it for it in items}
-        done = {k: _record(by_key[k], r["answer"])
-                for k, r in read_answers(answers_file, keys, {k: it["prompt"] for k, it in by_key.items()}).items()}
+        done = written_answers(items, answers_file)
     todo = [it for it in items if str(it["key"]) not in done]
     if done:
         logger.info("%s: %d of %d answers already in %s; generating the other %d", desc, len(done), len(items),
@@ -200,6 +198,15 @@ def generate_answers(model, processor, items: Sequence[dict], answers_file: str 
     return [done[k] for k in keys]
 
 
+def written_answers(items: Sequence[dict], answers_file: Path) -> dict[str, dict]:
+    """The records of `items` that `answers_file` holds already, by key, rebuilt from the item and the written
+    answer; a damaged file is refused in one line (`read_answers`). `mfpo-eval run` calls it for every part
+    before a model loads."""
+    by_key = {str(it["key"]): it for it in items}
+    written = read_answers(Path(answers_file), by_key, {k: it["prompt"] for k, it in by_key.items()})
+    return {k: _record(by_key[k], r["answer"]) for k, r in written.items()}
+
+
 def _record(item: dict, answer: str) -> dict:
     out = {k: v for k, v in item.items() if k != "image"}
     out["key"] = str(item["key"])
@@ -215,10 +222,12 @@ def read_answers(path: Path, keys: Iterable[str] | None = None,
     a key outside `keys` (the file belongs to another item set) is one line that says which line to fix or
     delete. With `prompts`, an answer written for another prompt than its item's now is refused too.
     """
-    from mfpo_train.eval.io import RecordError, answer_records, where
+    from mfpo_train.eval.io import RecordError, answer_records, shown, where
 
-    if not path.is_file():
+    if not path.exists():
         return {}
+    if not path.is_file():
+        raise EvalError(f"{shown(path)} is not a file; move it away to resume the run")
     with open(path, "rb") as f:
         data = f.read()
     complete = data[: data.rfind(b"\n") + 1]
