@@ -215,3 +215,51 @@ def test_objhal_question_file_with_wrong_id_type(tmp_path):
     path.write_text('{"image_id": 1, "question": "Describe."}\n{"image_id": {"id": 2}, "question": "Describe."}\n')
     with pytest.raises(io.RecordError, match=r"q.jsonl:2: image_id must be an integer, got an object"):
         objhal.read_objhal_questions(path)
+
+
+COCO_CASES = [  # (section, index, replacement record, message)
+    ("images", 0, {"id": [1], "file_name": "img1.jpg"}, "images[0]: 'id' must be an integer, got [1]"),
+    ("images", 1, {"id": "2", "file_name": "img2.jpg"}, "images[1]: 'id' must be an integer, got \"2\""),
+    ("images", 1, {"id": 2, "file_name": 7}, "images[1]: 'file_name' must be a string, got 7"),
+    ("images", 1, {"id": 1, "file_name": "img1.jpg"}, "images[1]: image id 1 appears twice"),
+    ("images", 1, 17, "images[1]: 'id' must be an integer, got no object"),
+    ("annotations", 0, {"id": 1, "image_id": True, "category_id": 1}, "annotations[0]: 'image_id' must be an integer, got true"),
+    ("annotations", 0, {"id": 1, "image_id": 1, "category_id": {"id": 1}},
+     "annotations[0]: 'category_id' must be an integer, got {\"id\": 1}"),
+    ("categories", 0, {"id": 1, "name": None}, "categories[0]: 'name' must be a string, got null"),
+]
+
+
+@pytest.mark.parametrize(("section", "index", "bad", "message"), COCO_CASES)
+def test_hostile_coco_annotation_files(tmp_path, section, index, bad, message):
+    from tests.fixtures.eval_coco import make_pope_coco
+
+    root = make_pope_coco(tmp_path / "coco")
+    path = root / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data[section][index] = bad
+    path.write_text(json.dumps(data))
+    answers = _write(tmp_path / "a.jsonl", "image_id", "answer", b'{"image_id": 2, "answer": "A dog."}')
+    line = _one_error_line(CliRunner().invoke(app, ["chair", "--coco-root", str(root), "--split", "val2014",
+                                                    "--answers", str(answers)]))
+    assert line == f"error: {path}: {message}", line
+
+
+def test_a_question_whose_image_leaves_the_image_folder_is_one_line(tmp_path):
+    """POPE files from --pope-questions name images; one that points outside COCO's folder is refused."""
+    questions = tmp_path / "pope"
+    questions.mkdir()
+    sample = json.loads((Path(io.__file__).parents[2] / "mfpo_data/assets/coco_sample/annotations/"
+                         "instances_sample.json").read_text())["images"][0]["file_name"]
+    for sampling in pope.SAMPLINGS:
+        names = [sample, "../../../../etc/passwd"] if sampling == "popular" else [sample, sample]
+        (questions / f"coco_pope_{sampling}.json").write_text("".join(
+            json.dumps({"question_id": i, "image": name, "text": "Is there a dog in the image?", "label": "yes"}) + "\n"
+            for i, name in enumerate(names, 1)))
+    result = CliRunner().invoke(app, ["run", "--model", str(tmp_path / "no-model"), "--benchmarks", "pope",
+                                      "--pope-questions", str(questions), "--out", str(tmp_path / "eval")])
+    line = _one_error_line(result)
+    assert line == ("error: POPE popular question 2: image '../../../../etc/passwd' leaves the image folder "
+                    f"{Path(io.__file__).parents[2] / 'mfpo_data/assets/coco_sample/sample'}; image paths must stay "
+                    "inside it")
+    assert not (tmp_path / "eval").exists()
