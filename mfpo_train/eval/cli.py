@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
@@ -71,6 +72,9 @@ ExactOpt = Annotated[
 
 
 def _run(fn):
+    from mfpo_data.secrets import redact_logging
+
+    redact_logging()  # the scorer commands configure no logging: Python's last-resort handler prints warnings
     try:
         return fn()
     except MfpoError as e:
@@ -99,7 +103,7 @@ def _save(result: dict, out: Path | None) -> None:
     from mfpo_train.eval.results import write_result
 
     json_path, details = write_result(result, out)
-    typer.echo(f"wrote {json_path} and {details}")
+    typer.echo(scrub(f"wrote {json_path} and {details}"))
 
 
 def _chair_like(
@@ -172,7 +176,7 @@ def objhal_questions(
         else:
             rows = objhal.objhal_questions()
         write_jsonl(rows, out)
-        typer.echo(f"wrote {len(rows)} questions to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions to {out}"))
 
     _run(run)
 
@@ -198,7 +202,7 @@ def pope_questions(
             ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed
         )
         pope.write_pope_questions(rows, out)
-        typer.echo(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}"))
 
     _run(run)
 
