@@ -66,6 +66,29 @@ def read_manifest(layout: OutputLayout) -> dict:
     return data if isinstance(data, dict) else {"format": MANIFEST_FORMAT, "files": {}}
 
 
+def read_resolved_recipe(layout: OutputLayout) -> tuple[str, dict]:
+    """(text, mapping) of the recipe.resolved.yaml a build wrote; a damaged one (not UTF-8, not YAML, not a
+    mapping) is one line that says how to go on."""
+    import yaml
+
+    from mfpo_data.textfile import RecordError, read_text
+
+    path = layout.recipe_file
+    fix = "rerun the build with --restart, or choose another output folder"
+    try:
+        text = read_text(path, "resolved recipe")
+        data = yaml.safe_load(text)
+    except RecordError as e:
+        raise MfpoError(f"{e}; the build folder is damaged: {fix}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise MfpoError(f"{path}: not valid YAML ({' '.join(str(e).split())[:120]}); the build folder is damaged: "
+                        f"{fix}") from None
+    if not isinstance(data, dict):
+        raise MfpoError(f"{path}: not a recipe (a mapping), got {type(data).__name__}; the build folder is damaged: "
+                        f"{fix}")
+    return text, data
+
+
 def write_manifest(layout: OutputLayout, manifest: dict) -> None:
     atomic_write(layout.manifest_file, json.dumps({**manifest, "format": MANIFEST_FORMAT}, indent=2, sort_keys=True))
 

@@ -26,51 +26,12 @@ from typing import Any
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.layout import atomic_write
-from mfpo_data.secrets import scrub
+from mfpo_data.textfile import RecordError, decode, read_text, shown, where  # noqa: F401 (this module's API)
 
 
 # A model answer of 512 new tokens is about 3,000 characters; tokenising 1,000,000 takes about 20 s.
 MAX_ANSWER_CHARS = 100_000
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-class RecordError(MfpoError):
-    """A file that cannot be read as asked; `line` is the 1-based line at fault (None: the whole file)."""
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
-        super().__init__(message)
-        self.path, self.line = path, line
-
-
-def shown(path: str | Path) -> str:
-    """A user-supplied path or URL as messages show it: tokens and credentials redacted."""
-    return scrub(str(path))
-
-
-def where(path: str | Path, line: int | None) -> str:
-    return f"{shown(path)}:{line}" if line is not None else shown(path)
-
-
-def read_text(path: str | Path, what: str = "file") -> str:
-    """A whole UTF-8 file; a missing file, a folder and bytes that are not UTF-8 are one line each."""
-    path = Path(path)
-    if not path.exists():
-        raise RecordError(f"{what} not found: {shown(path)}", path)
-    if not path.is_file():
-        raise RecordError(f"{what} {shown(path)} is {'a folder' if path.is_dir() else 'not a regular file'}, "
-                          "not a file", path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RecordError(f"{what} {shown(path)} cannot be read ({e.strerror or type(e).__name__})", path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise RecordError(f"{where(path, line)}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
-                          f"save the {what} as UTF-8", path, line) from None
-    return text.removeprefix("\ufeff")
 
 
 def _loads(text: str, path: Path, line: int | None) -> Any:
@@ -95,8 +56,11 @@ def read_objects(path: str | Path, what: str = "file") -> list[tuple[int, dict]]
 
     Blank lines are skipped; an item that is not a JSON object is refused with its line.
     """
-    path = Path(path)
-    text = read_text(path, what)
+    return parse_objects(read_text(path, what), Path(path))
+
+
+def parse_objects(text: str, path: Path) -> list[tuple[int, dict]]:
+    """`read_objects` of a file's text, already read (and decoded) from `path`."""
     items = _array_items(text, path) if text.lstrip().startswith("[") else _lines(text, path)
     for line, row in items:
         if not isinstance(row, dict):
