@@ -38,7 +38,11 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
 
     from mfpo_train.model import batch_logps, load_model_and_processor, split_logps
 
-    output_dir = Path(output_dir)
+    from mfpo_data.folders import check_output_folder, output_root
+
+    output_dir = output_root(output_dir)
+    check_output_folder(output_dir, lambda root: (root / "reference.json").is_file(),
+                        ours="copy written by precompute-ref (reference.json)", choose="choose a new --output folder")
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)  # the same autocast as training
     ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
     ds = ds.remove_columns([c for c in (*REF_COLUMNS.values(), REF_KEY_COLUMN) if c in ds.column_names])
