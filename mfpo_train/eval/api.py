@@ -7,6 +7,7 @@
 `run_evaluation` (the CLI) loads each model in turn (the trained one, then `--base`) and writes
 
 ```
+OUT/run.json                               marks the folder as ours (a folder of other files is refused; `outdir.py`)
 OUT/results.json  OUT/results.md          every model's results, the table, the difference row
 OUT/benchmarks/                            the question sets used (POPE's format for POPE), shared by the models
 OUT/<model|base>/run.json                  the settings that decide the answers (a rerun with others is refused)

@@ -97,6 +97,12 @@ def _table(title: str, rows: list[tuple[str, object]]) -> None:
     Console().print(table)
 
 
+def _check_out(out: Path | None) -> None:
+    """`--out` names a file: a folder there is one line (before anything is read or scored)."""
+    if out is not None and out.is_dir():
+        raise MfpoError(f"--out {out} is a folder; give the path of a file to write (e.g. {out / 'result.json'})")
+
+
 def _save(result: dict, out: Path | None) -> None:
     if out is None:
         return
@@ -112,6 +118,7 @@ def _chair_like(
     from mfpo_train.eval import chair, coco, objhal
     from mfpo_train.eval.io import read_answers
 
+    _check_out(out)
     vocab = chair.load_vocabulary(synonyms.value, exact)
     ann = coco.read_coco(root, _split(root, split))
     rows = read_answers(answers, "image_id", ids=ann.images, benchmark=f"COCO split {ann.split!r}")
@@ -167,6 +174,7 @@ def objhal_questions(
         from mfpo_train.eval import coco, objhal
         from mfpo_train.eval.io import write_jsonl
 
+        _check_out(out)
         if questions is not None:
             rows = objhal.read_objhal_questions(questions)
         elif coco_root is not None:
@@ -197,6 +205,7 @@ def pope_questions(
     def run():
         from mfpo_train.eval import coco, pope
 
+        _check_out(out)
         ann = coco.read_coco(coco_root, _split(coco_root, split), captions=False)
         rows = pope.build_pope_questions(
             ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed
@@ -228,6 +237,7 @@ def pope_score(
         from mfpo_train.eval.io import read_answers, shown
         from mfpo_train.eval.results import make_result
 
+        _check_out(out)
         if len(questions) != len(answers):
             raise MfpoError(
                 f"pope: {len(questions)} --questions but {len(answers)} --answers; give one answers file per questions file"
@@ -283,6 +293,7 @@ def amber(
     def run():
         from mfpo_train.eval import amber as amber_mod
 
+        _check_out(out)
         data = amber_mod.load_amber(amber_root)
         result = amber_mod.score_amber(
             amber_mod.read_amber_answers(answers, ids=data.annotations),

@@ -263,3 +263,20 @@ def test_a_question_whose_image_leaves_the_image_folder_is_one_line(tmp_path):
                     f"{Path(io.__file__).parents[2] / 'mfpo_data/assets/coco_sample/sample'}; image paths must stay "
                     "inside it")
     assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("scorer", list(SCORERS))
+def test_out_that_is_a_folder_is_one_line(tmp_path, scorer):
+    key, text, command = SCORERS[scorer]
+    path = _write(tmp_path / "answers.jsonl", key, text, json.dumps({key: 2, text: "A dog."}).encode())
+    (tmp_path / "results").mkdir()
+    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path), "--out", str(tmp_path / "results")]))
+    assert line == (f"error: --out {tmp_path / 'results'} is a folder; give the path of a file to write (e.g. "
+                    f"{tmp_path / 'results' / 'result.json'})")
+    assert list((tmp_path / "results").iterdir()) == []
+
+
+def test_the_readme_states_the_answer_limit_the_reader_keeps():
+    from tests.paths import REPO
+
+    assert f"an answer over {io.MAX_ANSWER_CHARS:,} characters" in " ".join((REPO / "README.md").read_text().split())

@@ -217,3 +217,22 @@ def test_a_damaged_answers_file_says_which_line_to_fix_or_delete(tiny_models, un
     assert ordered == {k: v for k, v in _tree(uninterrupted).items() if k != "model/pope-random.answers.jsonl"}
     assert sorted(resumed["model/pope-random.answers.jsonl"].splitlines()) == sorted(
         _tree(uninterrupted)["model/pope-random.answers.jsonl"].splitlines())
+
+
+def test_the_notebook_api_claims_its_out_dir_the_same_way(tiny_models, tmp_path, fake_model):
+    from mfpo_data.folders import OutputFolderError
+    from mfpo_train.eval import evaluate
+    from mfpo_train.eval.runner import load_for_eval
+
+    model, processor = load_for_eval(tiny_models["llava"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.json").write_text('{"mine": 1}\n')
+    with pytest.raises(OutputFolderError, match="is not empty and holds no mfpo-eval run"):
+        evaluate(model, processor, benchmark="pope", out_dir=mine, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["results.json"]
+    first = evaluate(model, processor, benchmark="pope", out_dir=tmp_path / "ev", progress=False)
+    calls = len(fake_model)
+    again = evaluate(model, processor, benchmark="pope", out_dir=tmp_path / "ev", progress=False)
+    assert again == first and len(fake_model) == calls  # resumed: nothing generated again
+    assert json.loads((tmp_path / "ev" / "run.json").read_text())["format"] == "mfpo-eval/1"
