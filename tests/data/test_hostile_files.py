@@ -16,15 +16,9 @@ from mfpo_data.config import recipe_from_dict
 from mfpo_data.pipeline.build import build_dataset
 from tests.fixtures.coco_folder import make_coco_folder
 from tests.fixtures.fake_build import make_fake_build
+from tests.fixtures.hostile import one_error_line
 from tests.paths import REPO
 
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output[-2000:]
-    lines = result.output.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output[-2000:]
-    return errors[0]
 
 
 BIG = "9" * 5000
@@ -47,14 +41,14 @@ def test_hostile_recipe_files_are_one_line(tmp_path, case, command):
     else:
         path.write_bytes(data)
     args = ["--output", str(tmp_path / "out")] if command == "build" else []
-    line = _one_error_line(CliRunner().invoke(app, [command, "--recipe", str(path), *args]))
+    line = one_error_line(CliRunner().invoke(app, [command, "--recipe", str(path), *args]))
     assert str(path) in line and line.endswith(end), line
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("key", ["seed", "executor.tasks", "perturbation.t"])
 def test_a_set_number_of_5000_digits_is_one_short_line(key):
-    line = _one_error_line(CliRunner().invoke(app, ["validate", "--set", f"{key}={BIG}"]))
+    line = one_error_line(CliRunner().invoke(app, ["validate", "--set", f"{key}={BIG}"]))
     assert f"'{key}' must be" in line and "(5,002 characters)" in line and len(line) < 200, line
 
 
@@ -63,7 +57,7 @@ def test_train_configs_share_the_checks(tmp_path):
 
     path = tmp_path / "config.yaml"
     path.write_bytes(b"model:\n  name_or_path: m\n# \xff\n")
-    line = _one_error_line(CliRunner().invoke(train_app, ["--config", str(path), "--dry-run"]))
+    line = one_error_line(CliRunner().invoke(train_app, ["--config", str(path), "--dry-run"]))
     assert line == f"error: {path}:3: not UTF-8 text (byte 0xff at column 3); save the config file as UTF-8"
 
 
@@ -94,9 +88,9 @@ def test_a_damaged_resolved_recipe_is_one_line_for_build_and_publish(tmp_path, c
     layout = make_fake_build(tmp_path / "out", rows=4, tasks=1)
     layout.recipe_file.write_bytes(data)
     before = {p: p.read_bytes() for p in layout.root.rglob("*") if p.is_file()}
-    built = _one_error_line(CliRunner().invoke(app, ["build", "--output", str(layout.root)]))
+    built = one_error_line(CliRunner().invoke(app, ["build", "--output", str(layout.root)]))
     assert message in built and "the build folder is damaged: rerun the build with --restart" in built, built
-    published = _one_error_line(CliRunner().invoke(app, ["publish", "--from", str(layout.root), "--repo-id", "me/x",
+    published = one_error_line(CliRunner().invoke(app, ["publish", "--from", str(layout.root), "--repo-id", "me/x",
                                                          "--dry-run", str(tmp_path / "pub")]))
     assert message in published, published
     assert {p: p.read_bytes() for p in layout.root.rglob("*") if p.is_file() and p.name != ".mfpo.lock"} == {

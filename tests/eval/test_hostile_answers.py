@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mfpo_data.errors import MfpoError
 from mfpo_train.eval import amber, chair, io, pope
 from mfpo_train.eval.cli import app
+from tests.fixtures.hostile import one_error_line
 
 
 # (case, line to write instead of a good one, fragment of the message); {key} is the scorer's id field
@@ -75,13 +76,6 @@ SCORERS = {  # name -> (id field, answer field, command line after the answers f
 }
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output[-2000:]
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output[-2000:]
-    assert "Traceback" not in result.output
-    return lines[0]
-
 
 @pytest.mark.parametrize("scorer", list(SCORERS))
 @pytest.mark.parametrize(("case", "bad", "message"), ROW_CASES, ids=[c[0] for c in ROW_CASES])
@@ -89,7 +83,7 @@ def test_every_hostile_line_is_one_error_naming_file_line_and_field(tmp_path, sc
     key, text, command = SCORERS[scorer]
     path = _write(tmp_path / "answers.jsonl", key, text, bad)
     out = tmp_path / "result.json"
-    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path), "--out", str(out)]))
+    line = one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path), "--out", str(out)]))
     assert f"{path}:2: " in line, line
     assert message.format(key=key, text=text) in line, line
     assert case != "answer missing" or f"'{text}'" in line
@@ -103,17 +97,17 @@ def test_a_json_list_file_names_the_line_of_the_bad_item(tmp_path, scorer):
     path = tmp_path / "answers.json"
     path.write_text("[\n" + ",\n".join(json.dumps({key: i, text: "A dog."}) for i in (1, 2)) + f',\n  {{"{key}": 1, '
                     f'"{text}": "again"}}\n]\n')
-    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path)]))
+    line = one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path)]))
     assert f"{path}:4: {key} 1 is answered again (first on line 2)" in line
 
 
 @pytest.mark.parametrize("scorer", list(SCORERS))
 def test_missing_file_and_folder_are_one_line(tmp_path, scorer):
     key, text, command = SCORERS[scorer]
-    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(tmp_path / "none.jsonl")]))
+    line = one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(tmp_path / "none.jsonl")]))
     assert f"answers file not found: {tmp_path / 'none.jsonl'}" in line
     (tmp_path / "dir.jsonl").mkdir()
-    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(tmp_path / "dir.jsonl")]))
+    line = one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(tmp_path / "dir.jsonl")]))
     assert f"answers file {tmp_path / 'dir.jsonl'} is a folder, not a file" in line
 
 
@@ -169,7 +163,7 @@ def test_hostile_pope_question_files(tmp_path, bad, message):
     lines = path.read_bytes().splitlines()
     path.write_bytes(b"\n".join([lines[0], bad, lines[2]]) + b"\n")
     answers = _write(tmp_path / "a.jsonl", "question_id", "answer", b'{"question_id": 2, "answer": "No"}')
-    line = _one_error_line(CliRunner().invoke(app, ["pope", "--questions", str(path), "--answers", str(answers)]))
+    line = one_error_line(CliRunner().invoke(app, ["pope", "--questions", str(path), "--answers", str(answers)]))
     assert f"{path}:2: {message}" in line, line
 
 
@@ -197,7 +191,7 @@ def test_hostile_amber_files(tmp_path, name, bad, message):
     else:
         (root / name).write_text(json.dumps(bad))
     answers = _write(tmp_path / "a.jsonl", "id", "response", b'{"id": 2, "response": "A dog."}')
-    line = _one_error_line(CliRunner().invoke(app, ["amber", "--amber-root", str(root), "--answers", str(answers)]))
+    line = one_error_line(CliRunner().invoke(app, ["amber", "--amber-root", str(root), "--answers", str(answers)]))
     assert f"{root / name}{message}" in line, line
 
 
@@ -240,7 +234,7 @@ def test_hostile_coco_annotation_files(tmp_path, section, index, bad, message):
     data[section][index] = bad
     path.write_text(json.dumps(data))
     answers = _write(tmp_path / "a.jsonl", "image_id", "answer", b'{"image_id": 2, "answer": "A dog."}')
-    line = _one_error_line(CliRunner().invoke(app, ["chair", "--coco-root", str(root), "--split", "val2014",
+    line = one_error_line(CliRunner().invoke(app, ["chair", "--coco-root", str(root), "--split", "val2014",
                                                     "--answers", str(answers)]))
     assert line == f"error: {path}: {message}", line
 
@@ -258,7 +252,7 @@ def test_a_question_whose_image_leaves_the_image_folder_is_one_line(tmp_path):
             for i, name in enumerate(names, 1)))
     result = CliRunner().invoke(app, ["run", "--model", str(tmp_path / "no-model"), "--benchmarks", "pope",
                                       "--pope-questions", str(questions), "--out", str(tmp_path / "eval")])
-    line = _one_error_line(result)
+    line = one_error_line(result)
     assert line == ("error: POPE popular question 2: image '../../../../etc/passwd' leaves the image folder "
                     f"{Path(io.__file__).parents[2] / 'mfpo_data/assets/coco_sample/sample'}; image paths must stay "
                     "inside it")
@@ -270,7 +264,7 @@ def test_out_that_is_a_folder_is_one_line(tmp_path, scorer):
     key, text, command = SCORERS[scorer]
     path = _write(tmp_path / "answers.jsonl", key, text, json.dumps({key: 2, text: "A dog."}).encode())
     (tmp_path / "results").mkdir()
-    line = _one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path), "--out", str(tmp_path / "results")]))
+    line = one_error_line(CliRunner().invoke(app, [*command(tmp_path), str(path), "--out", str(tmp_path / "results")]))
     assert line == (f"error: --out {tmp_path / 'results'} is a folder; give the path of a file to write (e.g. "
                     f"{tmp_path / 'results' / 'result.json'})")
     assert list((tmp_path / "results").iterdir()) == []

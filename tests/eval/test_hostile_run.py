@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from mfpo_train.eval import runner
 from mfpo_train.eval.cli import app
 from tests.fixtures.eval_kill import fake_answers
+from tests.fixtures.hostile import one_error_line, tree
 from tests.paths import REPO
 
 
@@ -33,17 +34,6 @@ def _invoke(args):
     return CliRunner().invoke(app, ["run", *args])
 
 
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output[-3000:]
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output[-3000:]
-    return errors[0]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file under `root` with its bytes (our lock file aside)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".mfpo.lock"}
 
 
 def _kill_run(model, out, mode: str, arg: str) -> subprocess.CompletedProcess:
@@ -87,21 +77,21 @@ def test_a_folder_of_the_users_files_is_refused_and_left_alone(tmp_path, case):
     for name, data in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)
-    before = _tree(out)
-    line = _one_error_line(_invoke(_args(tmp_path / "no-model", out)))
+    before = tree(out)
+    line = one_error_line(_invoke(_args(tmp_path / "no-model", out)))
     assert line == (f"error: output folder {out} is not empty and holds no mfpo-eval run (run.json) (e.g. {first!r}); "
                     "choose a new or empty folder")
-    assert _tree(out) == before and not (out / ".mfpo.lock").exists()
+    assert tree(out) == before and not (out / ".mfpo.lock").exists()
 
 
 def test_out_that_is_a_file_or_the_home_folder_is_one_line(tmp_path, monkeypatch):
     target = tmp_path / "results.md"
     target.write_bytes(b"mine\n")
-    line = _one_error_line(_invoke(_args(tmp_path / "no-model", target)))
+    line = one_error_line(_invoke(_args(tmp_path / "no-model", target)))
     assert line == f"error: output folder {target} is a file, not a folder: choose another --out folder"
     assert target.read_bytes() == b"mine\n"
     monkeypatch.setenv("HOME", str(tmp_path))
-    line = _one_error_line(_invoke(_args(tmp_path / "no-model", "~")))
+    line = one_error_line(_invoke(_args(tmp_path / "no-model", "~")))
     assert line == f"error: output folder {tmp_path} is the home folder: choose another --out folder"
 
 
@@ -120,10 +110,10 @@ def test_a_damaged_run_json_is_one_line_and_nothing_is_written(tiny_models, unin
     out = tmp_path / "eval"
     shutil.copytree(uninterrupted, out)
     (out / "model" / "run.json").write_bytes(data)
-    before = _tree(out)
-    line = _one_error_line(_invoke(_args(tiny_models["llava"], out)))
+    before = tree(out)
+    line = one_error_line(_invoke(_args(tiny_models["llava"], out)))
     assert message in line and f"{out / 'model'}" in line, line
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 # -- two runs into one folder --------------------------------------------------------------------------
@@ -147,7 +137,7 @@ def test_a_second_run_into_a_busy_folder_names_the_first_ones_pid(tiny_models, u
         go.touch()
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-3000:]
-    assert _tree(out) == _tree(uninterrupted)  # every answer once, the numbers of a run that was alone
+    assert tree(out) == tree(uninterrupted)  # every answer once, the numbers of a run that was alone
     assert _invoke(_args(tiny_models["llava"], out)).exit_code == 0  # the folder is free again
 
 
@@ -174,7 +164,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_files(tiny_models, uninterrup
     generated = sum(fake_model)
     expected = {"2": 90 - 8, "5": 90 - 30}.get(arg, 0) if mode == "generate" else 0
     assert generated == expected  # only what the killed run had not written
-    assert _tree(out) == _tree(uninterrupted)  # the half-written temp file is replaced too
+    assert tree(out) == tree(uninterrupted)  # the half-written temp file is replaced too
 
 
 # -- a damaged answers file of a resumed run -----------------------------------------------------------
@@ -201,22 +191,22 @@ def test_a_damaged_answers_file_says_which_line_to_fix_or_delete(tiny_models, un
     answers = out / "model" / "pope-random.answers.jsonl"
     lines = answers.read_bytes().splitlines(keepends=True)
     answers.write_bytes(b"".join([*lines[:2], bad + b"\n", *lines[3:]]))
-    before, calls = _tree(out), len(fake_model)
-    line = _one_error_line(_invoke(_args(tiny_models["llava"], out)))
+    before, calls = tree(out), len(fake_model)
+    line = one_error_line(_invoke(_args(tiny_models["llava"], out)))
     assert line.startswith(f"error: {answers}:3: ") and message in line, line
     assert line.endswith("; this answers file is resumed by the run: fix line 3, or delete it (its item is "
                          "generated again), and rerun")
-    assert _tree(out) == before and len(fake_model) == calls
+    assert tree(out) == before and len(fake_model) == calls
 
     answers.write_bytes(b"".join([*lines[:2], *lines[3:]]))  # the user deletes the line
     del fake_model[:]
     assert _invoke(_args(tiny_models["llava"], out)).exit_code == 0
     assert fake_model == [1]  # that one item is generated again
-    resumed = _tree(out)
+    resumed = tree(out)
     ordered = {k: v for k, v in resumed.items() if k != "model/pope-random.answers.jsonl"}
-    assert ordered == {k: v for k, v in _tree(uninterrupted).items() if k != "model/pope-random.answers.jsonl"}
+    assert ordered == {k: v for k, v in tree(uninterrupted).items() if k != "model/pope-random.answers.jsonl"}
     assert sorted(resumed["model/pope-random.answers.jsonl"].splitlines()) == sorted(
-        _tree(uninterrupted)["model/pope-random.answers.jsonl"].splitlines())
+        tree(uninterrupted)["model/pope-random.answers.jsonl"].splitlines())
 
 
 def test_the_notebook_api_claims_its_out_dir_the_same_way(tiny_models, tmp_path, fake_model):

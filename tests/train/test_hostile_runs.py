@@ -17,19 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mfpo_train.cli import app
+from tests.fixtures.hostile import one_error_line, tree
 from tests.paths import REPO
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".mfpo.lock"}
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output[-3000:]
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output[-3000:]
-    return errors[0]
 
 
 def _args(model, data, out, *extra) -> list[str]:
@@ -57,12 +48,12 @@ def test_a_folder_of_the_users_files_is_refused_and_left_alone(tiny_llava, synth
         for name, data in files.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
-        before = _tree(out)
+        before = tree(out)
         result = CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + (["--resume"] if resume else []))
         first = sorted(p.name for p in out.iterdir())[0]
-        assert _one_error_line(result) == (f"error: output folder {out} is not empty and holds no mfpo-train run "
+        assert one_error_line(result) == (f"error: output folder {out} is not empty and holds no mfpo-train run "
                                            f"(config.json) (e.g. {first!r}); choose a new or empty folder"), case
-        assert _tree(out) == before and not (out / ".mfpo.lock").exists(), case
+        assert tree(out) == before and not (out / ".mfpo.lock").exists(), case
 
 
 def test_a_second_run_into_a_busy_folder_names_the_first_ones_pid(tiny_llava, synthetic_data, tmp_path):
@@ -74,7 +65,7 @@ def test_a_second_run_into_a_busy_folder_names_the_first_ones_pid(tiny_llava, sy
         stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "held"
-        line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out)))
+        line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out)))
         assert line == (f"error: another mfpo-train run (pid {holder.pid}) is writing to {out}; wait for it to end or "
                         "choose another output folder")
         assert sorted(p.name for p in out.iterdir()) == [".mfpo.lock"]
@@ -97,6 +88,12 @@ def uninterrupted(tiny_llava, synthetic_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole") / "run"
     result = CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out))
     assert result.exit_code == 0, result.output[-3000:]
+    return out
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
     return out
 
 
@@ -138,15 +135,14 @@ STATE_CASES = {  # trainer_state.json of the step-2 checkpoint (re-vouched in it
 def test_a_damaged_trainer_state_is_one_line_and_nothing_is_written(tiny_llava, synthetic_data, stopped_run,
                                                                      tmp_path, case):
     data, message = STATE_CASES[case]
-    out = tmp_path / "run"
-    shutil.copytree(stopped_run, out)
+    out = _copy_of(stopped_run, tmp_path)
     ckpt = out / "checkpoints" / "step-00000002"
     (ckpt / "trainer_state.json").write_bytes(data)
     _revouch(ckpt)
-    before = _tree(out)
-    line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
+    before = tree(out)
+    line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
     assert line.startswith(f"error: {ckpt / 'trainer_state.json'}") and message in line, line
-    assert _tree(out) == before and not (out / "final").exists()
+    assert tree(out) == before and not (out / "final").exists()
 
 
 SCHEDULER_CASES = {  # scheduler.json of the step-2 checkpoint -> the one line's text
@@ -163,28 +159,26 @@ SCHEDULER_CASES = {  # scheduler.json of the step-2 checkpoint -> the one line's
 @pytest.mark.parametrize("case", list(SCHEDULER_CASES))
 def test_a_scheduler_state_of_wrong_types_is_one_line(tiny_llava, synthetic_data, stopped_run, tmp_path, case):
     change, message = SCHEDULER_CASES[case]
-    out = tmp_path / "run"
-    shutil.copytree(stopped_run, out)
+    out = _copy_of(stopped_run, tmp_path)
     ckpt = out / "checkpoints" / "step-00000002"
     (ckpt / "scheduler.json").write_text(json.dumps(change(json.loads((ckpt / "scheduler.json").read_text()))))
     _revouch(ckpt)
-    before = _tree(out)
-    line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
+    before = tree(out)
+    line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
     assert line.startswith(f"error: {ckpt / 'scheduler.json'}: ") and message in line, line
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 def test_a_pickle_in_place_of_the_optimizer_state_is_one_line(tiny_llava, synthetic_data, stopped_run, tmp_path):
     """Vouched for by a rewritten manifest: accelerate's weights-only load refuses it, in one line, no code runs."""
     import pickle
 
-    out = tmp_path / "run"
-    shutil.copytree(stopped_run, out)
+    out = _copy_of(stopped_run, tmp_path)
     ckpt = out / "checkpoints" / "step-00000002"
     target = tmp_path / "planted-code-ran"
     (ckpt / "optimizer.bin").write_bytes(pickle.dumps(_Planted(target)))
     _revouch(ckpt)
-    line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
+    line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
     assert line.startswith(f"error: cannot load checkpoint {ckpt} (UnpicklingError: "), line
     assert not target.exists() and not (out / "final").exists()
 
@@ -210,14 +204,13 @@ RESUME_CONFIG_CASES = {  # a --set that changes what the checkpoint means -> the
 def test_resume_with_settings_that_change_the_checkpoint_is_one_line(tiny_llava, synthetic_data, stopped_run,
                                                                       tmp_path, case):
     change, message = RESUME_CONFIG_CASES[case]
-    out = tmp_path / "run"
-    shutil.copytree(stopped_run, out)
-    before = _tree(out)
-    line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out, change) + ["--resume"]))
+    out = _copy_of(stopped_run, tmp_path)
+    before = tree(out)
+    line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out, change) + ["--resume"]))
     assert line == (f"error: --resume: the run in {out} was trained with {message.split(', the')[0]}, the config now "
                     f"says {message.split('says ')[1]} (see {out / 'config.json'}); resume with the run's settings, or "
                     "set train.output_dir to a new folder"), line
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 METRICS_CASES = {  # line 2 of metrics.jsonl -> the one line's text
@@ -231,38 +224,36 @@ METRICS_CASES = {  # line 2 of metrics.jsonl -> the one line's text
 @pytest.mark.parametrize("case", list(METRICS_CASES))
 def test_a_damaged_metrics_file_says_which_line_to_fix(tiny_llava, synthetic_data, stopped_run, tmp_path, case):
     bad, message = METRICS_CASES[case]
-    out = tmp_path / "run"
-    shutil.copytree(stopped_run, out)
+    out = _copy_of(stopped_run, tmp_path)
     lines = (out / "metrics.jsonl").read_bytes().splitlines(keepends=True)
     (out / "metrics.jsonl").write_bytes(lines[0] + bad + b"\n" + b"".join(lines[2:]))
-    before = _tree(out)
-    line = _one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
+    before = tree(out)
+    line = one_error_line(CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"]))
     assert line.startswith(f"error: {out / 'metrics.jsonl'}{message}") and line.endswith(
         "; fix line 2 of the metrics file, or delete it, and rerun with --resume"), line
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 # -- a finished run ------------------------------------------------------------------------------------
 def test_resume_on_a_finished_run_does_nothing_and_says_so(tiny_llava, synthetic_data, uninterrupted, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(uninterrupted, out)
-    before = _tree(out)
+    out = _copy_of(uninterrupted, tmp_path)
+    before = tree(out)
     result = CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out) + ["--resume"])
     assert result.exit_code == 0, result.output[-3000:]
     assert result.output.strip().splitlines()[-1] == (f"nothing to do: the run in {out} finished at step 6 (weights in "
                                                       f"{out / 'final'})")
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 def test_resume_at_max_steps_does_nothing_and_says_how_to_go_on(tiny_llava, synthetic_data, tmp_path):
     out = tmp_path / "run"
     assert CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out, "train.max_steps=2")).exit_code == 0
-    before = _tree(out)
+    before = tree(out)
     result = CliRunner().invoke(app, _args(tiny_llava, synthetic_data, out, "train.max_steps=2") + ["--resume"])
     assert result.exit_code == 0 and result.output.strip().splitlines()[-1] == (
         f"nothing to do: the run in {out} finished at step 2 (stopped at train.max_steps: raise it, or remove it, to "
         "train on)")
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 # -- rows that cannot be trained -------------------------------------------------------------------------
