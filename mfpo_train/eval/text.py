@@ -94,6 +94,8 @@ def _singular(word: str) -> str:
         return word
     if word.endswith(_KEEP_SUFFIXES) and word not in _PLURAL_US:
         return word
+    if word.endswith("children"):  # grandchildren, schoolchildren: inflect knows only "children"
+        return word[:-3]
     singular = _inflect().singular_noun(word)
     return singular if isinstance(singular, str) and singular else word
 
