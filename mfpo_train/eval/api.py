@@ -109,7 +109,7 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
                    device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
     from mfpo_train.eval.io import write_json
-    from mfpo_train.eval.report import column_labels, difference, markdown_table
+    from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
     from mfpo_train.eval.runner import check_settings, describe_model, load_for_eval, resolve_device
 
     names = parse_benchmarks(benchmarks)
@@ -147,8 +147,9 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
     if len(models) == 2:
         report["difference"] = difference(models[0]["results"], models[1]["results"])
     write_json(report, out / RESULTS_FILE)
-    labels = column_labels({n: b.settings for n, b in prepared.items()})
-    table = markdown_table(models, report.get("difference"), labels=labels)
+    settings = {n: b.settings for n, b in prepared.items()}
+    table = markdown_table(models, report.get("difference"), labels=column_labels(settings),
+                           hidden=hidden_columns(settings))
     (out / TABLE_FILE).write_text(_table_notes(names, prepared, models) + table, encoding="utf-8")
     report["table"] = table
     return report

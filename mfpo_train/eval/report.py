@@ -79,8 +79,9 @@ def column_labels(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     if pope:
         if pope.get("labels") == "repope":
             tag("pope", "RePOPE")
-        if not str(pope.get("source", "")).startswith("official"):
-            tag("pope", "not official questions")
+        source = str(pope.get("source", ""))
+        if not source.startswith(("official", "RePOPE")):
+            tag("pope", "seeded" if source.startswith("seeded") else "user's file")
         if pope.get("convention", "pope") != "pope":
             tag("pope", str(pope["convention"]))
     amber = settings.get("amber", {})
@@ -98,13 +99,18 @@ def unparsed_cell(unparsed: Mapping[str, Mapping[str, int]]) -> str:
     return ", ".join(f"{part} {c['unparsed']}/{c['n']}" for part, c in unparsed.items()) or "–"
 
 
+def hidden_columns(settings: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Columns left out of the table: the pooled POPE F1 unless it is the convention's headline (VLMEvalKit)."""
+    return set() if settings.get("pope", {}).get("headline") == "pooled" else {"POPE pooled F1↑"}
+
+
 def markdown_table(models: Sequence[Mapping[str, Any]], diff: Mapping[str, float | None] | None = None,
-                   labels: Mapping[str, str] | None = None) -> str:
+                   labels: Mapping[str, str] | None = None, hidden: set[str] | frozenset[str] = frozenset()) -> str:
     """`models`: results.json's `models` list (each with `name`, `results` and `unparsed`); `labels`
-    replace headers (`column_labels`). Columns with no value in any row are left out."""
+    replace headers (`column_labels`); `hidden` columns are left out (`hidden_columns`)."""
     labels = labels or {}
     rows = [(m["name"], row_values(m["results"]), m.get("unparsed")) for m in models]
-    headers = [h for _, h, _, _ in COLUMNS if any(values.get(h) is not None for _, values, _ in rows)]
+    headers = [h for _, h, _, _ in COLUMNS if h not in hidden and any(h in values for _, values, _ in rows)]
     with_unparsed = any(u is not None for _, _, u in rows)
     shown = [labels.get(h, h) for h in headers] + (["Unparsed"] if with_unparsed else [])
     lines = ["| Model | " + " | ".join(shown) + " |", "|---|" + "---:|" * len(shown)]
