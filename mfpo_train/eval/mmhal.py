@@ -179,7 +179,8 @@ class EndpointJudge:
 
     def __init__(self, model: str, url: str, *, key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
                  max_tokens: int | None = None):
-        self.model, self.url, self.timeout, self.max_tokens = model, url.rstrip("/"), timeout, max_tokens
+        # credentials written into the URL are not sent (urllib would take them for the host): use key_env
+        self.model, self.url, self.timeout, self.max_tokens = model, public_url(url).rstrip("/"), timeout, max_tokens
         self._key = os.environ.get(key_env) or None
         self.served_models: set[str] = set()
 
