@@ -274,3 +274,23 @@ def test_the_readme_states_the_answer_limit_the_reader_keeps():
     from tests.paths import REPO
 
     assert f"an answer over {io.MAX_ANSWER_CHARS:,} characters" in " ".join((REPO / "README.md").read_text().split())
+
+
+MMHAL_CASES = [  # line 2 of a 3-line MMHal answers file (answers by position, no ids) -> the message
+    (b'{"model_answer": 5}', ":2: field 'model_answer' must be a string, got an integer"),
+    (b'{"answer": "caf\xe9"}', ":2: not UTF-8 text"),
+    (b'{"text": "' + b"a " * 60_000 + b'"}', ":2: field 'text' holds 120,000 characters, more than the 100,000"),
+    (b'{"other": "x"}', ":2: missing field 'answer' or 'text' or 'model_answer'"),
+    (b"", ": 2 answers for 3 questions (one per question, in the questions' order)"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), MMHAL_CASES)
+def test_hostile_mmhal_answer_files(tmp_path, bad, message):
+    from mfpo_train.eval import mmhal
+
+    path = tmp_path / "mmhal.jsonl"
+    path.write_bytes(b'{"answer": "A dog."}\n' + bad + b'\n{"answer": "A cat."}\n')
+    with pytest.raises(MfpoError) as err:
+        mmhal.read_mmhal_answers(path, 3)
+    assert str(err.value) == f"{path}{message}" or str(err.value).startswith(f"{path}{message}"), str(err.value)
