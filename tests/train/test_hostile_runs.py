@@ -325,3 +325,14 @@ def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_one(tiny_llava,
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000002", "step-00000004",
                                                                         "step-00000006"]
     assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_precompute_ref_refuses_a_folder_of_the_users_files(tiny_llava, synthetic_data, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me\n")
+    result = CliRunner().invoke(app, ["precompute-ref", "--config", "debug", "--set", f"model.name_or_path={tiny_llava}",
+                                      "--set", f"data.dataset={synthetic_data}", "--output", str(out)])
+    assert one_error_line(result) == (f"error: output folder {out} is not empty and holds no copy written by "
+                                      "precompute-ref (reference.json) (e.g. 'notes.txt'); choose a new or empty folder")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
