@@ -336,3 +336,17 @@ def test_precompute_ref_refuses_a_folder_of_the_users_files(tiny_llava, syntheti
     assert one_error_line(result) == (f"error: output folder {out} is not empty and holds no copy written by "
                                       "precompute-ref (reference.json) (e.g. 'notes.txt'); choose a new or empty folder")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_precompute_ref_leaves_rows_that_cannot_be_trained_without_log_probs(tiny_llava, tmp_path):
+    import datasets
+
+    data, reasons = _hostile_rows(tmp_path)
+    result = CliRunner().invoke(app, ["precompute-ref", "--config", "debug", "--set", f"model.name_or_path={tiny_llava}",
+                                      "--set", f"data.dataset={data}", "--set", "train.batch_size=4",
+                                      "--output", str(tmp_path / "ref")])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert json.loads((tmp_path / "ref" / "reference.json").read_text())["rows_without_logps"] == len(reasons)
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "ref" / "data" / "*.parquet"), split="train")
+    nulls = {row_id for row_id, value in zip(ds["id"], ds["ref_chosen_logps"], strict=True) if value is None}
+    assert nulls == set(reasons)
