@@ -36,7 +36,7 @@ PROMPTS = ("Is there a person in the image?", "Please describe this image in det
 
 
 def _items(n: int) -> list[dict]:
-    from mfpo_train.eval.coco import bundled_coco_root, read_coco
+    from mfpo_data.scorers.coco import bundled_coco_root, read_coco
 
     coco = read_coco(None, "sample", captions=False)
     folder = bundled_coco_root() / "sample"

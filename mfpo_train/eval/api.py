@@ -108,7 +108,7 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
                    opts: SuiteOptions | None = None, decoding: Decoding | None = None, dtype: str = "auto",
                    device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
-    from mfpo_train.eval.io import write_json
+    from mfpo_data.scorers.io import write_json
     from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
     from mfpo_train.eval.runner import check_settings, describe_model, load_for_eval, resolve_device
 
@@ -167,7 +167,7 @@ def _prepare(names: Sequence[str], opts: SuiteOptions) -> dict:
 
 
 def _write_question_files(folder: Path, prepared: dict) -> None:
-    from mfpo_train.eval.io import write_jsonl
+    from mfpo_data.scorers.io import write_jsonl
 
     for bench in prepared.values():
         for file_name, rows in bench.files.items():
@@ -176,7 +176,7 @@ def _write_question_files(folder: Path, prepared: dict) -> None:
 
 def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, decoding: Decoding,
                      folder: Path | None) -> dict:
-    from mfpo_train.eval.results import write_result
+    from mfpo_data.scorers.results import write_result
     from mfpo_train.eval.runner import generate_answers
 
     results: dict[str, Any] = {}

@@ -28,8 +28,9 @@ def _lines(path):
 
 def _rescored(out, role="model"):
     """The scorers run by hand on the answers files the run wrote."""
-    from mfpo_train.eval import io, objhal, pope
-    from mfpo_train.eval.coco import chair_ground_truth, read_coco
+    from mfpo_data.scorers import io, pope
+    from mfpo_data.scorers.coco import chair_ground_truth, read_coco
+    from mfpo_train.eval import objhal
 
     folder = out / role
     scores = {}
@@ -113,7 +114,7 @@ def test_base_adds_the_base_row_and_the_difference_row(tiny_models, trained_adap
 
 
 def _rescored_pope_f1(out, role):
-    from mfpo_train.eval import io, pope
+    from mfpo_data.scorers import io, pope
 
     questions = pope.read_pope_questions(out / "benchmarks" / "coco_pope_random.json")
     return pope.score_pope(questions, io.read_answers(out / role / "pope-random.answers.jsonl", "question_id"))["f1"]
@@ -133,7 +134,7 @@ def test_scores_follow_the_answers(tiny_models, tmp_path, monkeypatch):
     rescored = _rescored(out)
     assert results["objhal"] == rescored["objhal"]
     # "man" (person), "chair" and "dog" mentioned in all 15 answers; the sample has 1 dog, 1 chair, 6 person images
-    from mfpo_train.eval.coco import chair_ground_truth, read_coco
+    from mfpo_data.scorers.coco import chair_ground_truth, read_coco
     from mfpo_train.eval.objhal import objhal_vocabulary
 
     truth = chair_ground_truth(read_coco(None, "sample"), objhal_vocabulary())
