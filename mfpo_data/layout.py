@@ -18,6 +18,7 @@ OUT/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -122,6 +123,14 @@ class OutputLayout:
 
     def final_shards(self) -> list[Path]:
         return sorted(self.data_dir.glob("train-*.parquet"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, text: str) -> None:
