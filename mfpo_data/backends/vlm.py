@@ -7,9 +7,13 @@
 `mfpo-eval run` and the build's on-policy source (`sources/on_policy.py`) generate with this module.
 An item is `{"key": str, "image": PIL image | path, "prompt": str}` plus any fields to carry into the
 answers file (`image_id`, `question_id`, ...). Prompts go through the model's chat template as one
-user turn `[image, text]`; decoding is greedy with the tokenizer padded on the left, so a batch gives
-the answers batch size 1 gives. Each batch's answers are appended to the JSONL and flushed as soon as
-they exist; a rerun skips the items already written (a torn last line from a killed run is cut off).
+user turn `[image, text]`, with the tokenizer padded on the left. Decoding is greedy, or with
+`sampling=Sampling(temperature, top_p, top_k)` each item is sampled with a random stream of its own,
+seeded by the item's `seed`: token t of an item is drawn from its t-th uniform, so an item gets the
+same answer whatever batch it is in (up to the floating-point noise of other batch shapes, which can
+only flip a draw that falls within ~1e-7 of a token boundary). Each batch's answers are appended to
+the JSONL and flushed as soon as they exist (`AnswersFile`); a rerun skips the items already written
+(a torn last line from a killed run is cut off).
 
 Nothing here imports torch at module level: a recipe that names a model is checked before any load.
 """
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +151,58 @@ def _image(item: dict):
 
 
 # -- generation ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of greedy decoding: `temperature` > 0, nucleus `top_p` in (0, 1] (1: off), `top_k` (0: off).
+
+    Applied in transformers' order (temperature, then top-k, then top-p), as `do_sample=True` would."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise GenerationError(f"temperature must be > 0 (greedy decoding is sampling: null), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seeded_sampler(sampling: Sampling, seeds: Sequence[int]):
+    """A `LogitsProcessor` that draws each row's next token from its own seeded stream and leaves only that
+    token possible, so that `generate(do_sample=False)` takes it: one uniform per row and step, inverted
+    through the row's distribution after the warpers."""
+    import torch
+    from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                              TopPLogitsWarper)  # fmt: skip
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+    if sampling.top_k:
+        warpers.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self):
+            self.streams = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(warpers(input_ids, scores).double(), dim=-1)
+            uniform = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.streams])
+            cdf = probs.cumsum(dim=-1)
+            target = (uniform.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+            tokens = torch.searchsorted(cdf, target, right=True).clamp_(max=scores.shape[-1] - 1)
+            chosen = torch.full_like(scores, float("-inf"))
+            return chosen.scatter_(1, tokens, 0.0)
+
+    return SeededSampler()
+
+
 def to_model(batch: dict, model) -> dict:
     """Tensors moved to the model's device; pixel values in the model's dtype."""
     import torch
@@ -157,8 +214,9 @@ def to_model(batch: dict, model) -> dict:
     return out
 
 
-def generate_batch(model, processor, items: Sequence[dict], max_new_tokens: int) -> list[str]:
-    """Greedy answers for `items`, left-padded in one batch."""
+def generate_batch(model, processor, items: Sequence[dict], max_new_tokens: int,
+                   sampling: Sampling | None = None) -> list[str]:
+    """Answers for `items`, left-padded in one batch: greedy, or sampled with each item's `seed` (module notes)."""
     import torch
 
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -172,19 +230,23 @@ def generate_batch(model, processor, items: Sequence[dict], max_new_tokens: int)
         tokenizer.padding_side = side
     enc = to_model(enc, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    extra = {}
+    if sampling is not None:
+        extra["logits_processor"] = [seeded_sampler(sampling, [it["seed"] for it in items])]
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                             temperature=None, top_p=None, top_k=None)
+                             temperature=None, top_p=None, top_k=None, **extra)
     new = out[:, enc["input_ids"].shape[1]:]
     return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def generate_answers(model, processor, items: Sequence[dict], answers_file: str | Path | None = None, *,
-                     batch_size: int = 8, max_new_tokens: int = 512, desc: str = "generate",
-                     progress: bool = True) -> list[dict]:
+                     batch_size: int = 8, max_new_tokens: int = 512, sampling: Sampling | None = None,
+                     desc: str = "generate", progress: bool = True) -> list[dict]:
     """Answer every item; with `answers_file`, append as produced and skip the items already there.
 
     Returns one record per item, in item order: the item's fields except `image`, plus `prompt` and `answer`.
+    With `sampling`, every item needs an int `seed`.
     """
     from tqdm.auto import tqdm
 
@@ -193,41 +255,72 @@ def generate_answers(model, processor, items: Sequence[dict], answers_file: str 
     keys = [str(it["key"]) for it in items]
     if len(set(keys)) != len(keys):
         raise GenerationError(f"{desc}: item keys are not unique")
-    done: dict[str, dict] = {}
-    if answers_file is not None:
-        answers_file = Path(answers_file)
-        answers_file.parent.mkdir(parents=True, exist_ok=True)
-        done = read_answers(answers_file, keys)
-    todo = [it for it in items if str(it["key"]) not in done]
-    if done:
-        logger.info("%s: %d of %d answers already in %s; generating the other %d", desc, len(done), len(items),
-                    answers_file, len(todo))
-    bar = tqdm(total=len(items), initial=len(done), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
-    sink = open(answers_file, "a", encoding="utf-8") if answers_file is not None else None  # noqa: SIM115
-    try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            for item, answer in zip(batch, generate_batch(model, processor, batch, max_new_tokens), strict=True):
-                record = _record(item, answer)
-                done[record["key"]] = record
-                if sink is not None:
-                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-            if sink is not None:
-                sink.flush()
-                os.fsync(sink.fileno())
-            bar.update(len(batch))
-    finally:
-        bar.close()
-        if sink is not None:
-            sink.close()
+    with AnswersFile(answers_file, keys) as sink:
+        done = sink.done
+        todo = [it for it in items if str(it["key"]) not in done]
+        if done:
+            logger.info("%s: %d of %d answers already in %s; generating the other %d", desc, len(done), len(items),
+                        answers_file, len(todo))
+        bar = tqdm(total=len(items), initial=len(done), unit="item", desc=desc, disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                sink.write([answer_record(item, answer) for item, answer in
+                            zip(batch, answer_batch(model, processor, batch, max_new_tokens, sampling), strict=True)])
+                bar.update(len(batch))
+        finally:
+            bar.close()
     return [done[k] for k in keys]
 
 
-def _record(item: dict, answer: str) -> dict:
+def answer_batch(model, processor, items: Sequence[dict], max_new_tokens: int,
+                 sampling: Sampling | None = None) -> list[str]:
+    """`generate_batch` (looked up when called, so tests can stand in for the model)."""
+    if sampling is None:
+        return generate_batch(model, processor, items, max_new_tokens)
+    return generate_batch(model, processor, items, max_new_tokens, sampling=sampling)
+
+
+def answer_record(item: dict, answer: str) -> dict:
+    """What the answers file holds for an item: its fields except `image`, its `key` as a string, the `answer`."""
     out = {k: v for k, v in item.items() if k != "image"}
     out["key"] = str(item["key"])
     out["answer"] = answer
     return out
+
+
+class AnswersFile:
+    """`with AnswersFile(path, keys) as sink:` the records a previous run wrote (`sink.done`, by key; a torn last
+    line is cut off) and `sink.write(records)`, which appends them, flushes and fsyncs: a kill loses at most
+    the batch being written. `path=None` keeps the records in memory only."""
+
+    def __init__(self, path: str | Path | None, keys: Iterable[str] | None = None):
+        self.path = Path(path) if path is not None else None
+        self.done: dict[str, dict] = {}
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.done = read_answers(self.path, keys)
+        self._sink = None
+
+    def __enter__(self) -> AnswersFile:
+        if self.path is not None:
+            self._sink = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        return self
+
+    def write(self, records: Iterable[dict]) -> None:
+        records = list(records)
+        for record in records:
+            self.done[record["key"]] = record
+        if self._sink is not None:
+            self._sink.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+
+    def __exit__(self, *exc) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
 
 def read_answers(path: Path, keys: Iterable[str] | None = None) -> dict[str, dict]:
