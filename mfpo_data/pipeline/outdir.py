@@ -26,7 +26,7 @@ from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 
 MANIFEST_FORMAT = "mfpo-build/1"
 LOCK_NAME = ".mfpo.lock"
-_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid)(\.tmp)?"
+_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid|\.answers\.jsonl)(\.tmp)?"
                         r"|source_index(\.next)?\.jsonl(\.tmp)?|source_stats\.json(\.tmp)?")
 
 
