@@ -264,11 +264,13 @@ def _on_policy_sentence(stats: Mapping[str, Any]) -> str:
               "synonyms, as `mfpo-eval chair` scores) against each image's COCO instances and captions")
     if source.get("presence_questions"):
         labels += f", and POPE's `{source.get('presence_parser', 'pope')}` answer parser for the yes/no questions"
+    min_recall = float(source.get("min_recall", 0.25))
+    recall = (f"names at least {100 * min_recall:g}% of the image's objects" if min_recall else
+              "may name none of the image's objects (`min_recall: 0`)")
     return (f"**On-policy data.** The text pairs are the answers of {who}, sampled from it ({how}) and labelled "
             f"without a judge model by {labels}: the chosen answer hallucinates fewer objects than the rejected "
-            f"one and names at least {100 * float(source.get('min_recall', 0.25)):g}% of the image's objects; `metadata` says which "
-            "objects the rejected answer hallucinated. The pairs are on-policy for that model: train it on them. "
-            "For any other model they are off-policy preference data.")
+            f"one and {recall}; `metadata` says which objects the rejected answer hallucinated. The pairs are "
+            "on-policy for that model: train it on them. For any other model they are off-policy preference data.")
 
 
 def _source_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:

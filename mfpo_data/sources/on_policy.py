@@ -222,14 +222,12 @@ class OnPolicySource(CocoSource):
         """Write the index; refuse a folder whose ranks hold answers of another policy (model, adapter, sampling)."""
         n = super().prepare(index_path)
         for path in sorted(Path(index_path).parent.glob("*.answers.jsonl")):
-            first = path.open(encoding="utf-8").readline()
+            with open(path, encoding="utf-8", errors="replace") as f:
+                first = f.readline()
             try:
-                policy = json.loads(first).get("policy") if first.strip() else self.policy["id"]
+                self._check_policy({"first": json.loads(first)} if first.strip() else {}, path)
             except (json.JSONDecodeError, AttributeError):
-                policy = None  # a torn or damaged line: the rank that owns the file says which
-            if policy not in (self.policy["id"], None):
-                raise MfpoError(f"{path} holds answers of another model, adapter or sampling (policy {policy}, now "
-                                f"{self.policy['id']}); rerun with --restart to sample again")
+                pass  # a torn or damaged line: the rank that owns the file says which
         return n
 
     # -- per rank ---------------------------------------------------------------------------------
@@ -267,6 +265,7 @@ class OnPolicySource(CocoSource):
             logger.info("rank %d: %d answers sampled, %d resumed", rank, len(sink.done) - resumed, resumed)
 
     def _check_policy(self, done: dict, path: Path) -> None:
+        """Refuse answers that another model, adapter or sampling wrote (their policy id differs)."""
         other = next((r for r in done.values() if r.get("policy") != self.policy["id"]), None)
         if other is not None:
             raise MfpoError(f"{path} holds answers of another model, adapter or sampling (policy {other.get('policy')}, "

@@ -353,6 +353,7 @@ def test_the_card_says_whose_answers_the_pairs_are(scripted_build):
     assert sentence.startswith("**On-policy data.** The text pairs are the answers of `<local>/")
     assert "3 answers per prompt at temperature 1.0" in sentence and "`reference` protocol" in sentence
     assert "POPE's `pope` answer parser" in sentence and "on-policy for that model" in sentence
+    assert "names at least 50% of the image's objects" in sentence  # the scripted build's min_recall: 0.5
     assert licence_for({}, stats) is SAMPLE_LICENCE
     assert _on_policy_sentence({"backends": {"source": {"kind": "coco"}}}) == ""
 
@@ -365,3 +366,26 @@ def test_the_on_policy_recipes_load(name):
     source = make_source(load_recipe(name))
     assert source.kind == "on_policy" and source.prompts == ["Please describe this image in detail."]
     assert Path(REPO / "scripts" / "on_policy_rounds.sh").stat().st_mode & 0o111
+
+
+def test_the_7b_cost_calculation_adds_up_for_the_recipes_settings():
+    """The header's cost per 1,000 images is arithmetic on stated assumptions; it must follow the recipe."""
+    from mfpo_data.config import load_recipe
+
+    text = " ".join((REPO / "recipes" / "coco_on_policy_7b.yaml").read_text().replace("#", " ").split())
+    opts = load_recipe("coco_on_policy_7b").source.options
+    answers, batch, steps, step_ms = 1000 * opts["samples"], opts["batch_size"], 210, 30  # steps, ms: assumptions
+    kv_mb = 2 * 32 * 4096 * 2 / 2**20  # K and V, 32 layers, hidden 4096, bf16: per token, in MiB
+    assert kv_mb == 0.5 and f"{batch} x ~730 tokens x 0.5 MB" in text and round(batch * 730 * kv_mb / 1000) == 12
+    assert round((13.5 + batch * 730 * kv_mb / 1000) / 3.35) == 8 and "= ~8 ms at 3.35 TB/s" in text
+    decode_s = answers // batch * steps * step_ms / 1000
+    assert f"{answers:,} / {batch} = {answers // batch} batches x {steps} steps x {step_ms} ms = {decode_s:,.0f} s = " \
+           f"{decode_s / 60:.0f} min" in text
+    prefill_s = answers * 620 * 14e9 / 400e12
+    assert f"{answers:,} x ~620 tokens" in text and f"= {answers * 620 * 14e9 / 1e15:.0f} PFLOP" in text
+    assert f"= ~{prefill_s / 60:.0f} min" in text
+    total_min = (decode_s + prefill_s) / 60
+    assert round(total_min / 5) * 5 == 30 and "~30 min of one H100 per 1,000 images (~0.5 GPU-hour)" in text
+    assert "118k images ~59 GPU-hours" in text and 118 * 0.5 == 59
+    assert f"{batch} x (620 + {opts['max_new_tokens']}) tokens x 0.5 MB = 18 GB" in text
+    assert round(batch * (620 + opts["max_new_tokens"]) * kv_mb / 1000) == 18
