@@ -9,6 +9,7 @@ truth), no model, no torch.
     io.py       answer and question files, one-line errors naming the file and line
     data/       vendored lists (synonyms, singular forms, WordNet nouns, POPE's files), with sources and licences
 
-They live in `mfpo_data` so that a build can use them without importing `mfpo_train`;
-`mfpo_train.eval` adds the model runner and the other benchmarks (Object HalBench, AMBER, MMHal-Bench).
+They live in `mfpo_data` so that a build can use them without importing `mfpo_train`: the on-policy
+source (`sources/on_policy.py`) labels a model's own answers with them, so its labels are what
+`mfpo-eval` would say. `mfpo_train.eval` adds the other benchmarks (Object HalBench, AMBER, MMHal-Bench).
 """
