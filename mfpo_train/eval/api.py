@@ -108,9 +108,10 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
                    opts: SuiteOptions | None = None, decoding: Decoding | None = None, dtype: str = "auto",
                    device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
-    from mfpo_train.eval.io import write_json
+    from mfpo_data.scorers.io import write_json
     from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
-    from mfpo_train.eval.runner import check_settings, describe_model, load_for_eval, resolve_device
+    from mfpo_data.backends.vlm import describe_model, load_vlm, resolve_device
+    from mfpo_train.eval.runner import check_settings
 
     names = parse_benchmarks(benchmarks)
     opts, decoding = opts or SuiteOptions(), decoding or Decoding()
@@ -123,7 +124,7 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
         folder = out / spec.name
         described = describe_model(spec.model, spec.adapter, spec.revision)
         logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
-        model, processor = load_for_eval(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
+        model, processor = load_vlm(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
                                          revision=spec.revision, trust_remote_code=trust_remote_code)
         check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
                                 "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
@@ -167,7 +168,7 @@ def _prepare(names: Sequence[str], opts: SuiteOptions) -> dict:
 
 
 def _write_question_files(folder: Path, prepared: dict) -> None:
-    from mfpo_train.eval.io import write_jsonl
+    from mfpo_data.scorers.io import write_jsonl
 
     for bench in prepared.values():
         for file_name, rows in bench.files.items():
@@ -176,8 +177,8 @@ def _write_question_files(folder: Path, prepared: dict) -> None:
 
 def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, decoding: Decoding,
                      folder: Path | None) -> dict:
-    from mfpo_train.eval.results import write_result
-    from mfpo_train.eval.runner import generate_answers
+    from mfpo_data.backends.vlm import generate_answers
+    from mfpo_data.scorers.results import write_result
 
     results: dict[str, Any] = {}
     device = str(next(model.parameters()).device)

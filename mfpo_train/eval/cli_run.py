@@ -61,7 +61,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
-        from mfpo_train.eval.runner import adapter_base_model
+        from mfpo_data.backends.vlm import adapter_base_model
         from mfpo_train.eval.suite import SuiteOptions
 
         opts = SuiteOptions(
