@@ -16,7 +16,6 @@ Paths in messages pass through publish's redaction (`secrets.scrub`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -92,11 +91,3 @@ class FolderLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock; the file stays (removing it would race a waiter)
             self._fd = None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -35,7 +35,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mfpo_data.folders import sha256_file
+from mfpo_data.layout import sha256_file
 from mfpo_train.errors import TrainingError
 
 
@@ -96,7 +96,7 @@ def check_metrics(path: Path) -> list[tuple[int, int]]:
 
     A last line without its newline (the crash came while it was written) is not read: `trim_metrics` cuts it.
     """
-    from mfpo_train.eval.io import RecordError, decode, parse_objects, where
+    from mfpo_data.scorers.io import RecordError, decode, parse_objects, where
 
     if not path.is_file():
         return []
@@ -216,7 +216,7 @@ def read_state(path: Path, steps_per_epoch: list[int], epochs_per_stage: int) ->
     this run's curriculum (`steps_per_epoch` per stage) and add up to `global_step`, which must be the step
     the checkpoint's folder is named after. A damaged state is one line, never a run that restarts or ends.
     """
-    from mfpo_train.eval.io import RecordError, read_json
+    from mfpo_data.scorers.io import RecordError, read_json
 
     path = Path(path)
     verify_checkpoint(path)
@@ -259,7 +259,7 @@ def read_state(path: Path, steps_per_epoch: list[int], epochs_per_stage: int) ->
 
 def check_same_shapes(path: Path, lora) -> None:
     """Refuse a checkpoint whose LoRA adapters have another rank or alpha than the config asks for."""
-    from mfpo_train.eval.io import RecordError, read_json
+    from mfpo_data.scorers.io import RecordError, read_json
 
     file = Path(path) / "model" / "adapter_config.json"
     if not file.is_file():
@@ -305,7 +305,7 @@ def load_checkpoint(accelerator, path: Path, state: TrainState, reference_model=
 def _scheduler_state(path: Path, scheduler, global_step: int) -> dict:
     """scheduler.json, refused unless it has the keys and value types of `scheduler.state_dict()` and has
     stepped once per optimizer step."""
-    from mfpo_train.eval.io import RecordError, read_json
+    from mfpo_data.scorers.io import RecordError, read_json
 
     file = path / SCHEDULER_FILE
     if not file.is_file():

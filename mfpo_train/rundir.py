@@ -41,7 +41,7 @@ RESUME_KEYS = (
 
 def read_run_config(root: Path) -> dict | None:
     """The training config a run wrote to `root/config.json`; None when there is none or it is not ours."""
-    from mfpo_train.eval.io import RecordError, read_json
+    from mfpo_data.scorers.io import RecordError, read_json
 
     path = Path(root) / CONFIG_FILE
     if not path.is_file():

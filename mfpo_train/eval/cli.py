@@ -136,15 +136,16 @@ def _check_out(out: Path | None) -> None:
 def _save(result: dict, out: Path | None) -> None:
     if out is None:
         return
-    from mfpo_train.eval.results import write_result
+    from mfpo_data.scorers.results import write_result
 
     json_path, details = write_result(result, out)
     typer.echo(scrub(f"wrote {json_path} and {details}"))
 
 
 def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, vocab, out: Path | None):
-    from mfpo_train.eval import chair, coco, objhal
-    from mfpo_train.eval.io import read_answers
+    from mfpo_data.scorers import chair, coco
+    from mfpo_data.scorers.io import read_answers
+    from mfpo_train.eval import objhal
 
     _check_out(out)
     ann = coco.read_coco(root, _split(root, split))
@@ -173,7 +174,7 @@ def chair(
     """CHAIRs / CHAIRi / recall of image descriptions against COCO instances and captions (the reference chair.py)."""
 
     def run():
-        from mfpo_train.eval.chair import load_vocabulary
+        from mfpo_data.scorers.chair import load_vocabulary
 
         vocab = load_vocabulary(synonyms.value, "fixed" if fixed_vocabulary else "reference")
         _chair_like("chair", answers, coco_root, split, vocab, out)
@@ -195,7 +196,7 @@ def objhal(
     """Object HalBench, rule-based: CHAIR over answers to the 300 description prompts, RLAIF-V's refined synonyms."""
 
     def run():
-        from mfpo_train.eval.chair import load_vocabulary
+        from mfpo_data.scorers.chair import load_vocabulary
         from mfpo_train.eval.objhal import objhal_vocabulary
 
         vocab = objhal_vocabulary(scorer.value)
@@ -220,8 +221,9 @@ def objhal_questions(
     """The Object HalBench questions: the shipped 300, RLAIF-V's file, or a seeded set from a COCO folder."""
 
     def run():
-        from mfpo_train.eval import coco, objhal
-        from mfpo_train.eval.io import write_jsonl
+        from mfpo_data.scorers import coco
+        from mfpo_data.scorers.io import write_jsonl
+        from mfpo_train.eval import objhal
 
         _check_out(out)
         if questions is not None:
@@ -252,7 +254,7 @@ def pope_questions(
     """Build POPE questions from a COCO folder's instances."""
 
     def run():
-        from mfpo_train.eval import coco, pope
+        from mfpo_data.scorers import coco, pope
 
         _check_out(out)
         ann = coco.read_coco(coco_root, _split(coco_root, split), captions=False)
@@ -283,9 +285,9 @@ def pope_score(
     """Accuracy, precision, recall, F1 and yes-ratio per POPE split, their mean and the pooled F1."""
 
     def run():
-        from mfpo_train.eval import pope
-        from mfpo_train.eval.io import read_answers, shown
-        from mfpo_train.eval.results import make_result
+        from mfpo_data.scorers import pope
+        from mfpo_data.scorers.io import read_answers, shown
+        from mfpo_data.scorers.results import make_result
 
         _check_out(out)
         if len(questions) != len(answers):

@@ -64,7 +64,7 @@ def run(
     redact_logging()
     try:
         from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
-        from mfpo_train.eval.runner import adapter_base_model
+        from mfpo_data.backends.vlm import adapter_base_model
         from mfpo_train.eval.suite import SuiteOptions
 
         opts = SuiteOptions(

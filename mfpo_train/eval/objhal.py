@@ -26,12 +26,12 @@ from pathlib import Path
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.eval_ids import EVAL_IDS_DIR, EVAL_SETS
-from mfpo_train.eval.chair import ChairVocabulary, load_vocabulary, score_chair
+from mfpo_data.scorers.chair import ChairVocabulary, load_vocabulary, score_chair
 
 
 SCORERS = {"rlaifv": "rlaifv", "chair": "reference"}  # --objhal-scorer -> the CHAIR protocol it runs
-from mfpo_train.eval.coco import CocoAnnotations
-from mfpo_train.eval.io import id_field, numbered_records, text_field
+from mfpo_data.scorers.coco import CocoAnnotations
+from mfpo_data.scorers.io import id_field, numbered_records, text_field
 
 
 def objhal_questions() -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.folders import FolderLock, check_output_folder, output_root
-from mfpo_train.eval.io import RecordError, read_json, shown, write_json
+from mfpo_data.scorers.io import RecordError, read_json, shown, write_json
 
 
 SETTINGS_FILE = "run.json"
@@ -28,7 +28,9 @@ ROLES = ("model", "base")  # the per-model folders of `mfpo-eval run`
 
 
 class EvalError(MfpoError):
-    """An evaluation that cannot run as asked: other settings in the output folder, a bad answers file."""
+    """An evaluation that cannot run as asked: other settings in the output folder, a damaged run.json.
+
+    (A damaged answers file is `mfpo_data.backends.vlm.GenerationError`: generation resumes it.)"""
 
 
 def read_settings(folder: Path) -> dict | None:

@@ -117,18 +117,18 @@ def prepare(name: str, opts: SuiteOptions) -> Benchmark:
 
 # -- COCO-based --------------------------------------------------------------------------------------
 def _coco(opts: SuiteOptions):
-    from mfpo_train.eval.coco import read_coco
+    from mfpo_data.scorers.coco import read_coco
 
     return read_coco(opts.coco_root, opts.split)
 
 
 def _image_dir(opts: SuiteOptions) -> Path:
-    from mfpo_train.eval.coco import bundled_coco_root
+    from mfpo_data.scorers.coco import bundled_coco_root
 
     root = Path(opts.coco_root).expanduser() if opts.coco_root else bundled_coco_root()
     folder = root / opts.split
     if not folder.is_dir():
-        from mfpo_train.eval.io import shown
+        from mfpo_data.scorers.io import shown
 
         raise MfpoError(f"COCO images not found: {shown(folder)} (download {opts.split}.zip from "
                         f"https://cocodataset.org and unpack it into {shown(root)})")
@@ -138,7 +138,7 @@ def _image_dir(opts: SuiteOptions) -> Path:
 def _image_path(folder: Path, file_name: str, source: str = "the question file") -> Path:
     """The image `file_name` of a question, inside `folder` (a path that leaves it is refused, in one line)."""
     from mfpo_data.imaging import ImageError, confined_path
-    from mfpo_train.eval.io import shown
+    from mfpo_data.scorers.io import shown
 
     try:
         path = confined_path(folder, file_name)
@@ -158,7 +158,7 @@ def _caption_items(coco, questions: list[dict], opts: SuiteOptions) -> list[dict
 
 
 def _chair_scorer(coco, vocab, scorer: Callable, part: str):
-    from mfpo_train.eval.coco import chair_ground_truth
+    from mfpo_data.scorers.coco import chair_ground_truth
 
     def score(answers: dict[str, list[dict]]) -> dict:
         rows = [{k: a[k] for k in ("image_id", "answer", "text") if k in a} for a in answers[part]]
@@ -173,8 +173,8 @@ def _protocol(opts: SuiteOptions, default: str) -> str:
 
 
 def _objhal(opts: SuiteOptions) -> Benchmark:
+    from mfpo_data.scorers.chair import load_vocabulary
     from mfpo_train.eval import objhal
-    from mfpo_train.eval.chair import load_vocabulary
 
     scorer_protocol = objhal.objhal_vocabulary(opts.objhal_scorer).protocol  # checks the name first
     coco = _coco(opts)
@@ -199,8 +199,8 @@ def _objhal(opts: SuiteOptions) -> Benchmark:
 
 
 def _chair_coco(opts: SuiteOptions) -> Benchmark:
+    from mfpo_data.scorers.chair import load_vocabulary, score_chair
     from mfpo_train.eval import objhal
-    from mfpo_train.eval.chair import load_vocabulary, score_chair
 
     coco = _coco(opts)
     eligible = sum(1 for objs in coco.objects.values() if objs)
@@ -216,7 +216,7 @@ def _chair_coco(opts: SuiteOptions) -> Benchmark:
 
 def _pope_questions(opts: SuiteOptions) -> tuple[dict[str, list[dict]], dict]:
     """The three splits' questions and how they were obtained (official files, the user's, RePOPE's, or built)."""
-    from mfpo_train.eval import pope
+    from mfpo_data.scorers import pope
 
     if opts.pope_source not in ("auto", "official", "build"):
         raise MfpoError(f"--pope-source must be auto, official or build, got {opts.pope_source!r}")
@@ -267,7 +267,7 @@ def _pope_questions(opts: SuiteOptions) -> tuple[dict[str, list[dict]], dict]:
 
 
 def _pope(opts: SuiteOptions) -> Benchmark:
-    from mfpo_train.eval import pope
+    from mfpo_data.scorers import pope
 
     conv = pope.convention(opts.pope_convention)
     questions, settings = _pope_questions(opts)
@@ -293,8 +293,8 @@ def _pope(opts: SuiteOptions) -> Benchmark:
 
 
 def _amber(opts: SuiteOptions) -> Benchmark:
+    from mfpo_data.scorers.io import id_field, numbered_records, shown, text_field
     from mfpo_train.eval import amber
-    from mfpo_train.eval.io import id_field, numbered_records, shown, text_field
     from mfpo_train.eval.tagging import resolve
 
     if not opts.amber_root or not opts.amber_images:

@@ -3,7 +3,7 @@
 import pytest
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval import chair, coco
+from mfpo_data.scorers import chair, coco
 
 
 @pytest.fixture(scope="module")

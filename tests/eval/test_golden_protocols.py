@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mfpo_train.eval import amber, chair, coco, mmhal, objhal, pope
+from mfpo_data.scorers import chair, coco, pope
+from mfpo_train.eval import amber, mmhal, objhal
 
 
 HERE = Path(__file__).parent

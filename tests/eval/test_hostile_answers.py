@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval import amber, chair, io, pope
+from mfpo_data.scorers import chair, io, pope
+from mfpo_train.eval import amber
 from mfpo_train.eval.cli import app
 from tests.fixtures.hostile import one_error_line
 

@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from mfpo_train.eval import runner
+from mfpo_data.backends import vlm
 from mfpo_train.eval.cli import app
 from tests.fixtures.eval_kill import fake_answers
 from tests.fixtures.hostile import one_error_line, tree
@@ -46,7 +45,7 @@ def _kill_run(model, out, mode: str, arg: str) -> subprocess.CompletedProcess:
 def fake_model(monkeypatch):
     """The tests' answers, in this process too (the same as tests/fixtures/eval_kill.py gives)."""
     calls = []
-    monkeypatch.setattr(runner, "generate_batch", lambda m, p, items, n: calls.append(len(items)) or fake_answers(items))
+    monkeypatch.setattr(vlm, "generate_batch", lambda m, p, items, n: calls.append(len(items)) or fake_answers(items))
     return calls
 
 
@@ -177,7 +176,7 @@ RESUME_CASES = [  # line 3 of the answers file replaced by ... -> what the one l
     (b'{"key": "3", "answer": 5}', "field 'answer' must be a string, got an integer"),
     (b'{"key": "3"}', "missing field 'answer'"),
     (b'{"key": "1", "answer": "Yes."}', "key '1' is answered again (first on line 1)"),
-    (b'{"key": "99999", "answer": "Yes."}', "key '99999' is not in this benchmark's item set"),
+    (b'{"key": "99999", "answer": "Yes."}', "key '99999' is not in this run's item set"),
     (b'{"key": "3", "prompt": "Is there a unicorn in the image?", "answer": "Yes."}',
      "item '3' was answered for another prompt"),
 ]
@@ -212,9 +211,9 @@ def test_a_damaged_answers_file_says_which_line_to_fix_or_delete(tiny_models, un
 def test_the_notebook_api_claims_its_out_dir_the_same_way(tiny_models, tmp_path, fake_model):
     from mfpo_data.folders import OutputFolderError
     from mfpo_train.eval import evaluate
-    from mfpo_train.eval.runner import load_for_eval
+    from mfpo_data.backends.vlm import load_vlm
 
-    model, processor = load_for_eval(tiny_models["llava"])
+    model, processor = load_vlm(tiny_models["llava"])
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.json").write_text('{"mine": 1}\n')

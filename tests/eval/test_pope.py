@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval import coco, pope
+from mfpo_data.scorers import coco, pope
 from tests.fixtures.eval_coco import IMAGES, make_pope_coco
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mfpo_train.eval import chair
-from mfpo_train.eval.text import singularize, tokenize
+from mfpo_data.scorers import chair
+from mfpo_data.scorers.text import singularize, tokenize
 
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_chair_reference.json").read_text())["cases"]
@@ -60,7 +60,7 @@ def test_singulariser_plurals_and_words_that_only_look_plural():
 
 
 def test_lemmatize_is_wordnets_noun_lemma():
-    from mfpo_train.eval.text import lemmatize
+    from mfpo_data.scorers.text import lemmatize
 
     # exceptions, suffix rules, the shortest WordNet noun, and words WordNet does not know (kept as they are)
     assert [lemmatize(w) for w in ("children", "mice", "buses", "glasses", "leaves", "sunglasses", "skis", "Dogs")] == [

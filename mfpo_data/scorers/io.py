@@ -1,7 +1,8 @@
 """The readers of every file `mfpo-eval` is given, and its writers.
 
 One reader for answers files (`read_answers`) serves every scorer's command, the Python API and the
-resume of `mfpo-eval run`, so a file is judged the same way wherever it comes in. A file is JSON
+resume of generation (`backends/vlm.py`: `mfpo-eval run` and the on-policy build), so a file is judged
+the same way wherever it comes in. A file is JSON
 lines or one JSON list (told apart by its first character, not its name: POPE's `.json` files are
 JSON lines). Whatever is wrong with it ends in one `RecordError` line that names the file, the line
 and the field or id:
@@ -175,7 +176,7 @@ def read_answers(path: str | Path, key: str, *, ids: Collection | None = None, b
                  text: Sequence[str] = ("answer", "text"), what: str = "answers file") -> list[dict]:
     """Every answer of an answers file, in file order: the row with `key` and `answer` normalised.
 
-    `key` names the id field (`image_id`, `question_id`, `id`, or the runner's `key`); `text` the fields
+    `key` names the id field (`image_id`, `question_id`, `id`, or generation's `key`); `text` the fields
     the answer may be in, first one present wins (LLaVA's files use `text`). With `ids` (the benchmark's
     items), an id outside them is refused; an id given as text ("42") is matched to the item 42. Every
     problem is one `RecordError` naming the file, the line and the field or id (see the module notes).

@@ -53,9 +53,9 @@ from importlib import resources
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.coco import CocoAnnotations, unique_objects
-from mfpo_train.eval.io import RecordError, id_field, numbered_records, refuse_duplicates, text_field, where, write_jsonl
-from mfpo_train.eval.results import make_result
+from mfpo_data.scorers.coco import CocoAnnotations, unique_objects
+from mfpo_data.scorers.io import RecordError, id_field, numbered_records, refuse_duplicates, text_field, where, write_jsonl
+from mfpo_data.scorers.results import make_result
 
 
 SAMPLINGS = ("random", "popular", "adversarial")
@@ -209,7 +209,7 @@ def official_file(split: str) -> Path:
     """The shipped official question file of a split (gzip of POPE's `coco_pope_<split>.json`)."""
     if split not in SAMPLINGS:
         raise MfpoError(f"pope: no official file for split {split!r} (choose from {', '.join(SAMPLINGS)})")
-    return Path(str(resources.files("mfpo_train.eval").joinpath(f"data/coco_pope_{split}.json.gz")))
+    return Path(str(resources.files("mfpo_data.scorers").joinpath(f"data/coco_pope_{split}.json.gz")))
 
 
 def official_questions(split: str) -> list[dict]:

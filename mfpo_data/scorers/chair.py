@@ -2,7 +2,7 @@
 
 The algorithm of the reference `utils/chair.py` (LisaAnne/Hallucination), step by step:
 
-1. lower-case, tokenise, singularise every token (`mfpo_train.eval.text`);
+1. lower-case, tokenise, singularise every token (`mfpo_data.scorers.text`);
 2. merge the two-word phrases of the synonym list, left to right ("hot dog", "teddy bear"), with the
    reference's special cases: "baby/adult <animal>" -> the animal, "passenger jet/train" -> jet/train,
    "bow tie" -> tie, "toilet seat" -> toilet, "wine glas" -> wine glass;
@@ -10,7 +10,7 @@ The algorithm of the reference `utils/chair.py` (LisaAnne/Hallucination), step b
 4. every remaining word on the synonym list is a mention of its category (repeats count).
 
 An image's ground truth is its instance categories plus the objects its human captions mention
-(`mfpo_train.eval.coco.chair_ground_truth`). CHAIRs = answers with at least one hallucinated
+(`mfpo_data.scorers.coco.chair_ground_truth`). CHAIRs = answers with at least one hallucinated
 mention / answers; CHAIRi = hallucinated mentions / mentions; recall = distinct ground-truth
 objects mentioned / ground-truth objects (summed over answers); len = mean words per answer.
 All are x100 with one decimal, as papers print them.
@@ -40,9 +40,9 @@ from functools import lru_cache
 from importlib import resources
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.io import refuse_duplicates
-from mfpo_train.eval.results import make_result, pct
-from mfpo_train.eval.text import lemmatize, singularize, tokenize
+from mfpo_data.scorers.io import refuse_duplicates
+from mfpo_data.scorers.results import make_result, pct
+from mfpo_data.scorers.text import lemmatize, singularize, tokenize
 
 
 # The reference's list of two-word objects (chair.py, `coco_double_words`), in its order.
@@ -96,7 +96,7 @@ def load_vocabulary(synonyms: str = "coco", protocol: str = "reference") -> Chai
         raise MfpoError(f"chair protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "rlaifv" and synonyms != "refine":
         raise MfpoError("chair protocol 'rlaifv' uses RLAIF-V's refined synonyms: synonyms='refine'")
-    text = resources.files("mfpo_train.eval").joinpath("data/synonyms.txt").read_text(encoding="utf-8")
+    text = resources.files("mfpo_data.scorers").joinpath("data/synonyms.txt").read_text(encoding="utf-8")
     rows = []
     for line in text.splitlines():
         # The reference parses with `line.strip().split(', ')`: an entry after a double space keeps

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mfpo_train.eval.io import write_json, write_jsonl
+from mfpo_data.scorers.io import write_json, write_jsonl
 
 
 # Bump a scorer's version whenever its numbers can change for the same input.

@@ -66,7 +66,7 @@ def _inflect():
 
 
 def _data(name: str):
-    return resources.files("mfpo_train.eval").joinpath(f"data/{name}")
+    return resources.files("mfpo_data.scorers").joinpath(f"data/{name}")
 
 
 def tokenize(text: str) -> list[str]:
