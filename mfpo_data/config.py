@@ -291,6 +291,8 @@ def find_recipe(name_or_path: str | Path, subdir: str = "") -> Path:
     path = Path(name_or_path).expanduser()
     kind, command = ("training config", "mfpo-train configs") if subdir == "train" else ("recipe", "mfpo-data recipes")
     if path.suffix in (".yaml", ".yml") or path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"{kind} {path} is a folder, not a file")
         if not path.is_file():
             raise ConfigError(f"{kind} file not found: {path}")
         return path

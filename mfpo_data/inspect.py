@@ -5,7 +5,6 @@ valid for the image term, and which negative it has (the perturbation, its regio
 
 from __future__ import annotations
 
-import io
 import json
 import textwrap
 from collections.abc import Iterable
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mfpo_data.imaging import rle_decode
+from mfpo_data.imaging import ImageError, decode_image, rle_decode
 
 
 TILE = 192
@@ -43,11 +42,37 @@ def negative_label(row: dict) -> str:
 
 
 def _as_image(value) -> Image.Image:
+    """A row's image, decoded by the build's own reader (`imaging.decode_image`: corrupt bytes and
+    decompression bombs are an `ImageError`, never a crash or a huge allocation)."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, dict) and value.get("bytes") is not None:
-        return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-    raise ValueError(f"cannot read image from {type(value).__name__}")
+        return Image.fromarray(decode_image(value["bytes"])[0])
+    raise ImageError(f"missing_image: no image bytes ({type(value).__name__})")
+
+
+def _tiles(row: dict) -> tuple[list[Image.Image], list[str]]:
+    """The row's three tiles and what could not be drawn: a bad image is a grey tile and a labelled line."""
+    problems, tiles = [], []
+    for column in ("images", "rejected_images"):
+        try:
+            values = row.get(column) or []
+            tiles.append(_as_image(values[0] if values else None))
+        except ImageError as e:
+            problems.append(f"{column}: {str(e)[:120]}")
+            tiles.append(None)
+    original, perturbed = tiles
+    overlay = None
+    if original is not None:
+        try:
+            overlay = _overlay(original, row)
+        except Exception as e:  # noqa: BLE001 - a damaged mask or box in a hostile shard
+            problems.append(f"mask: {type(e).__name__}")
+    return [_fit(t) if t is not None else _blank() for t in (original, overlay, perturbed)], problems
+
+
+def _blank() -> Image.Image:
+    return Image.new("RGB", (TILE, TILE), (120, 120, 120))
 
 
 def _fit(img: Image.Image) -> Image.Image:
@@ -117,14 +142,17 @@ def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 12) -> Path
     chars = max(20, (TEXT_W - label_w - 16) // 8)  # about 8 px per character at this size
     for i, row in enumerate(rows):
         top = HEADER_H + i * TILE
-        original = _as_image(row["images"][0])
-        perturbed = _as_image(row["rejected_images"][0])
-        for j, tile in enumerate([original, _overlay(original, row), perturbed]):
-            grid.paste(_fit(tile), (j * TILE, top))
+        tiles, problems = _tiles(row)
+        for j, tile in enumerate(tiles):
+            grid.paste(tile, (j * TILE, top))
         y = top + 6
-        for label, value in _text(row):
+        try:
+            lines = _text(row)
+        except Exception as e:  # noqa: BLE001 - damaged metadata or texts in a hostile shard
+            lines = [("id", str(row.get("id"))), ("skipped", f"texts: {type(e).__name__}")]
+        for label, value in [("skipped", p) for p in problems] + lines:
             wrapped = textwrap.wrap(value, chars) or [""]
-            colour = (170, 0, 0) if label == "image pair" and value.startswith("NOT") else (0, 0, 0)
+            colour = (170, 0, 0) if label == "skipped" or label == "image pair" and value.startswith("NOT") else (0, 0, 0)
             draw.text((3 * TILE + 8, y), label, fill=(90, 90, 90), font=font)
             for line in wrapped[:3]:
                 if y > top + TILE - FONT_SIZE - 4:

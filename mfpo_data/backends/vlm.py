@@ -13,7 +13,8 @@ seeded by the item's `seed`: token t of an item is drawn from its t-th uniform, 
 same answer whatever batch it is in (up to the floating-point noise of other batch shapes, which can
 only flip a draw that falls within ~1e-7 of a token boundary). Each batch's answers are appended to
 the JSONL and flushed as soon as they exist (`AnswersFile`); a rerun skips the items already written
-(a torn last line from a killed run is cut off).
+(a torn last line from a killed run is cut off; any other damaged line, a key outside the items or an
+answer to another prompt is one line that says which line to fix or delete: `read_answers`).
 
 Nothing here imports torch at module level: a recipe that names a model is checked before any load.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,20 @@ def load_vlm(model: str | Path | None, adapter: str | Path | None = None, *, mer
 
 def adapter_base_model(adapter: str | Path, key: str = "--adapter") -> str | None:
     """The base model an adapter folder names (`base_model_name_or_path` of its adapter_config.json), or None."""
+    from mfpo_data.scorers.io import RecordError, read_json, shown
+
     config = Path(adapter) / "adapter_config.json"
     if not config.is_file():
-        raise GenerationError(f"{key} {adapter}: no adapter_config.json there (mfpo-train writes OUT/final/)")
+        raise GenerationError(f"{key} {shown(adapter)}: no adapter_config.json there (mfpo-train writes OUT/final/)")
     try:
-        return json.loads(config.read_text()).get("base_model_name_or_path")
-    except (json.JSONDecodeError, AttributeError):
-        raise GenerationError(f"{config}: not a PEFT adapter config (JSON object)") from None
+        data = read_json(config, "adapter config")
+    except RecordError as e:
+        raise GenerationError(str(e)) from None
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(base, str | None):
+        raise GenerationError(f"{shown(config)}: not a PEFT adapter config (a JSON object with a text "
+                              "base_model_name_or_path)")
+    return base
 
 
 def describe_model(model: str | Path | None, adapter: str | Path | None, revision: str | None = None) -> dict:
@@ -255,7 +263,7 @@ def generate_answers(model, processor, items: Sequence[dict], answers_file: str 
     keys = [str(it["key"]) for it in items]
     if len(set(keys)) != len(keys):
         raise GenerationError(f"{desc}: item keys are not unique")
-    with AnswersFile(answers_file, keys) as sink:
+    with AnswersFile(answers_file, items=items) as sink:
         done = sink.done
         todo = [it for it in items if str(it["key"]) not in done]
         if done:
@@ -282,6 +290,15 @@ def answer_batch(model, processor, items: Sequence[dict], max_new_tokens: int,
     return generate_batch(model, processor, items, max_new_tokens, sampling=sampling)
 
 
+def written_answers(items: Sequence[dict], answers_file: str | Path) -> dict[str, dict]:
+    """The records of `items` that `answers_file` holds already, by key, rebuilt from the item and the written
+    answer; a damaged file, a key outside `items` or an answer to another prompt is refused in one line
+    (`read_answers`). `mfpo-eval run` calls it for every part before a model loads."""
+    by_key = {str(it["key"]): it for it in items}
+    written = read_answers(Path(answers_file), by_key, {k: it["prompt"] for k, it in by_key.items()})
+    return {k: answer_record(by_key[k], r["answer"]) for k, r in written.items()}
+
+
 def answer_record(item: dict, answer: str) -> dict:
     """What the answers file holds for an item: its fields except `image`, its `key` as a string, the `answer`."""
     out = {k: v for k, v in item.items() if k != "image"}
@@ -291,16 +308,18 @@ def answer_record(item: dict, answer: str) -> dict:
 
 
 class AnswersFile:
-    """`with AnswersFile(path, keys) as sink:` the records a previous run wrote (`sink.done`, by key; a torn last
+    """`with AnswersFile(path) as sink:` the records a previous run wrote (`sink.done`, by key; a torn last
     line is cut off) and `sink.write(records)`, which appends them, flushes and fsyncs: a kill loses at most
-    the batch being written. `path=None` keeps the records in memory only."""
+    the batch being written. `path=None` keeps the records in memory only.
 
-    def __init__(self, path: str | Path | None, keys: Iterable[str] | None = None):
+    With `items`, only their keys may be written and each record is rebuilt from its item (`written_answers`)."""
+
+    def __init__(self, path: str | Path | None, *, items: Sequence[dict] | None = None):
         self.path = Path(path) if path is not None else None
         self.done: dict[str, dict] = {}
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.done = read_answers(self.path, keys)
+            self.done = read_answers(self.path) if items is None else written_answers(items, self.path)
         self._sink = None
 
     def __enter__(self) -> AnswersFile:
@@ -323,31 +342,41 @@ class AnswersFile:
             self._sink = None
 
 
-def read_answers(path: Path, keys: Iterable[str] | None = None) -> dict[str, dict]:
+def read_answers(path: Path, keys: Iterable[str] | None = None,
+                 prompts: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Answers already written to `path`, by key. A torn last line (a killed run) is cut off the file.
 
-    With `keys`, a written key that is not among them means the file belongs to another item set: refused.
+    The file is read by the one answers reader (`scorers.io.answer_records`): a damaged line, a key written
+    twice or a key outside `keys` (the file belongs to another item set) is one line that says which line to
+    fix or delete. With `prompts`, an answer written for another prompt than its item's now is refused too.
     """
-    if not path.is_file():
+    from mfpo_data.scorers.io import RecordError, answer_records, shown, where
+
+    if not path.exists():
         return {}
-    data = path.read_bytes()
+    if not path.is_file():
+        raise GenerationError(f"{shown(path)} is not a file; move it away to resume the run")
+    with open(path, "rb") as f:
+        data = f.read()
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
-        logger.warning("%s: dropping a partly written last line (the previous run was interrupted)", path)
+        logger.warning("%s: dropping a partly written last line (the previous run was interrupted)", shown(path))
         with open(path, "r+b") as f:
             f.truncate(len(complete))
-    allowed = set(keys) if keys is not None else None
-    out: dict[str, dict] = {}
-    for lineno, line in enumerate(complete.decode("utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-            key = str(record["key"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise GenerationError(f"{path}:{lineno}: not an answer record (a JSON object with 'key' and 'answer')") from None
-        if allowed is not None and key not in allowed:
-            raise GenerationError(f"{path}:{lineno}: item {key!r} is not in this run's item set; "
-                                  "use another output folder")
-        if key in out:
-            raise GenerationError(f"{path}:{lineno}: item {key!r} is written twice")
-        out[key] = record
-    return out
+    try:
+        out = {}
+        for line, row in answer_records(path, "key", ids=keys, text=("answer",),
+                                        benchmark="this run's item set (use another output folder for other items)"):
+            if prompts is not None and "prompt" in row and row["prompt"] != prompts[row["key"]]:
+                raise RecordError(f"{where(path, line)}: item {row['key']!r} was answered for another prompt "
+                                  f"({_short(row['prompt'])}, now {_short(prompts[row['key']])})", path, line)
+            out[row["key"]] = row
+        return out
+    except RecordError as e:
+        fix = f"fix line {e.line}, or delete it (its item is generated again), and rerun" if e.line else "move it away"
+        raise GenerationError(f"{e}; this answers file is resumed by the run: {fix}") from None
+
+
+def _short(text) -> str:
+    text = str(text)
+    return repr(text if len(text) <= 40 else text[:37] + "...")

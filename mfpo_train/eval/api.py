@@ -7,6 +7,7 @@
 `run_evaluation` (the CLI) loads each model in turn (the trained one, then `--base`) and writes
 
 ```
+OUT/run.json                               marks the folder as ours (a folder of other files is refused; `outdir.py`)
 OUT/results.json  OUT/results.md          every model's results, the table, the difference row
 OUT/benchmarks/                            the question sets used (POPE's format for POPE), shared by the models
 OUT/<model|base>/run.json                  the settings that decide the answers (a rerun with others is refused)
@@ -93,46 +94,61 @@ def evaluate(model, processor, benchmark: str | Sequence[str] = "pope", *, out_d
     prepared = _prepare(names, opts)
     decoding = Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens, probe_batch_size=probe_batch_size,
                         progress=progress)
-    folder = None
-    if out_dir is not None:
-        from mfpo_train.eval.runner import check_settings
+    if out_dir is None:
+        return _evaluate_loaded(model, processor, names, prepared, opts, decoding, None)
+    from mfpo_train.eval.outdir import check_settings, claim
 
-        folder = Path(out_dir)
+    with claim(out_dir, "evaluation") as folder:
         _write_question_files(folder / "benchmarks", prepared)
         check_settings(folder, {"model": _loaded_model_name(model), "max_new_tokens": max_new_tokens,
                                 "dtype": str(next(model.parameters()).dtype), "suite": opts.answer_settings()})
-    return _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
+        return _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
 
 
 def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], out_dir: str | Path, *,
                    opts: SuiteOptions | None = None, decoding: Decoding | None = None, dtype: str = "auto",
                    device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
-    from mfpo_data.scorers.io import write_json
-    from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
-    from mfpo_data.backends.vlm import describe_model, load_vlm, resolve_device
-    from mfpo_train.eval.runner import check_settings
+    from mfpo_train.eval.outdir import check_folder, claim
 
     names = parse_benchmarks(benchmarks)
     opts, decoding = opts or SuiteOptions(), decoding or Decoding()
-    out = Path(out_dir)
+    check_folder(out_dir)  # a folder of the user's files is refused before anything else
     prepared = _prepare(names, opts)  # every data file is checked before a model is loaded
-    _write_question_files(out / "benchmarks", prepared)
+    with claim(out_dir) as out:
+        return _run_models(specs, names, prepared, out, opts, decoding, dtype, device, trust_remote_code)
+
+
+def _run_models(specs, names, prepared, out: Path, opts: SuiteOptions, decoding: Decoding, dtype: str, device: str,
+                trust_remote_code: bool) -> dict:
+    from mfpo_data.backends.vlm import describe_model, load_vlm, resolve_device, written_answers
+    from mfpo_data.scorers.io import write_json, write_text
+    from mfpo_train.eval.outdir import check_settings
+    from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
+
     device = resolve_device(device)
+    described = {spec.name: describe_model(spec.model, spec.adapter, spec.revision) for spec in specs}
+    run_settings = {spec.name: {**described[spec.name], "merge": spec.merge, "dtype": dtype,
+                                "device_kind": device.split(":")[0], "max_new_tokens": decoding.max_new_tokens,
+                                "trust_remote_code": trust_remote_code, "suite": opts.answer_settings()}
+                    for spec in specs}
+    for spec in specs:  # every model's folder and answers file is checked before the first model loads
+        check_settings(out / spec.name, run_settings[spec.name], write=False)
+        for bench in prepared.values():
+            for part in bench.parts:
+                written_answers(part.items, _answers_file(out / spec.name, part.name))
+    _write_question_files(out / "benchmarks", prepared)
     models = []
     for spec in specs:
         folder = out / spec.name
-        described = describe_model(spec.model, spec.adapter, spec.revision)
         logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
         model, processor = load_vlm(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
-                                         revision=spec.revision, trust_remote_code=trust_remote_code)
-        check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
-                                "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
-                                "suite": opts.answer_settings()})
+                                    revision=spec.revision, trust_remote_code=trust_remote_code)
+        check_settings(folder, run_settings[spec.name])  # written once the model loaded: a typo'd --model claims nothing
         results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
         unparsed = unparsed_counts(results)
-        models.append({"name": spec.label, "role": spec.name, **described, "results": results, "unparsed": unparsed,
-                       "warnings": unparsed_warnings(spec.label, unparsed)})
+        models.append({"name": spec.label, "role": spec.name, **described[spec.name], "results": results,
+                       "unparsed": unparsed, "warnings": unparsed_warnings(spec.label, unparsed)})
         del model
         _free_memory()
     from mfpo_train.eval.suite import describe
@@ -151,7 +167,7 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
     settings = {n: b.settings for n, b in prepared.items()}
     table = markdown_table(models, report.get("difference"), labels=column_labels(settings),
                            hidden=hidden_columns(settings))
-    (out / TABLE_FILE).write_text(_table_notes(names, prepared, models) + table, encoding="utf-8")
+    write_text(_table_notes(names, prepared, models) + table, out / TABLE_FILE)
     report["table"] = table
     return report
 
@@ -189,7 +205,7 @@ def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, deco
         bench = prepared[name]
         answers = {}
         for part in bench.parts:
-            path = None if folder is None else folder / f"{part.name}.answers.jsonl"
+            path = None if folder is None else _answers_file(folder, part.name)
             answers[part.name] = generate_answers(model, processor, part.items, path, batch_size=decoding.batch_size,
                                                   max_new_tokens=decoding.max_new_tokens, desc=part.name,
                                                   progress=decoding.progress)
@@ -216,6 +232,10 @@ def _probes(model, processor, opts: SuiteOptions, decoding: Decoding, folder: Pa
                         records_file=None if folder is None else folder / "probes.jsonl", progress=decoding.progress)
     result.update(dataset=str(opts.probe_data), split=split)
     return result
+
+
+def _answers_file(folder: Path, part: str) -> Path:
+    return folder / f"{part}.answers.jsonl"
 
 
 def _without_details(result: dict) -> dict:

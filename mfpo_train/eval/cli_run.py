@@ -58,7 +58,10 @@ def run(
     probe_batch_size: Annotated[int, typer.Option("--probe-batch-size", help="Rows per probe forward (6 sequences each).")] = 4,
 ):
     """Evaluate a model (and its base) on the hallucination benchmarks and MFPO's probes."""
+    from mfpo_data.secrets import redact_logging, scrub
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()
     try:
         from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
         from mfpo_data.backends.vlm import adapter_base_model
@@ -93,5 +96,5 @@ def run(
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo((out / "results.md").read_text(encoding="utf-8"), nl=False)
-    typer.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    typer.echo(scrub(f"wrote {out / 'results.json'} and {out / 'results.md'}"))
 

@@ -93,6 +93,7 @@ def test_curriculum_order_and_exact_resume(tiny_llava, synthetic_data, make_conf
 
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(ckpt, resumed_dir / "checkpoints" / ckpt.name)
+    shutil.copy(tmp_path / "full" / "config.json", resumed_dir)  # a run folder: a checkpoint alone is not one
     resumed = train(make_config(tiny_llava, synthetic_data, *opts, output_dir=resumed_dir), resume=True)
     assert [h["step"] for h in resumed.history] == [4, 5, 6]
     assert [h["stage"] for h in resumed.history] == ["medium", "hard", "hard"]
