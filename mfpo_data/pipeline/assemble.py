@@ -93,7 +93,9 @@ def _stages(recipe: Recipe, source=None) -> list:
         PerturbationStage(b["perturbation"], kind=recipe.perturbation.backend, seed=recipe.seed,
                           batch_size=recipe.perturbation.batch_size, region=recipe.perturbation.region,
                           random_area=recipe.perturbation.random_area,
-                          presence_negative=recipe.perturbation.presence_negative),  # fmt: skip
+                          presence_negative=recipe.perturbation.presence_negative,
+                          region_shape=recipe.perturbation.region_shape,
+                          region_dilation=recipe.perturbation.region_dilation),  # fmt: skip
         *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
           if checks_removal(recipe) else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
