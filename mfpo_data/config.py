@@ -112,7 +112,7 @@ class FiltersConfig:
     no_region: Literal["fallback", "drop"] = "fallback"
     min_mask_area_ratio: float = 0.0
     max_mask_area_ratio: float = 1.0
-    max_removal_score: float | None = None  # drop a removal whose object a detector still finds on m' above this
+    max_removal_score: float | None = None  # drop a pair whose key object the grounder still finds on m' above this
 
     def check(self, path: str) -> None:
         if self.max_removal_score is not None and not 0.0 <= self.max_removal_score <= 1.0:
@@ -286,12 +286,9 @@ def recipe_from_dict(data: dict) -> Recipe:
     if perturbation.region_shape != "mask" and getattr(backends.resolve("perturbation", perturbation.backend), "whole_image", False):
         raise ConfigError(f"'perturbation.region_shape: {perturbation.region_shape}' needs a key-region perturbation; "
                           f"'{perturbation.backend}' replaces the whole image")
-    if recipe.filters.max_removal_score is not None:
-        removes = getattr(backends.resolve("perturbation", perturbation.backend), "removes", False)
-        detects = getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
-        if not (removes and detects):
-            raise ConfigError("'filters.max_removal_score' needs a removing perturbation backend (sd_inpaint, "
-                              "opencv_inpaint) and a detecting grounding backend (grounding_dino)")
+    if recipe.filters.max_removal_score is not None and not getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False):
+        raise ConfigError("'filters.max_removal_score' needs a grounding backend that detects from pixels "
+                          f"(grounding_dino, detector), not '{recipe.grounding.backend}'")
     return recipe
 
 

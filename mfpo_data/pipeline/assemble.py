@@ -58,15 +58,13 @@ def worker_modules(recipe: Recipe) -> list[str]:
 
 
 def checks_removal(recipe: Recipe) -> bool:
-    """Whether the build re-detects removed objects: a removing perturber and a grounder that detects."""
-    perturber = backends.resolve("perturbation", recipe.perturbation.backend)
-    grounder = backends.resolve("grounding", recipe.grounding.backend)
-    return getattr(perturber, "removes", False) and getattr(grounder, "detects", False)
+    """Whether the build re-detects the key object on m': its grounder detects from pixels (every perturbation)."""
+    return getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
 
 
 def build_pipeline(recipe: Recipe, source=None) -> list:
     """The stage list, in pipeline order: source, keywords, grounding, segmentation, filters,
-    perturbation, removal check (after a removal, with a detecting grounder), scoring, writer. With
+    perturbation, removal check (with a detecting grounder), scoring, writer. With
     `executor.overlap`, a `Prefetch` between each two stages runs each in its own thread (`overlap.py`)."""
     stages = _stages(recipe, source)
     for stage in stages:
