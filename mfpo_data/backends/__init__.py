@@ -17,6 +17,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "grounding": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtGrounder",
         "grounding_dino": "mfpo_data.backends.grounding_dino:GroundingDinoGrounder",
+        "detector": "mfpo_data.backends.detector:DetectorGrounder",
     },
     "segmentation": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtSegmenter",
