@@ -103,6 +103,14 @@ class PerturbationConfig(BackendConfig):
 
 
 @dataclass
+class RelianceConfig(BackendConfig):
+    """`backend: vlm` (with `model_id`) stores each chosen-answer token's image reliance; `none` leaves it out."""
+
+    backend: str = "none"
+    batch_size: int = 4
+
+
+@dataclass
 class ScoringConfig(BackendConfig):
     backend: str = "heuristic"
 
@@ -224,6 +232,7 @@ class Recipe:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    reliance: RelianceConfig = field(default_factory=RelianceConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -248,6 +257,7 @@ BACKEND_SECTIONS = {  # the recipe sections that choose a backend, in pipeline o
     "grounding": GroundingConfig,
     "segmentation": SegmentationConfig,
     "perturbation": PerturbationConfig,
+    "reliance": RelianceConfig,
     "scoring": ScoringConfig,
 }
 

@@ -34,6 +34,10 @@ REGISTRY: dict[str, dict[str, str]] = {
         "random_crop": "mfpo_data.backends.perturbers:RandomCropPerturber",
         "box_occlusion": "mfpo_data.backends.perturbers:BoxOcclusionPerturber",
     },
+    "reliance": {
+        "none": "mfpo_data.backends.reliance:NoReliance",
+        "vlm": "mfpo_data.backends.reliance:ImageRelianceScorer",
+    },
     "scoring": {
         "heuristic": "mfpo_data.backends.heuristic:HeuristicDifficulty",
         "entropy": "mfpo_data.backends.entropy:EntropyDifficulty",

@@ -1,5 +1,5 @@
 """Assemble the stage list of a recipe: source, keywords, grounding, segmentation, filters,
-perturbation, removal check, scoring, writer (the files of `stages/` in their listing order).
+perturbation, removal check, image reliance (optional), scoring, writer (the files of `stages/` in their listing order).
 
 This module and `config.py` are the only readers of recipes: stages and backends take flat keyword
 arguments and can be used from Python without YAML. Next: `run.py` runs the list on an executor.
@@ -17,8 +17,12 @@ from mfpo_data.stages.s3_segmentation import SegmentationStage
 from mfpo_data.stages.s4_filters import RegionFilter
 from mfpo_data.stages.s5_perturbation import PerturbationStage
 from mfpo_data.stages.s5_removal_check import RemovalCheck
+from mfpo_data.stages.s6_reliance import RelianceStage
 from mfpo_data.stages.s6_scoring import ScoringStage
 from mfpo_data.stages.s7_writer import ShardWriter
+
+
+OFF = "none"  # the backend of an optional stage that is left out (`reliance`)
 
 
 def make_backends(recipe: Recipe) -> dict:
@@ -96,6 +100,7 @@ def _stages(recipe: Recipe, source=None) -> list:
                           region_dilation=recipe.perturbation.region_dilation),  # fmt: skip
         *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
           if checks_removal(recipe) else []),
+        *([RelianceStage(b["reliance"], batch_size=recipe.reliance.batch_size)] if recipe.reliance.backend != OFF else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
         ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress,
                     encode_threads=recipe.output.encode_threads),  # fmt: skip
@@ -103,4 +108,5 @@ def _stages(recipe: Recipe, source=None) -> list:
 
 
 def describe_backends(recipe: Recipe) -> dict:
-    return {name: backend.describe() for name, backend in make_backends(recipe).items()}
+    """What stats.json and the card say about each backend; an optional stage that is off is left out."""
+    return {name: backend.describe() for name, backend in make_backends(recipe).items() if getattr(recipe, name).backend != OFF}
