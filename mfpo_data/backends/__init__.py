@@ -24,6 +24,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "box": "mfpo_data.backends.coco_gt:BoxSegmenter",
         "grabcut": "mfpo_data.backends.grabcut:GrabCutSegmenter",
         "sam": "mfpo_data.backends.sam:SamSegmenter",
+        "sam2": "mfpo_data.backends.sam2:Sam2Segmenter",
     },
     "perturbation": {
         "diffusion_noise": "mfpo_data.backends.perturbers:DiffusionNoisePerturber",

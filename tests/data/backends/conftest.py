@@ -34,3 +34,10 @@ def tiny_detector(tmp_path_factory):
 
     labels = ["person", "dog", "cat", "Motorbike", "apple", "orange", "bird", "N/A"]
     return make_tiny_detector(tmp_path_factory.mktemp("tiny-detector"), labels=labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2(tmp_path_factory):
+    from mfpo_data.backends.tiny import make_tiny_sam2
+
+    return make_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
