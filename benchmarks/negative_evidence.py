@@ -1,7 +1,7 @@
 """The removal evidence of every kind of negative, and what `region_shape` changes, on the bundled sample.
 
 One build per negative, the `coco_grounded` recipe with its grounder swapped for the `detector` backend
-(`--detector`: a model id or folder; default a tiny random YOLOS whose labels are the sample's categories,
+(`--detector`: a model id or folder; default a tiny random RT-DETR whose labels are the sample's categories,
 which exercises the pipeline, not a real detector's verdict) and GrabCut masks from its boxes. Per build:
 rows, rows the removal check scored, rows whose key object is still detected inside its region on m', the
 mean key-region share of the image, and how much of the region's appearance m' keeps: the correlation of
@@ -70,11 +70,11 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp())
     detector = args.detector or str(make_tiny_detector(
-        root / "detector", labels=["person", "dog", "cat", "bird", "apple", "orange", "motorcycle", "cup", "car"]))
+        root / "detector", kind="rtdetr", labels=["person", "dog", "cat", "bird", "apple", "orange", "motorcycle", "cup", "car"]))
     common = ["keywords.backend=vocabulary", f"grounding={{backend: detector, model_id: {detector}, revision: null, "
               "threshold: 0.05, device: cpu}", "segmentation={backend: grabcut}", "scoring={backend: heuristic}",
               "filters.max_mask_area_ratio=1.0", f"source.limit={args.limit}", "output.progress=false"]  # fmt: skip
-    print(f"bundled sample, {args.limit} images, grounder: detector {'(tiny random YOLOS)' if not args.detector else detector}")
+    print(f"bundled sample, {args.limit} images, grounder: detector {'(tiny random RT-DETR)' if not args.detector else detector}")
     print("| negative | rows | checked | still detected | share | key-region share of image | appearance kept (corr) |")
     print("|---|---|---|---|---|---|---|")
     import pyarrow.parquet as pq
