@@ -1,6 +1,7 @@
 """Imports run one way, top to bottom: apps -> pipeline -> config -> sources -> stages -> backends -> the
-foundation modules (schema, imaging, layout, ...), and mfpo_data never imports mfpo_train. Lazy imports
-inside functions count too."""
+foundation modules (schema, imaging, layout, ...), mfpo_data never imports mfpo_train, and neither the
+packages nor the benchmarks import the tests (a user's install has no `tests`). Lazy imports inside
+functions count too."""
 
 import ast
 from pathlib import Path
@@ -42,3 +43,17 @@ def test_no_import_points_up_a_layer():
 def test_layers_catch_an_upward_import():
     assert _layer("mfpo_data.pipeline.build") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.backends.base")
     assert _layer("mfpo_data.sources.coco") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.schema")
+
+
+def test_nothing_outside_the_tests_imports_them():
+    importers = []
+    for folder in ("mfpo_data", "mfpo_train", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            importers += [f"{path.relative_to(REPO)} -> {t}" for t in _imports(path) if t.split(".")[0] == "tests"]
+    assert importers == []
+
+
+def test_imports_are_found_inside_functions(tmp_path):
+    path = tmp_path / "bench.py"
+    path.write_text("def main():\n    from tests.data.x import Y\n    import tests.fixtures\n")
+    assert list(_imports(path)) == ["tests.data.x", "tests.fixtures"]
