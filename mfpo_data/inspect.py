@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mfpo_data.imaging import rle_decode
+from mfpo_data.schema import targets_key_object
 
 
 TILE = 192
@@ -42,7 +43,10 @@ def negative_label(row: dict) -> str:
     params = json.loads(row.get("perturbation_params") or "{}")
     shown = " ".join(f"{k}={params[k]}" for k in NEGATIVE_PARAMS if k in params)
     label = f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
-    return label + (" (does not target the key object)" if row.get("targets_key_object") is False else "")
+    targeted = row.get("targets_key_object")
+    if targeted is None:  # a dataset built before the column existed: what its parameters say
+        targeted = targets_key_object(params)
+    return label + ("" if targeted else " (does not target the key object)")
 
 
 def _as_image(value) -> Image.Image:

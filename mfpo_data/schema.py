@@ -172,6 +172,10 @@ def assistant_turn(text: str) -> list[dict]:
 
 
 TARGETED_REGIONS = ("key_object", "inserted")  # regions placed on the key object; the others are ablations
+# Columns added after the first datasets were built. A dataset without them still loads and trains
+# (`validate.with_later_columns` adds them in the meaning they had before they existed): a row's negative
+# targets the key object unless its perturbation_params say otherwise, and no row has image reliance.
+LATER_COLUMNS = ("targets_key_object", "image_reliance")
 
 
 def targets_key_object(perturbation_params: dict[str, Any]) -> bool:

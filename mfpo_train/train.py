@@ -326,7 +326,7 @@ def _check_reliance_column(ds, cfg: TrainConfig) -> None:
     missing = [ds[i]["id"] for i, value in enumerate(ds["image_reliance"]) if not value]
     if missing:
         raise TrainingError(f"loss.token_weighting: image_reliance, but {len(missing)} rows of {cfg.data.dataset} have no "
-                            f"image_reliance (first: {missing[0]})")
+                            f"image_reliance (first: {missing[0]}; build the data with the `reliance` stage of mfpo-data)")
 
 
 def _use_precomputed(mode: str, ds, key: str) -> bool:

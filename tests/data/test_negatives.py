@@ -184,10 +184,13 @@ def test_inspect_labels_the_negative():
     from mfpo_data.inspect import negative_label
 
     crop = {"perturbation": "random_crop", "perturbation_params": json.dumps({"region": "global", "crop_area": 0.12, "seed": 1})}
-    assert negative_label(crop) == "random_crop crop_area=0.12 on global"
+    assert negative_label({**crop, "targets_key_object": False}) == "random_crop crop_area=0.12 on global (does not target the key object)"
     rnd = {"perturbation": "diffusion_noise", "perturbation_params": json.dumps({"region": "random", "t": 500, "random_area": 0.2})}
-    assert negative_label(rnd) == "diffusion_noise t=500 random_area=0.2 on random"
-    assert negative_label({**rnd, "targets_key_object": False}).endswith("on random (does not target the key object)")
+    assert negative_label({**rnd, "targets_key_object": True}) == "diffusion_noise t=500 random_area=0.2 on random"
+    # a row of a dataset built before the column: what its parameters say
+    assert negative_label(rnd).endswith("on random (does not target the key object)")
+    assert negative_label(crop).endswith("on global (does not target the key object)")
+    assert negative_label({**rnd, "perturbation_params": json.dumps({"region": "key_object", "t": 500})}) == "diffusion_noise t=500 on key_object"
     key = {"perturbation": "blur", "targets_key_object": True,
            "perturbation_params": json.dumps({"region": "key_object", "sigma": 15.0, "region_shape": "box"})}
     assert negative_label(key) == "blur sigma=15.0 region_shape=box on key_object"
