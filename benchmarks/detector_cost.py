@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def save_rtdetr(root: Path) -> Path:
-    """RT-DETRv2 with ResNet-18-vd (PekingU/rtdetr_v2_r18vd's shapes), COCO's 80 labels, 640x640 input."""
+    """RT-DETRv2 with ResNet-18-vd at PekingU/rtdetr_v2_r18vd's shapes (transformers' conversion script: basic
+    blocks, depths 2-2-2-2, hidden expansion 0.5, 3 decoder layers), COCO's 80 labels, 640x640 input."""
     import torch
     from transformers import RTDetrImageProcessorPil, RTDetrResNetConfig, RTDetrV2Config, RTDetrV2ForObjectDetection
 
@@ -31,8 +32,8 @@ def save_rtdetr(root: Path) -> Path:
     names = [n for n in coco_id2label().values() if n != "N/A"]
     backbone = RTDetrResNetConfig(depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic",
                                   out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
-    config = RTDetrV2Config(backbone_config=backbone, encoder_in_channels=[128, 256, 512], decoder_layers=3,
-                            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = RTDetrV2Config(backbone_config=backbone, encoder_in_channels=[128, 256, 512], hidden_expansion=0.5,
+                            decoder_layers=3, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     RTDetrV2ForObjectDetection(config).eval().save_pretrained(root / "rtdetr")
     RTDetrImageProcessorPil(size={"height": 640, "width": 640}).save_pretrained(root / "rtdetr")
     return root / "rtdetr"

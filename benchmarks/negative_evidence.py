@@ -26,8 +26,8 @@ NEGATIVES = {
     "diffusion_noise (t=500)": ["perturbation={backend: diffusion_noise, t: 500}"],
     "diffusion_noise, region_shape dilated 8 px": ["perturbation={backend: diffusion_noise, t: 500, region_shape: dilated, region_dilation: 8}"],
     "diffusion_noise, region_shape box": ["perturbation={backend: diffusion_noise, t: 500, region_shape: box}"],
-    "gaussian_noise (sigma=50)": ["perturbation={backend: gaussian_noise, sigma: 50}"],
-    "gaussian_noise (sigma=120)": ["perturbation={backend: gaussian_noise, sigma: 120}"],
+    "gaussian_noise (sigma=50, weak)": ["perturbation={backend: gaussian_noise, sigma: 50}"],
+    "gaussian_noise (sigma=400, the default)": ["perturbation={backend: gaussian_noise, sigma: 400}"],
     "blur (sigma=15)": ["perturbation={backend: blur}"],
     "box_occlusion (black)": ["perturbation={backend: box_occlusion}"],
     "opencv_inpaint": ["perturbation={backend: opencv_inpaint}"],
@@ -37,23 +37,33 @@ NEGATIVES = {
 }  # fmt: skip
 
 
-def appearance_kept(row: dict) -> float | None:
-    """Correlation of blurred m and m' inside the row's key region (None without a key region)."""
+def appearance_kept(m, m_prime, mask, blur: float = 2.0) -> float | None:
+    """Correlation of m and m' (grey levels) inside `mask` after a Gaussian blur of `blur` px: how much of the
+    region's shape and shading survives (1 = unchanged; None when the region is a point or flat)."""
     import cv2
+    import numpy as np
+
+    grey = [np.asarray(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), np.float32) for x in (m, m_prime)]
+    a, b = (cv2.GaussianBlur(g, (0, 0), blur)[mask] for g in grey)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def row_images(row: dict):
+    """A row's m and m' (RGB uint8) and its stored region (None without one)."""
     import numpy as np
     from PIL import Image
 
     from mfpo_data.imaging import rle_decode
 
-    if not row["mask"]:
-        return None
-    mask = rle_decode(row["mask"])
-    m = np.asarray(Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("L"), np.float32)
-    mp = np.asarray(Image.open(io.BytesIO(row["rejected_images"][0]["bytes"])).convert("L"), np.float32)
-    a, b = cv2.GaussianBlur(m, (0, 0), 2)[mask], cv2.GaussianBlur(mp, (0, 0), 2)[mask]
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
+    m, mp = (np.asarray(Image.open(io.BytesIO(row[c][0]["bytes"])).convert("RGB")) for c in ("images", "rejected_images"))
+    return m, mp, (rle_decode(row["mask"]) if row["mask"] else None)
+
+
+def row_appearance_kept(row: dict) -> float | None:
+    m, mp, mask = row_images(row)
+    return None if mask is None else appearance_kept(m, mp, mask)
 
 
 def main() -> None:
@@ -84,7 +94,7 @@ def main() -> None:
         rows = [r for shard in layout.final_shards() for r in pq.read_table(shard).to_pylist()]
         stats = layout.read_stats()
         checked, still = sum(stats["removal_checked"].values()), sum(stats["removal_still_detected"].values())
-        kept = [v for v in map(appearance_kept, rows) if v is not None]
+        kept = [v for v in map(row_appearance_kept, rows) if v is not None]
         area = np.mean([r["mask_area_ratio"] for r in rows])
         print(f"| {name} | {len(rows)} | {checked} | {still} | {still / checked if checked else float('nan'):.0%} | {area:.3f} | "
               f"{np.mean(kept) if kept else float('nan'):.2f} |")
