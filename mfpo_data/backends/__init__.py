@@ -18,6 +18,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtGrounder",
         "grounding_dino": "mfpo_data.backends.grounding_dino:GroundingDinoGrounder",
         "detector": "mfpo_data.backends.detector:DetectorGrounder",
+        "groundingdino": "mfpo_data.backends.groundingdino_pth:GroundingDinoPthGrounder",
     },
     "segmentation": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtSegmenter",
@@ -25,6 +26,7 @@ REGISTRY: dict[str, dict[str, str]] = {
         "grabcut": "mfpo_data.backends.grabcut:GrabCutSegmenter",
         "sam": "mfpo_data.backends.sam:SamSegmenter",
         "sam2": "mfpo_data.backends.sam2:Sam2Segmenter",
+        "segment_anything": "mfpo_data.backends.sam_pth:SegmentAnythingSegmenter",
     },
     "perturbation": {
         "diffusion_noise": "mfpo_data.backends.perturbers:DiffusionNoisePerturber",
