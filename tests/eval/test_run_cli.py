@@ -29,7 +29,6 @@ def _lines(path):
 def _rescored(out, role="model"):
     """The scorers run by hand on the answers files the run wrote."""
     from mfpo_train.eval import io, objhal, pope
-    from mfpo_train.eval.chair import load_vocabulary
     from mfpo_train.eval.coco import chair_ground_truth, read_coco
 
     folder = out / role
@@ -38,7 +37,7 @@ def _rescored(out, role="model"):
         questions = pope.read_pope_questions(out / "benchmarks" / f"coco_pope_{split}.json")
         scores[split] = pope.score_pope(questions, io.read_answers(folder / f"pope-{split}.answers.jsonl", "question_id"),
                                         split=split)
-    vocab = load_vocabulary("refine")
+    vocab = objhal.objhal_vocabulary()  # the default Object HalBench scorer: RLAIF-V's rule path
     answers = io.read_answers(folder / "objhal.answers.jsonl", "image_id")
     truth = chair_ground_truth(read_coco(None, "sample"), vocab, [a["image_id"] for a in answers])
     scores["objhal"] = objhal.score_objhal(answers, truth, vocab)
@@ -76,9 +75,17 @@ def test_run_writes_answers_results_and_table(tiny_models, fresh_build, tmp_path
     assert len(_lines(out / "model" / "probes.jsonl")) == 6
 
     table = (out / "results.md").read_text()
-    assert "| Model | ObjHal CHAIRs↓ | ObjHal CHAIRi↓ | POPE rand F1↑" in table and "Pref acc↑" in table
+    # the bundled sample has no val2014 images: POPE's questions are seeded, and every POPE column says so
+    assert "| Model | ObjHal CHAIRs↓ | ObjHal CHAIRi↓ | POPE rand F1↑ (seeded) | pop F1↑ (seeded)" in table
+    assert "Pref acc↑" in table and "pooled" not in table.split("\n\n", 1)[1]
     assert table.count(f"| {tiny_models[family].name} |") == 1 and "difference" not in table
-    assert "Object HalBench: rule-based CHAIR" in table
+    assert "Object HalBench: RLAIF-V's rule path (WordNet lemmas)" in table
+    assert "POPE: seeded questions built from COCO split sample (not POPE's files); convention 'pope'" in table
+    # every answer and its unparsed count is in results.json and results.md
+    assert model["unparsed"]["objhal"]["n"] == 15 and model["unparsed"]["pope-random"]["n"] == 30
+    assert f"| objhal {model['unparsed']['objhal']['unparsed']}/15, pope-random " in table
+    assert report["settings"]["benchmarks"]["pope"]["convention"] == "pope"
+    assert report["settings"]["benchmarks"]["objhal"]["protocol"] == "rlaifv"
     assert table.split("\n\n", 1)[1] in result.output  # the table is printed too
 
 
@@ -126,10 +133,10 @@ def test_scores_follow_the_answers(tiny_models, tmp_path, monkeypatch):
     rescored = _rescored(out)
     assert results["objhal"] == rescored["objhal"]
     # "man" (person), "chair" and "dog" mentioned in all 15 answers; the sample has 1 dog, 1 chair, 6 person images
-    from mfpo_train.eval.chair import load_vocabulary
     from mfpo_train.eval.coco import chair_ground_truth, read_coco
+    from mfpo_train.eval.objhal import objhal_vocabulary
 
-    truth = chair_ground_truth(read_coco(None, "sample"), load_vocabulary("refine"))
+    truth = chair_ground_truth(read_coco(None, "sample"), objhal_vocabulary())
     named = {"person", "chair", "dog"}  # "man" is a person
     hallucinated = [len(named - truth[i]) for i in truth]
     assert 0 < sum(hallucinated) < 45  # some of the three objects are in some images
