@@ -1,7 +1,8 @@
 """A PNG grid for looking at a build: original, key-object mask overlay, perturbed image, the texts.
 
 Columns have headers; each row names its pair type, key object, difficulty, whether its image pair is
-valid for the image term, and which negative it has (the perturbation, its region and parameters)."""
+valid for the image term, which negative it has (the perturbation, its region and parameters, and whether
+that region aims at the key object at all), and the key object's detector score on m and m'."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mfpo_data.imaging import ImageError, decode_image, rle_decode
+from mfpo_data.schema import targets_key_object
 
 
 TILE = 192
@@ -23,7 +25,8 @@ HEADER_H = 30
 FONT_SIZE = 14
 HEADERS = ("original m", "key region (mask, boxes)", "perturbed m'", "pair")
 # The parameters that say which negative a row has, by perturbation kind (the rest stay in the dataset).
-NEGATIVE_PARAMS = ("t", "sigma", "strength", "mask_dilate", "dilate", "crop_area", "fill", "random_area", "inserted")
+NEGATIVE_PARAMS = ("t", "sigma", "strength", "mask_dilate", "dilate", "crop_area", "fill", "random_area", "inserted",
+                   "region_shape", "region_dilation")
 
 
 def _font(size: int = FONT_SIZE, bold: bool = False):
@@ -38,7 +41,11 @@ def negative_label(row: dict) -> str:
     """Which negative a row has: 'diffusion_noise t=500 on key_object', 'random_crop crop_area=0.12 on global'."""
     params = json.loads(row.get("perturbation_params") or "{}")
     shown = " ".join(f"{k}={params[k]}" for k in NEGATIVE_PARAMS if k in params)
-    return f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
+    label = f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
+    targeted = row.get("targets_key_object")
+    if targeted is None:  # a dataset built before the column existed: what its parameters say
+        targeted = targets_key_object(params)
+    return label + ("" if targeted else " (does not target the key object)")
 
 
 def _as_image(value) -> Image.Image:
@@ -107,7 +114,9 @@ def _text(row: dict) -> list[tuple[str, str]]:
         ("difficulty", f"{difficulty:.3f} ({row.get('difficulty_bucket')})" if difficulty is not None else "-"),
     ]
     if removal:
-        lines.append(("removal", f"detector {removal['before']:.2f} on m, {removal['after']:.2f} on m'"))
+        lines.append(("removal", f"detector {removal['before']:.2f} on m, {removal['after']:.2f} in its region on m'"))
+    elif row.get("key_objects"):
+        lines.append(("removal", "not verified (no detector re-checked m')"))
     return lines
 
 

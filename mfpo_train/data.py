@@ -24,7 +24,7 @@ REF_COLUMNS = {"chosen": "ref_chosen_logps", "rejected": "ref_rejected_logps", "
 # Which reference produced them: "<model id>@<revision>|max_length=<n>". Training refuses a mismatch.
 REF_KEY_COLUMN = "ref_logps_model"
 # The columns the trainer reads; the rest (key_objects, mask, ...) are dropped before collation.
-TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "image_pair_valid", "difficulty_bucket")
+TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "image_pair_valid", "difficulty_bucket", "image_reliance")
 
 
 def load_preference_dataset(source: str | Path, split: str = "train", revision: str | None = None, *,

@@ -105,7 +105,12 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     if cfg.data.max_samples is not None:
         ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
     key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
-    precomputed = _use_precomputed(cfg.reference, ds, key)
+    weighting = cfg.loss.token_weighting == "image_reliance"
+    if weighting:
+        _check_reliance_column(ds, cfg)
+    precomputed = _use_precomputed(cfg.reference, ds, key) and not weighting
+    # Token weights are applied one row per sequence: the shared-prefix packing is not used with them.
+    shared_prefix = cfg.train.shared_prefix and not weighting
     ds = ds.select_columns(trainer_columns(ds))
     stages = split_stages(ds, cfg.stages)
     if not stages:
@@ -142,7 +147,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     elif not precomputed:
         ref_model = make_reference_copy(model).to(accelerator.device)
     model.train()
-    collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=sequences)
+    collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=sequences, token_weighting=weighting)
 
     # 5. Optimizer and schedule ------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
@@ -156,7 +161,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
                             "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed,
-                          shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
+                          shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
     probes = None if eval_rows is None else TrainProbes(eval_rows, processor, accelerator, seed=cfg.train.seed,
                                                         batch_size=cfg.train.batch_size, max_length=cfg.data.max_length)
     eval_metrics, eval_step = {}, None
@@ -191,7 +196,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
                     stopped = True
                     break
                 metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
-                                loss_kwargs, cfg, state)
+                                loss_kwargs, cfg, state, shared_prefix)
                 state.step_in_epoch += 1
                 state.global_step += 1
                 metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
@@ -261,7 +266,7 @@ def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path
 
 
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,
-          state: TrainState) -> dict:
+          state: TrainState, shared_prefix: bool = True) -> dict:
     """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches)."""
     sums: dict[str, float] = defaultdict(float)
     n = 0
@@ -276,7 +281,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         sync = i == len(usable) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
-                                  shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
+                                  shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
             ref = reference.logps(model, batch, sequences)
             out = mfpo_loss(policy.logps, ref, image_mask=batch.get("image_pair_mask"), **loss_kwargs)
         if not _all_finite(accelerator, out.loss):
@@ -351,6 +356,21 @@ def _groups(loader, size: int):
 
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _check_reliance_column(ds, cfg: TrainConfig) -> None:
+    """`loss.token_weighting: image_reliance` needs the column on every row, and a reference computed in the run
+    (precomputed reference log-probs are unweighted sums)."""
+    if cfg.reference == "precomputed":
+        raise TrainingError("loss.token_weighting: image_reliance weights the reference's tokens too; the precomputed "
+                            "reference holds unweighted sums (use reference: auto)")
+    if "image_reliance" not in ds.column_names:
+        raise TrainingError(f"loss.token_weighting: image_reliance, but {cfg.data.dataset} has no image_reliance column "
+                            "(build it with the `reliance` stage of mfpo-data)")
+    missing = [ds[i]["id"] for i, value in enumerate(ds["image_reliance"]) if not value]
+    if missing:
+        raise TrainingError(f"loss.token_weighting: image_reliance, but {len(missing)} rows of {cfg.data.dataset} have no "
+                            f"image_reliance (first: {missing[0]}; build the data with the `reliance` stage of mfpo-data)")
 
 
 def _use_precomputed(mode: str, ds, key: str) -> bool:
