@@ -11,10 +11,13 @@ user turn `[image, text]`, with the tokenizer padded on the left. Decoding is gr
 `sampling=Sampling(temperature, top_p, top_k)` each item is sampled with a random stream of its own,
 seeded by the item's `seed`: token t of an item is drawn from its t-th uniform, so an item gets the
 same answer whatever batch it is in (up to the floating-point noise of other batch shapes, which can
-only flip a draw that falls within ~1e-7 of a token boundary). Each batch's answers are appended to
-the JSONL and flushed as soon as they exist (`AnswersFile`); a rerun skips the items already written
-(a torn last line from a killed run is cut off; any other damaged line, a key outside the items or an
-answer to another prompt is one line that says which line to fix or delete: `read_answers`).
+only flip a draw that falls within ~1e-7 of a token boundary). `generate_answers` takes the items longest
+prompt first and encodes the next batch in a background thread, each image file decoded and processed once
+(`vlm_inputs.py`). Each batch's answers are appended to the JSONL and flushed as soon as they exist
+(`AnswersFile`); a rerun skips the items already written (a torn last line from a killed run is cut off;
+any other damaged line, a key outside the items or an answer to another prompt is one line that says which
+line to fix or delete: `read_answers`); once every item is answered the file holds them in item order
+(`order_answers`, which also merges the answers files of several processes).
 
 Nothing here imports torch at module level: a recipe that names a model is checked before any load.
 """

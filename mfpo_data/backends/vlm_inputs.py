@@ -84,8 +84,15 @@ def load_image(item: dict):
 
     img = item["image"]
     if not isinstance(img, Image.Image):
-        with Image.open(img) as f:
-            img = f.convert("RGB")
+        from mfpo_data.backends.vlm import GenerationError
+        from mfpo_data.scorers.io import shown
+
+        try:
+            with Image.open(img) as f:
+                img = f.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise GenerationError(f"item {item['key']!r}: cannot read its image {shown(img)} "
+                                  f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
     return img.convert("RGB") if img.mode != "RGB" else img
 
 

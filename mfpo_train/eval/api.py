@@ -4,14 +4,16 @@
     results = evaluate(model, processor, benchmark="pope")                 # {"pope": {...}}
     results = evaluate(model, processor, benchmark=["objhal", "probes"], probe_data="runs/coco", out_dir="ev")
 
-`run_evaluation` (the CLI) loads each model in turn (the trained one, then `--base`) and writes
+`run_evaluation` (the CLI) loads each model in turn (the trained one, then `--base`), each freed before the
+next loads and before an MMHal judge loads (once, for all), and writes
 
 ```
 OUT/run.json                               marks the folder as ours (a folder of other files is refused; `outdir.py`)
 OUT/results.json  OUT/results.md          every model's results, the table, the difference row
 OUT/benchmarks/                            the question sets used (POPE's format for POPE), shared by the models
 OUT/<model|base>/run.json                  the settings that decide the answers (a rerun with others is refused)
-OUT/<model|base>/<part>.answers.jsonl      answers as generated; a rerun resumes after the last one
+OUT/<model|base>/<part>.answers.jsonl      answers, in item order once complete; a rerun resumes after the last one
+OUT/<model|base>/<part>.answers.rank<r>.jsonl  while several processes answer: each one's (`ranks.py`)
 OUT/<model|base>/<part>.result.json        the scorer's result (+ .details.jsonl: per item)
 OUT/<model|base>/probes.jsonl              the probes' per-row log-probs
 ```

@@ -26,6 +26,10 @@ def _launch(command: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, env=env)
 
 
+def test_the_readme_gives_this_launch():
+    assert "ACCELERATE_USE_CPU=true " + " ".join(LAUNCH) + " " in (REPO / "README.md").read_text()
+
+
 def test_two_processes_answer_like_one_and_resume_after_a_kill(tiny_models, tmp_path):
     args = ["--model", str(tiny_models["llava"]), "--benchmarks", "pope", "--batch-size", "4", "--max-new-tokens", "4"]
     one = tmp_path / "one"
