@@ -103,6 +103,8 @@ def run(
         if ranks is None or ranks.main or ranks.started:  # the main process's refusal is said once, by it
             who = "" if ranks is None or ranks.main else f"rank {ranks.rank}: "
             typer.secho(f"error: {who}{e}", fg=typer.colors.RED, err=True)
+        if ranks is not None and ranks.world > 1 and not ranks.started:
+            ranks.barrier()  # the line is out before a process ends (the launcher then stops the others)
         raise typer.Exit(1) from None
     if not ranks.main:
         return

@@ -60,3 +60,35 @@ def test_two_processes_answer_like_one_and_resume_after_a_kill(tiny_models, tmp_
     assert resumed.stdout.count("| Model |") == 1 and resumed.stdout.count("wrote ") == 1
     assert "error" not in resumed.stderr and "another mfpo-eval run" not in resumed.stderr
     assert resumed.stderr.count("evaluating model") == 1
+
+
+def test_a_refusal_is_said_once_by_the_main_process(tiny_models, tmp_path, monkeypatch):
+    """Under a launcher: the main process prints its one line, the others end silently (both with code 1), and
+    neither ends before the line is out (a barrier: the launcher stops every process once one has ended)."""
+    from mfpo_train.eval import ranks as ranks_module
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    said = {}
+
+    class Launched(ranks_module.Ranks):
+        def barrier(self):
+            said.setdefault("barriers", []).append(self.rank)
+
+        def share(self, obj):
+            if self.main:
+                said["refusal"] = obj
+            return said.get("refusal")
+
+    outputs = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(ranks_module, "launched_ranks", lambda rank=rank: Launched(rank, 2, "cpu"))
+        result = CliRunner().invoke(app, ["run", "--model", str(tiny_models["llava"]), "--benchmarks", "pope",
+                                          "--out", str(out)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        outputs[rank] = result.output
+    assert outputs[0].strip() == (f"error: output folder {out} is not empty and holds no mfpo-eval run (run.json) "
+                                  "(e.g. 'notes.txt'); choose a new or empty folder")
+    assert outputs[1] == "" and said["barriers"] == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
