@@ -203,6 +203,8 @@ def _run_models(specs, run: _Run, opts: SuiteOptions, decoding: Decoding, dtype:
     from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
 
     names, prepared, out, device = run.names, run.prepared, run.out, run.device
+    if not ranks.main and not prepared:  # the probes alone: the main process's work
+        return {}
     answers: dict[str, dict] = {}
     probes: dict[str, dict] = {}
     for spec in specs:
