@@ -34,12 +34,21 @@ OUTPUT = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size).")
 
 
-def _run(fn, interrupted: str = "interrupted"):
+# What each command imports, named in one line with the extra that brings it when one is missing.
+TRAINING = ("torch", "transformers", "accelerate", "peft")
+MODEL = ("torch", "transformers")
+
+
+def _run(fn, interrupted: str = "interrupted", needs: tuple[str, ...] = (), command: str = "mfpo-train"):
     from mfpo_data.secrets import redact_logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_logging()
     try:
+        if needs:
+            from mfpo_data._deps import require
+
+            require(*needs, extra="train", feature=command)
         return fn()
     except MfpoError as e:
         typer.echo(f"error: {e}", err=True)
@@ -89,7 +98,7 @@ def main(
         typer.echo(format_summary(result))
 
     _run(run, interrupted="interrupted: rerun the same command with --resume to continue from the last checkpoint "
-                          "(train.save_every sets how often one is written)")
+                          "(train.save_every sets how often one is written)", needs=() if print_config else TRAINING)
 
 
 @app.command("precompute-ref")
@@ -116,7 +125,7 @@ def precompute_ref(
         out = precompute_reference(load_config(config, overrides), output, batch_size=batch_size)
         typer.echo(scrub(f"wrote {out}; train on it with --set data.dataset={out}"))
 
-    _run(run)
+    _run(run, needs=TRAINING, command="mfpo-train precompute-ref")
 
 
 @app.command("configs")
@@ -151,7 +160,7 @@ def make_tiny_model(
         path = getattr(tiny, f"make_tiny_{family}")(target)
         typer.echo(f"wrote a tiny random {family} model to {path}; use it with --set model.name_or_path={path}")
 
-    _run(run)
+    _run(run, needs=MODEL, command="mfpo-train make-tiny-model")
 
 
 @app.command("merge-adapter")
@@ -184,7 +193,7 @@ def merge_adapter(
         typer.echo(f"wrote {base} + {adapter} merged ({chosen}) to {target}; use it with --set model.name_or_path={target} "
                    f"or --set source.model={target}")
 
-    _run(run)
+    _run(run, needs=(*MODEL, "peft"), command="mfpo-train merge-adapter")
 
 
 def _checkpoint_dtype(model: str) -> str:

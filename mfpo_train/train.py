@@ -75,12 +75,20 @@ class TrainResult:
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     """Train (or, with `resume`, continue) the run `cfg` describes in `cfg.output_dir` (see the module notes).
 
-    The folder is checked and locked first (`rundir`); on resume the checkpoint's state, the run's config and
-    its metrics are checked before anything is loaded or written.
+    The folder, the model's config and, on resume, the run's config and metrics are checked first, then the
+    folder is locked (`rundir`); the checkpoint's state is checked before the model loads or anything is written.
     """
     from accelerate import PartialState
 
+    from mfpo_data.backends.vlm import check_model
+
+    # Refusals before anything slow: the folder, the settings a resume must keep, the model's config.
     root = check_run_folder(cfg.output_dir, bool(resume))
+    if resume:
+        check_same_run(root, config_to_dict(cfg))
+        check_metrics(root / METRICS_FILE)
+    check_model(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                model_key="model.name_or_path")
     with claim_run_folder(root, PartialState().is_main_process):
         return _train(cfg, resume)
 
@@ -126,9 +134,6 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     # 3. Resume: the checkpoint, the run's config and metrics are checked before anything is written --
     state = TrainState()
     checkpoint = resolve_resume(resume, output_dir)
-    if resume:
-        check_same_run(output_dir, config_to_dict(cfg))
-        check_metrics(output_dir / METRICS_FILE)
     if checkpoint is not None:
         state = read_state(checkpoint, steps_per_epoch, cfg.epochs_per_stage)
         check_same_shapes(checkpoint, cfg.lora)

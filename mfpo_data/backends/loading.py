@@ -138,7 +138,7 @@ class ModelBackend(Described):
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:
-    """A one-line `MissingExtraError` naming `pip install "mfpo[extra]"` unless the modules import."""
+    """A one-line `MissingExtraError` naming `pip install -e ".[extra]"` unless the modules import."""
     require(*(modules or ("torch", "transformers")), extra=extra, feature=feature)
 
 
