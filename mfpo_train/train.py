@@ -50,6 +50,7 @@ from mfpo_train.eval.during_training import TrainProbes, load_eval_split
 from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
 from mfpo_data.scorers.io import write_text
+from mfpo_data.backends.vlm import check_model
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
 from mfpo_train.rundir import CONFIG_FILE, check_run_folder, check_same_run, claim_run_folder
 
@@ -75,20 +76,18 @@ class TrainResult:
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     """Train (or, with `resume`, continue) the run `cfg` describes in `cfg.output_dir` (see the module notes).
 
-    The folder, the model's config and, on resume, the run's config and metrics are checked first, then the
-    folder is locked (`rundir`); the checkpoint's state is checked before the model loads or anything is written.
+    The folder and, on resume, the run's config and metrics are checked first, then the folder is locked
+    (`rundir`); the data, the checkpoint's state and the model's config are checked before the model loads or
+    anything is written.
     """
     from accelerate import PartialState
 
-    from mfpo_data.backends.vlm import check_model
-
-    # Refusals before anything slow: the folder, the settings a resume must keep, the model's config.
+    # Refusals before anything slow: the folder and the settings a resume must keep (the data, the checkpoint
+    # and the model's config follow in `_train`, before the model loads).
     root = check_run_folder(cfg.output_dir, bool(resume))
     if resume:
         check_same_run(root, config_to_dict(cfg))
         check_metrics(root / METRICS_FILE)
-    check_model(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
-                model_key="model.name_or_path")
     with claim_run_folder(root, PartialState().is_main_process):
         return _train(cfg, resume)
 
@@ -144,7 +143,9 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
                                else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True)
     eval_rows = load_eval_split(cfg)
 
-    # 4. Policy, processor, reference ------------------------------------------------------------
+    # 4. Policy, processor, reference: a model whose config cannot be read is refused before any weights load --
+    check_model(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                model_key="model.name_or_path")
     model, processor = load_model_and_processor(cfg.model)
     ref_model = None
     if cfg.lora.enabled:
