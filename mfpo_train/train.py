@@ -29,6 +29,7 @@ from mfpo_train.checkpoint import (
     load_checkpoint,
     read_state,
     register_hooks,
+    saved_world_size,
     resolve_resume,
     save_checkpoint,
     trim_metrics,
@@ -51,7 +52,8 @@ from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
 from mfpo_data.scorers.io import write_text
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
-from mfpo_train.rundir import CONFIG_FILE, check_run_folder, check_same_run, claim_run_folder
+from mfpo_train.processes import make_accelerator
+from mfpo_train.rundir import CONFIG_FILE, check_processes, check_same_run, claim_run_folder
 
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class TrainResult:
     eval_metrics: dict = field(default_factory=dict)  # the last probes on the eval split (eval/*), if any
     elapsed_s: float = 0.0
     finished_before: bool = False  # --resume found the run finished: nothing was trained or written
+    main_process: bool = True  # False on the other processes of a multi-process run (they print nothing)
 
 
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
@@ -78,25 +81,22 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     The folder is checked and locked first (`rundir`); on resume the checkpoint's state, the run's config and
     its metrics are checked before anything is loaded or written.
     """
-    from accelerate import PartialState
+    trackers = _trackers(cfg.train.report_to)
+    # First the processes: with several, only the main one checks and locks the folder; the others wait for it.
+    accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
+                                   project_dir=str(cfg.output_dir))
+    with claim_run_folder(cfg.output_dir, bool(resume), accelerator):
+        return _train(cfg, resume, accelerator, trackers)
 
-    root = check_run_folder(cfg.output_dir, bool(resume))
-    with claim_run_folder(root, PartialState().is_main_process):
-        return _train(cfg, resume)
 
-
-def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
-    from accelerate import Accelerator
+def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: list[str]) -> TrainResult:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    # 1. Accelerator, seed -----------------------------------------------------------------------
+    # 1. Seed ----------------------------------------------------------------------------------------
     started = time.monotonic()
     output_dir = cfg.output_dir
-    trackers = _trackers(cfg.train.report_to)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
-                              project_dir=str(output_dir))
     set_seed(cfg.train.seed)
 
     # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
@@ -124,19 +124,25 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     total_steps = sum(steps_per_epoch) * cfg.epochs_per_stage
 
     # 3. Resume: the checkpoint, the run's config and metrics are checked before anything is written --
-    state = TrainState()
+    state = TrainState(world_size=world)
     checkpoint = resolve_resume(resume, output_dir)
     if resume:
         check_same_run(output_dir, config_to_dict(cfg))
         check_metrics(output_dir / METRICS_FILE)
+    saved_world = world
     if checkpoint is not None:
+        saved_world = saved_world_size(checkpoint)
+        check_processes(output_dir, saved_world, world, cfg.train, cfg.lora.dropout if cfg.lora.enabled else 0.0,
+                        [len(rows) for _, rows in stages])
         state = read_state(checkpoint, steps_per_epoch, cfg.epochs_per_stage)
+        state.world_size = world  # the checkpoints written from here on are this run's
         check_same_shapes(checkpoint, cfg.lora)
         done = _finished(cfg, state, len(stages), output_dir)
         if done:
             logger.info("%s", done)
             return TrainResult(output_dir=output_dir, final_dir=output_dir / "final" if state.stage_index >= len(stages)
-                               else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True)
+                               else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True,
+                               main_process=accelerator.is_main_process)
     eval_rows = load_eval_split(cfg)
 
     # 4. Policy, processor, reference ------------------------------------------------------------
@@ -168,7 +174,8 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
 
     # 6. Load the checkpoint; the folder is written from here on ---------------------------------
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, state, reference_model=ref_model, scheduler=scheduler)
+        state = load_checkpoint(accelerator, checkpoint, state, reference_model=ref_model, scheduler=scheduler,
+                                restore_rng=saved_world == world)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(config_to_dict(cfg), indent=2), output_dir / CONFIG_FILE)  # marks the folder as a run
@@ -181,7 +188,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
 
     # 7. Loop: stages -> epochs -> optimizer steps -----------------------------------------------
     history: list[dict] = []
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process,
                desc="mfpo")
     max_steps = cfg.train.max_steps
     stopped = False  # set when train.max_steps is reached; the counters then stay where the run stopped
@@ -251,7 +258,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
         logger.info("L_image was masked for %d rows whose image pair is not valid (image_pair_valid: false)", masked)
     return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
                        model=accelerator.unwrap_model(model), eval_metrics=eval_metrics,
-                       elapsed_s=time.monotonic() - started)
+                       elapsed_s=time.monotonic() - started, main_process=accelerator.is_main_process)
 
 
 def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path) -> str | None:
