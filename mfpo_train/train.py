@@ -218,7 +218,9 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
                     _log(accelerator, output_dir, metrics, trackers)
                 bar.update(1)
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
-                if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
+                ends_stage = (state.step_in_epoch == steps_per_epoch[state.stage_index]
+                              and state.epoch == cfg.epochs_per_stage - 1)  # the stage's own checkpoint follows
+                if cfg.train.save_every and state.global_step % cfg.train.save_every == 0 and not ends_stage:
                     save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model),
                                     scheduler=scheduler, keep=cfg.train.save_total_limit)
             if not stopped:  # the epoch ran to its end
