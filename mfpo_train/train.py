@@ -241,10 +241,11 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
     if state.stage_index >= len(stages):
         final_dir = output_dir / "final"
         accelerator.wait_for_everyone()
+        weights = accelerator.get_state_dict(model)  # every process: FSDP and ZeRO-3 gather their shards here
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             kwargs = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
-            unwrapped.save_pretrained(final_dir, **kwargs)
+            unwrapped.save_pretrained(final_dir, state_dict=weights, **kwargs)
             processor.save_pretrained(final_dir)
     if trackers:
         accelerator.end_training()
