@@ -161,10 +161,12 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
     scheduler = get_scheduler("constant_with_warmup" if cfg.optim.scheduler == "constant" else cfg.optim.scheduler,
                               optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    if accelerator.distributed_type == "DEEPSPEED":
+        if cfg.train.sequence_chunks > 1:
+            raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
+                                "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
+        _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.train.sequence_chunks > 1 and accelerator.distributed_type == "DEEPSPEED":
-        raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
-                            "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed,
                           shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
@@ -286,6 +288,7 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
     state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
     state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
     state.invalid_rows += sum(b.pop("num_invalid", 0) for b in micro_batches)
+    deepspeed = accelerator.distributed_type == "DEEPSPEED"
     for i, batch in enumerate(usable):
         batch = _to_device(batch, accelerator.device)
         sync = i == len(usable) - 1
@@ -297,7 +300,11 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         if not _all_finite(accelerator, out.loss):
             finite = False
             break
-        policy.backward(out.loss / len(usable), accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
+        scale = 1.0 / len(usable)
+        if deepspeed:  # its engine divides by its accumulation steps and steps where accelerate says to sync
+            scale *= cfg.train.gradient_accumulation_steps
+            accelerator.gradient_state._set_sync_gradients(sync)
+        policy.backward(out.loss * scale, accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
         sums["loss"] += out.loss.item()
         for k, v in out.metrics.items():
             sums[k] += v.item()
@@ -313,6 +320,8 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
             optimizer.step()
             if grad_norm is not None:
                 sums["grad_norm"] = float(grad_norm) * n
+    if deepspeed:
+        accelerator.gradient_state._set_sync_gradients(True)
     scheduler.step()  # the schedule advances with the step count, skipped steps included (resume stays exact)
     optimizer.zero_grad(set_to_none=True)
     if not finite:
@@ -331,6 +340,16 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
     metrics["skipped"] = 0
     metrics["image_masked_rows"] = masked  # this rank's count, not averaged
     return metrics
+
+
+def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed's engine accumulates and clips itself: give it the run's micro-batch, accumulation and clipping
+    (the shipped configs say "auto" for them), so that it steps where mfpo-train's optimizer step ends."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    accum = cfg.train.gradient_accumulation_steps
+    config.update(train_micro_batch_size_per_gpu=cfg.train.batch_size, gradient_accumulation_steps=accum,
+                  train_batch_size=cfg.train.batch_size * accum * accelerator.num_processes,
+                  gradient_clipping=cfg.optim.max_grad_norm or 0.0)
 
 
 def _all_finite(accelerator, loss: torch.Tensor) -> bool:

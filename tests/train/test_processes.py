@@ -9,76 +9,20 @@ Three launches of two processes (about a minute on two cores), everything else i
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mfpo_train.cli import app
 from tests.fixtures.hostile import one_error_line
-from tests.paths import REPO
-
-
-STEPS = 6  # 12 rows, 4 per stage; 2 pairs per optimizer step: 2 steps per stage
-COMPARED = ("loss", "loss/text", "loss/image", "loss/margin", "rewards/margins", "image_rewards/margins", "lr",
-            "grad_norm")
-
-
-def torchrun(*args: str, nproc: int = 2, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 ARGS`, the command the README gives."""
-    launcher = Path(sys.executable).with_name("torchrun")
-    command = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    return subprocess.run([*command, "--standalone", "--nproc_per_node", str(nproc), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", **(env or {})})
-
-
-def cli_args(model, data, out, *sets: str) -> list[str]:
-    return ["--config", "debug", "--set", f"model.name_or_path={model}", "--set", f"data.dataset={data}",
-            "--set", f"train.output_dir={out}", "--set", "train.report_to=[]", "--set", "train.batch_size=1",
-            "--set", "train.save_every=2", "--set", "train.eval_steps=3", "--set", "optim.lr=5.0e-3",
-            *[a for s in sets for a in ("--set", s)]]
-
-
-def metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def adapter(out: Path, name: str = "final") -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(out / name / "adapter_model.safetensors"))
-
-
-def assert_same_run(got: list[dict], want: list[dict]) -> None:
-    assert [m["step"] for m in got] == [m["step"] for m in want]
-    for a, b in zip(got, want, strict=True):
-        assert (a.get("stage"), a.get("stage_index")) == (b.get("stage"), b.get("stage_index")), a["step"]
-        keys = [k for k in (*COMPARED, *(k for k in b if k.startswith("eval/"))) if k in b]
-        assert keys and set(keys) <= set(a), (a["step"], sorted(set(keys) - set(a)))
-        for key in keys:
-            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=2e-6), (a["step"], key, a[key], b[key])
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys() and a
-    for name in a:
-        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
+from tests.fixtures.multiproc import adapter, probed_data, assert_same_run, assert_same_weights, cli_args, metrics, torchrun
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """12 training rows (4 per bucket) and a test split of 5 rows: 3 probed by rank 0, 2 by rank 1."""
-    from mfpo_train.synthetic import synthetic_dataset, write_build_output
-
-    out = write_build_output(tmp_path_factory.mktemp("published"), n=12)
-    synthetic_dataset(5, seed=1).to_parquet(str(out / "data" / "test-00000-of-00001.parquet"))
-    return out
+    return probed_data(tmp_path_factory.mktemp("published"))
 
 
 @pytest.fixture(scope="module")
