@@ -96,4 +96,6 @@ def test_full_fine_tuning_trains_what_one_process_trains(tiny_llava, data, with_
     assert abs(metrics(out)[0]["loss"] - metrics(one)[0]["loss"]) < 1e-6
     weights = load_file(str(out / "final" / "model.safetensors"))
     assert not (out / "final" / "adapter_config.json").exists()
-    assert_same_weights(weights, load_file(str(one / "final" / "model.safetensors")))
+    # An attention key bias has no gradient (softmax does not change when a query's scores all shift): AdamW's
+    # steps on it follow float rounding, which differs between any two runs, so it is left out.
+    assert_same_weights(weights, load_file(str(one / "final" / "model.safetensors")), skip=("k_proj.bias",))
