@@ -136,13 +136,14 @@ def configs() -> None:
         typer.echo(f"{name:<20} {header}  ({path})")
 
 
-FAMILIES = ("llava", "idefics3")
+FAMILIES = ("llava", "idefics3", "qwen2_5_vl", "internvl", "gemma3")
 
 
 @app.command("make-tiny-model")
 def make_tiny_model(
     output: Path = typer.Argument(..., help="Empty or new folder to write the model and processor into."),
-    family: str = typer.Option("llava", "--family", help="llava (LlavaForConditionalGeneration) or idefics3."),
+    family: str = typer.Option("llava", "--family", help="llava (LlavaForConditionalGeneration), idefics3, qwen2_5_vl, "
+                                                         "internvl or gemma3."),
 ):
     """Write a tiny randomly initialised vision-language model (no download) for the debug config and tests."""
 
