@@ -79,7 +79,7 @@ def test_jsonl_build_marks_and_counts_negated_key_objects(tmp_path):
     rows = rows_by_id(layout)
     valid = {k: r["image_pair_valid"] for k, r in rows.items()}
     assert valid == {"denies": False, "swaps": True, "asserts": True, "nothing": True}
-    assert json.loads(rows["denies"]["metadata"])["image_pair_invalid"].startswith("absent_object: the chosen answer says there is no dog")
+    assert json.loads(rows["denies"]["metadata"])["image_pair_invalid"].startswith("absent_object: there is no dog in the image")
     assert json.loads(rows["swaps"]["metadata"])["negated_key_object"] == "dog"
     stats = layout.read_stats()
     assert stats["negated_key_objects"] == {"no_asserted_object": 1, "replaced": 1}
