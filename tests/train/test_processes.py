@@ -155,3 +155,12 @@ def test_a_launch_that_accelerate_runs_as_one_process_is_refused(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     with pytest.raises(TrainingError, match=r"^launched as 2 processes \(WORLD_SIZE=2\), but accelerate runs 1 "):
         make_accelerator()
+
+
+def test_precompute_ref_refuses_several_processes(tiny_llava, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # each process would score every row and write the same copy
+    result = CliRunner().invoke(app, ["precompute-ref", "--output", str(tmp_path / "ref"),
+                                      *cli_args(tiny_llava, data, tmp_path / "run")])
+    assert one_error_line(result) == ("error: precompute-ref runs as one process: start it with mfpo-train (or python "
+                                      "-m mfpo_train.cli), not torchrun or accelerate launch with several processes")
+    assert not (tmp_path / "ref").exists()
