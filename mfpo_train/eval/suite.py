@@ -105,6 +105,7 @@ class Benchmark:
     score: Callable[[dict[str, list[dict]]], dict]  # {part name: answer records} -> the benchmark's result
     files: dict[str, list[dict]]  # question files to write once under OUT/benchmarks/ (name -> rows)
     settings: dict[str, Any]
+    load_judge: Callable[[str], Any] | None = None  # MMHal: the judge model on a device, passed to score(scorer=)
 
 
 def prepare(name: str, opts: SuiteOptions) -> Benchmark:
@@ -272,10 +273,15 @@ def _pope(opts: SuiteOptions) -> Benchmark:
     conv = pope.convention(opts.pope_convention)
     questions, settings = _pope_questions(opts)
     folder = _image_dir(opts)
+    paths: dict[str, Path] = {}  # POPE asks about each of its images 18 times: each is found once
+
+    def image(q: dict, split: str) -> Path:
+        if q["image"] not in paths:
+            paths[q["image"]] = _image_path(folder, q["image"], f"POPE {split} question {q['question_id']!r}")
+        return paths[q["image"]]
+
     parts = [Part(f"pope-{s}", [{"key": str(q["question_id"]), "question_id": q["question_id"],
-                                 "prompt": q["text"] + conv.suffix,
-                                 "image": _image_path(folder, q["image"], f"POPE {s} question {q['question_id']!r}")}
-                                for q in qs])
+                                 "prompt": q["text"] + conv.suffix, "image": image(q, s)} for q in qs])
              for s, qs in questions.items()]
 
     def score(answers: dict[str, list[dict]]) -> dict:
@@ -343,19 +349,21 @@ def _mmhal(opts: SuiteOptions) -> Benchmark:
              for q in questions]
     judge = mmhal.judge_info(opts.judge, opts.judge_url)
 
-    def score(answers: dict[str, list[dict]], *, device: str = "cpu", progress: bool = True) -> dict:
-        scorer = mmhal.make_judge(opts.judge, opts.judge_url, key_env=opts.judge_key_env,
-                                  max_new_tokens=opts.judge_max_new_tokens, device=device)
+    def load_judge(device: str = "cpu"):
+        return mmhal.make_judge(opts.judge, opts.judge_url, key_env=opts.judge_key_env,
+                                max_new_tokens=opts.judge_max_new_tokens, device=device)
+
+    def score(answers: dict[str, list[dict]], *, scorer=None, progress: bool = True) -> dict:
+        scorer = load_judge() if scorer is None else scorer
         reviews = mmhal.review_all(scorer, questions, answers["mmhal"], progress=progress)
         result = mmhal.score_mmhal(questions, answers["mmhal"], reviews, judge)
         served = sorted(getattr(scorer, "served_models", set()) - {opts.judge})
         if served:  # the reference retries until the endpoint answers with the model it asked for
             result["judge"]["served_by"] = served
-        del scorer
         return result
 
     settings = {"judge": judge, "questions": len(questions), "reference_judge": mmhal.REFERENCE_JUDGE}
-    return Benchmark("mmhal", [Part("mmhal", items)], score, {}, settings)
+    return Benchmark("mmhal", [Part("mmhal", items)], score, {}, settings, load_judge)
 
 
 # -- what the numbers are, in words ------------------------------------------------------------------
