@@ -194,6 +194,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
                desc="mfpo")
     max_steps = cfg.train.max_steps
     stopped = False  # set when train.max_steps is reached; the counters then stay where the run stopped
+    stand_in: dict = {}  # several processes: the last trainable micro-batch of this one (see _step)
     while state.stage_index < len(stages) and not stopped:
         stage, rows = stages[state.stage_index]
         if state.epoch == 0 and state.step_in_epoch == 0 and state.stage_index > 0 and cfg.refresh_reference:
@@ -205,7 +206,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
                     stopped = True
                     break
                 metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
-                                loss_kwargs, cfg, state, shared_prefix)
+                                loss_kwargs, cfg, state, shared_prefix, stand_in=stand_in)
                 state.step_in_epoch += 1
                 state.global_step += 1
                 metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
@@ -278,20 +279,42 @@ def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path
 
 
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,
-          state: TrainState, shared_prefix: bool = True) -> dict:
-    """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches)."""
+          state: TrainState, shared_prefix: bool = True, stand_in: dict | None = None) -> dict:
+    """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches).
+
+    With several processes every one runs as many forwards and backwards (DDP's, FSDP's and DeepSpeed's
+    collectives wait for each): a micro-batch without a trainable row (all dropped or skipped) is replaced by this
+    process's last trainable one (`stand_in` keeps it across steps) with weight 0, and the metrics are the means
+    over the micro-batches of all processes.
+    """
     sums: dict[str, float] = defaultdict(float)
-    n = 0
     finite = True
-    usable = [b for b in micro_batches if b["num_pairs"] > 0]
     masked = 0  # rows whose image pair is not valid: L_image is masked for them
-    state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
-    state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
-    state.invalid_rows += sum(b.pop("num_invalid", 0) for b in micro_batches)
+    several = accelerator.num_processes > 1
+    counts = [sum(b["num_dropped"] for b in micro_batches), sum(b.pop("num_undecodable", 0) for b in micro_batches),
+              sum(b.pop("num_invalid", 0) for b in micro_batches)]
+    if several:  # the run's counts, the same on every process
+        counts = [int(c) for c in accelerator.reduce(torch.tensor(counts, device=accelerator.device), "sum").tolist()]
+    state.dropped_rows += counts[0]
+    state.undecodable_rows += counts[1]
+    state.invalid_rows += counts[2]
+    usable = [b for b in micro_batches if b["num_pairs"] > 0]
+    runs = [(b, True) for b in usable]
+    if several:
+        stand_in = {} if stand_in is None else stand_in
+        if usable:
+            stand_in["batch"] = usable[-1]
+        runs = [(b, True) if b["num_pairs"] > 0 else (stand_in.get("batch"), False) for b in micro_batches]
+        missing = torch.tensor([float(any(b is None for b, _ in runs))], device=accelerator.device)
+        if accelerator.reduce(missing, "max").item():
+            raise TrainingError(f"step {state.global_step + 1}: a process has no trainable row in its share of the "
+                                "step and none before to keep the processes in step; check the data with "
+                                "mfpo-train --dry-run")
+    n = sum(real for _, real in runs)
     deepspeed = accelerator.distributed_type == "DEEPSPEED"
-    for i, batch in enumerate(usable):
+    for i, (batch, real) in enumerate(runs):
         batch = _to_device(batch, accelerator.device)
-        sync = i == len(usable) - 1
+        sync = i == len(runs) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
                                   shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
@@ -300,26 +323,28 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         if not _all_finite(accelerator, out.loss):
             finite = False
             break
-        scale = 1.0 / len(usable)
+        scale = 1.0 / n if real else 0.0
         if deepspeed:  # its engine divides by its accumulation steps and steps where accelerate says to sync
             scale *= cfg.train.gradient_accumulation_steps
             accelerator.gradient_state._set_sync_gradients(sync)
         policy.backward(out.loss * scale, accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
-        sums["loss"] += out.loss.item()
-        for k, v in out.metrics.items():
-            sums[k] += v.item()
-        n += 1
-        masked += int((batch["image_pair_mask"] == 0).sum()) if "image" in out.terms and "image_pair_mask" in batch else 0
-    if finite and n:
-        grad_norm = None
+        for k, v in {"loss": out.loss, **out.metrics}.items():
+            sums[k] += v.item() if real else 0.0
+        masked += int((batch["image_pair_mask"] == 0).sum()) if real and "image" in out.terms and "image_pair_mask" in batch else 0
+    counted = n
+    if several and finite:  # means over every process's micro-batches
+        keys = sorted(sums)
+        total = accelerator.reduce(torch.tensor([float(n), *(sums[k] for k in keys)], device=accelerator.device,
+                                                dtype=torch.float64), "sum").tolist()
+        counted, sums = int(total[0]), defaultdict(float, zip(keys, total[1:], strict=True))
+    grad_norm = None
+    if finite and counted:
         if cfg.optim.max_grad_norm is not None:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
         if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)).all():
             finite = False
         else:
             optimizer.step()
-            if grad_norm is not None:
-                sums["grad_norm"] = float(grad_norm) * n
     if deepspeed:
         accelerator.gradient_state._set_sync_gradients(True)
     scheduler.step()  # the schedule advances with the step count, skipped steps included (resume stays exact)
@@ -332,11 +357,9 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
             raise TrainingError(f"{state.nonfinite_steps} steps had a non-finite loss or gradient "
                                 f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); stopping")
         return {"skipped": 1}
-    metrics = {k: v / max(n, 1) for k, v in sums.items()}
-    if accelerator.num_processes > 1 and metrics:
-        keys = sorted(metrics)
-        t = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
-        metrics = dict(zip(keys, t.tolist(), strict=True))
+    metrics = {k: v / max(counted, 1) for k, v in sums.items()}
+    if grad_norm is not None:
+        metrics["grad_norm"] = float(grad_norm)
     metrics["skipped"] = 0
     metrics["image_masked_rows"] = masked  # this rank's count, not averaged
     return metrics

@@ -164,3 +164,27 @@ def test_precompute_ref_refuses_several_processes(tiny_llava, data, tmp_path, mo
     assert one_error_line(result) == ("error: precompute-ref runs as one process: start it with mfpo-train (or python "
                                       "-m mfpo_train.cli), not torchrun or accelerate launch with several processes")
     assert not (tmp_path / "ref").exists()
+
+
+def test_a_process_whose_share_of_a_step_cannot_be_trained_keeps_in_step(tiny_llava, tmp_path):
+    """Rank 1's only pair of step 2 has an empty answer: it runs its step-1 pair again with weight 0 (DDP's
+    all-reduce waits for every process's backward), rank 0's pair alone moves the weights, and the run ends."""
+    import datasets
+
+    from mfpo_data.schema import features
+    from mfpo_train.data import StageBatchSampler
+    from mfpo_train.synthetic import synthetic_rows
+
+    rows = synthetic_rows(12)
+    (first, second) = StageBatchSampler(4, 1, seed=0, stage_index=0, epoch=0, rank=1, world_size=2).batches
+    rows[second[0]]["chosen"] = [{"role": "assistant", "content": [{"type": "text", "text": ""}]}]  # easy: rows 0-3
+    (tmp_path / "data" / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=features()).to_parquet(
+        str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+    out = tmp_path / "run"
+    run = torchrun("-m", "mfpo_train.cli", *cli_args(tiny_llava, tmp_path / "data", out, "train.save_every=null"))
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.stdout.count("trained 6 steps") == 1 and "1 rows skipped (empty answer" in run.stdout
+    logged = metrics(out)
+    assert [m["step"] for m in logged] == [1, 2, 3, 4, 5, 6] and all(m["skipped"] == 0 for m in logged)
+    assert f"row syn-{second[0]:04d}: empty chosen answer; pair skipped" in run.stderr
