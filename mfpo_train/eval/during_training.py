@@ -73,8 +73,8 @@ class TrainProbes:
         acc = self.accelerator
         mine = list(range(acc.process_index, len(self.dataset), acc.num_processes))
         # Every process runs as many forwards (FSDP and ZeRO-3 gather weights in each): a shorter share is padded
-        # with its first row again, whose values are not counted.
-        padded = mine + mine[:1] * (math.ceil(len(self.dataset) / acc.num_processes) - len(mine))
+        # with its first row again (or the split's first row, for a process with none), whose values are not counted.
+        padded = mine + (mine[:1] or [0]) * (math.ceil(len(self.dataset) / acc.num_processes) - len(mine))
         records = []
         with _eval_mode(model), acc.autocast():
             for start in range(0, len(padded), self.batch_size):
