@@ -1,10 +1,11 @@
 """Three more model families, each a tiny random model built from its config and saved like a Hub model, through
-`mfpo-train` (the three sequences, the probes), `precompute-ref` and the generation `mfpo-eval run` uses (batched
-greedy answers equal batch size 1, with the trained adapter): Qwen2.5-VL (3D rope positions), InternVL
+`mfpo-train` (the three sequences, the probes), `precompute-ref` and `mfpo-eval run` with the trained adapter (its
+batched greedy answers equal batch size 1's): Qwen2.5-VL (3D rope positions), InternVL
 (transformers' own classes) and Gemma 3 (image tokens that attend to each other both ways)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from mfpo_train.cli import app
+from mfpo_train.eval.cli import app as eval_app
 from tests.fixtures.eval_run import sample_items
 from tests.fixtures.multiproc import cli_args, metrics, probed_data
 
@@ -69,16 +71,29 @@ def test_the_family_trains_probes_precomputes_and_generates(family, data, tmp_pa
     for key in ("loss", "rewards/margins", "image_rewards/margins"):
         assert pre[key] == pytest.approx(online[key], abs=1e-5), key
 
-    # generation as mfpo-eval run does it: batched greedy (left-padded: prompts of 3 lengths) == batch size 1
+    # generation: batched greedy (left-padded: prompts of 3 lengths) == batch size 1
     items = [dict(it, prompt="describe the image." + " what is in it?" * (i % 3)) for i, it in enumerate(sample_items())]
-    for adapter in (None, run / "final"):
-        net, processor = load_vlm(model, adapter=adapter)
-        assert type(getattr(net, "get_base_model", lambda: net)()).__name__ == FAMILIES[name]
-        one = generate_answers(net, processor, items, batch_size=1, max_new_tokens=6, progress=False)
-        many = generate_answers(net, processor, items, batch_size=len(items), max_new_tokens=6, progress=False)
-        assert [a["answer"] for a in many] == [a["answer"] for a in one], adapter
-        if adapter is None:
-            assert len({a["answer"] for a in one}) > 1  # the answers depend on the input
+    net, processor = load_vlm(model)
+    assert type(net).__name__ == FAMILIES[name]
+    one = generate_answers(net, processor, items, batch_size=1, max_new_tokens=6, progress=False)
+    many = generate_answers(net, processor, items, batch_size=len(items), max_new_tokens=6, progress=False)
+    assert [a["answer"] for a in many] == [a["answer"] for a in one]
+    assert len({a["answer"] for a in one}) > 1  # the answers depend on the input
+
+    # mfpo-eval run with the trained adapter (Object HalBench on the bundled sample, batches of 8): its answers are
+    # the adapted model's at batch size 1, and its results are scored
+    out = tmp_path / "eval"
+    evaluated = CliRunner().invoke(eval_app, ["run", "--model", str(model), "--adapter", str(run / "final"),
+                                              "--benchmarks", "objhal", "--max-new-tokens", "6", "--out", str(out)])
+    assert evaluated.exit_code == 0, evaluated.output[-3000:]
+    [report] = json.loads((out / "results.json").read_text())["models"]
+    assert report["unparsed"]["objhal"]["n"] == 15 and "CHAIRs" in report["results"]["objhal"]
+    written = [json.loads(line) for line in (out / "model" / "objhal.answers.jsonl").read_text().splitlines()]
+    images = {it["image_id"]: it["image"] for it in sample_items()}
+    asked = [{"key": str(a["image_id"]), "image": images[a["image_id"]], "prompt": a["prompt"]} for a in written]
+    net, processor = load_vlm(model, adapter=run / "final")
+    alone = generate_answers(net, processor, asked, batch_size=1, max_new_tokens=6, progress=False)
+    assert [a["answer"] for a in written] == [a["answer"] for a in alone]
 
 
 def test_processors_without_torchvision_load_without_their_video_processor(family, caplog):
