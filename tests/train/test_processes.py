@@ -136,6 +136,13 @@ def test_stages_that_are_not_whole_steps_refuse_another_number_of_processes(tmp_
         check_processes(tmp_path, 2, 1, same, 0.0, [8, 12])
 
 
+def test_the_readme_gives_the_launch_these_tests_run():
+    from tests.paths import REPO
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 -m mfpo_train.cli --config debug" in readme
+
+
 def test_the_data_order_of_two_processes_is_the_data_order_of_one(tmp_path):
     from mfpo_train.data import StageBatchSampler
 
