@@ -195,8 +195,8 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, reference_
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    for stale in tmp.glob("random_states_*.pkl"):  # accelerate's pickled RNG states: ours replace them
-        stale.unlink()
+    # accelerate's pickled RNG state, which ours replaces; each process removes its own (another's may be gone already)
+    (tmp / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)
     _save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -136,6 +136,28 @@ def test_stages_that_are_not_whole_steps_refuse_another_number_of_processes(tmp_
         check_processes(tmp_path, 2, 1, same, 0.0, [8, 12])
 
 
+def test_a_process_removes_only_its_own_pickled_random_state(tmp_path):
+    """accelerate writes random_states_{rank}.pkl on every process; removing all of them from each process raced
+    (FileNotFoundError when another process had removed its own first, seen under DeepSpeed ZeRO-2)."""
+    from mfpo_train.checkpoint import TrainState, save_checkpoint
+
+    class SecondProcess:  # what save_checkpoint asks of accelerate's Accelerator, on rank 1 of 2
+        process_index, is_main_process = 1, False
+
+        def wait_for_everyone(self):
+            pass
+
+        def save_state(self, folder):
+            Path(folder).mkdir(parents=True)
+            for rank in (0, 1):
+                (Path(folder) / f"random_states_{rank}.pkl").write_bytes(b"")
+
+    save_checkpoint(SecondProcess(), tmp_path, TrainState(global_step=2))
+    tmp = tmp_path / "checkpoints" / "step-00000002.tmp"  # the main process renames it
+    assert sorted(p.name for p in tmp.iterdir()) == ["random_states_0.pkl", "rng_state_1.json",
+                                                     "rng_state_1.safetensors"]
+
+
 def test_the_readme_gives_the_launch_these_tests_run():
     from tests.paths import REPO
 
