@@ -3,7 +3,7 @@ flow on the bundled sample", each command in a fresh process in an empty folder,
 in the README. Each program runs as its `[project.scripts]` entry point (`python -m` its module), so the
 checkout under test runs whatever is installed. The same commands head `recipes/train/debug.yaml`.
 
-About a minute and a half on a shared 2-core CPU; marked `e2e` (left out of `pytest -m quick`, run by CI).
+40 s to 2 minutes on a shared 2-core CPU; marked `e2e` (left out of `pytest -m quick`, run by CI).
 """
 
 from __future__ import annotations
