@@ -18,7 +18,7 @@ from mfpo_data.stages.s4_filters import RegionFilter
 from mfpo_data.stages.s5_perturbation import PerturbationStage
 from mfpo_data.stages.s5_removal_check import RemovalCheck
 from mfpo_data.stages.s6_scoring import ScoringStage
-from mfpo_data.stages.s7_writer import ShardWriter
+from mfpo_data.stages.s7_writer import ImageEncoder, ShardWriter
 
 
 def make_backends(recipe: Recipe) -> dict:
@@ -97,9 +97,14 @@ def _stages(recipe: Recipe, source=None) -> list:
         *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
           if checks_removal(recipe) else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
-        ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress,
-                    encode_threads=recipe.output.encode_threads),  # fmt: skip
+        ShardWriter(recipe.output.dir, _encoder(recipe), recipe.output.row_group_size,
+                    recipe.output.progress, encode_threads=recipe.output.encode_threads),  # fmt: skip
     ]
+
+
+def _encoder(recipe: Recipe) -> ImageEncoder:
+    o = recipe.output
+    return ImageEncoder(o.image_format, png_compress_level=o.png_compress_level, webp_method=o.webp_method)
 
 
 def describe_backends(recipe: Recipe) -> dict:
