@@ -188,7 +188,8 @@ def composite(original: np.ndarray, edited: np.ndarray, mask: np.ndarray | None)
     out = original.copy()
     box = mask_bbox(mask)
     if box is not None:  # only the mask's bounding box can change
-        np.copyto(out[box], edited[box], where=mask[box][..., None])
+        inside = mask[box]
+        np.putmask(out[box], np.repeat(inside[..., None], out.shape[2], axis=2) if out.ndim == 3 else inside, edited[box])
     return out
 
 
