@@ -3,7 +3,7 @@
     python -m benchmarks.build_overlap                                # CPU, simulated model (~5 min on 2 cores)
     python -m benchmarks.build_overlap --images 400 --repeat 5 --json overlap.json
     python -m benchmarks.build_overlap --policies one_stage,shared,budget --share 0.5     # how stages share a GPU
-    python -m benchmarks.build_overlap --gpu --json gpu.json          # full-size random models, one GPU (~5 min)
+    python -m benchmarks.build_overlap --gpu --json gpu.json          # full-size random models, one GPU (~7 min)
     python -m benchmarks.build_overlap --gpu --gpu-allow-cpu --tiny   # the GPU mode's code path, tiny models, CPU
 
 **CPU mode** (default). Grounding and segmentation run a simulated model, then return COCO's ground truth, so
@@ -39,8 +39,9 @@ on `--gpu-warmup` images loads the models (once per process); the timed build of
 reports images/s per GPU, GPU utilisation and memory (nvidia-smi every second, in the background),
 torch's peak allocated memory, and the hours that 118,000 COCO images would take on 8 GPUs at that rate,
 next to the planning target of 2 hours. Images per second count source images (each gives several pairs).
-The defaults (128 images, 8 to warm up) fit one device call of 8 minutes: building and saving the models
-takes under a minute, SD's 30 steps per pair dominate the rest.
+The defaults (64 images, 4 to warm up) are sized to finish in about 7 minutes on an 80 GB card (an estimate from
+SD 1.5's step time at batch 8; not yet run): building and saving the models takes about a minute, SD's 30 steps
+per pair dominate the rest. `scripts/gpu_checks.sh build` runs it with a time limit.
 """
 
 from __future__ import annotations
@@ -580,8 +581,8 @@ def parse_args(argv=None):
     ap.add_argument("--budget", type=float, default=2.0,
                     help="CPU mode, policy budget: the device's memory in units per sample of a batch")
     ap.add_argument("--gpu", action="store_true", help="full-size random models on a GPU instead")
-    ap.add_argument("--gpu-images", type=int, default=128, help="GPU mode: source images of the timed build")
-    ap.add_argument("--gpu-warmup", type=int, default=8, help="GPU mode: images of the warm-up build")
+    ap.add_argument("--gpu-images", type=int, default=64, help="GPU mode: source images of the timed build")
+    ap.add_argument("--gpu-warmup", type=int, default=4, help="GPU mode: images of the warm-up build")
     ap.add_argument("--gpu-allow-cpu", action="store_true", help="GPU mode without a GPU (a smoke run, with --tiny)")
     ap.add_argument("--tiny", action="store_true", help="GPU mode: the tests' tiny models instead of full-size ones")
     ap.add_argument("--quiet", action="store_true", help="GPU mode: no progress bar")
