@@ -132,6 +132,12 @@ class OutputConfig:
             raise ConfigError(f"'{path}.png_compress_level' must be in [0, 9]")
         if not 0 <= self.webp_method <= 6:
             raise ConfigError(f"'{path}.webp_method' must be in [0, 6]")
+        if self.image_format == "webp":
+            from PIL import features
+
+            if not features.check("webp"):
+                raise ConfigError(f"'{path}.image_format' is webp, but this Pillow was built without WebP; install a "
+                                  f"Pillow wheel from PyPI or set {path}.image_format=png")
         if self.row_group_size < 1:
             raise ConfigError(f"'{path}.row_group_size' must be >= 1")
 
