@@ -83,7 +83,7 @@ class SimulatedDevice:
     GIL, as a GPU call does not. Counts the calls, the time at least one ran (`busy_s`: the model alone) and the
     largest memory held at once."""
 
-    TICK_S = 0.005  # how often a running call sees how many others run beside it
+    TICK_S = 0.01  # how often a running call sees how many others run beside it
 
     def __init__(self):
         self.lock = threading.Condition()
@@ -104,11 +104,11 @@ class SimulatedDevice:
                 self._since = time.perf_counter()
         try:
             left = cost_s
-            while left > 0:
+            while left > 0:  # progress is the wall time that passed (a late wake-up, waiting for the GIL, still ran)
                 rate = min(1.0, 1.0 / (self.active * self.share))
-                step = min(self.TICK_S, left / rate)
-                time.sleep(step)
-                left -= step * rate
+                start = time.perf_counter()
+                time.sleep(min(self.TICK_S, left / rate))
+                left -= (time.perf_counter() - start) * rate
         finally:
             with self.lock:
                 self.active -= 1
