@@ -110,8 +110,12 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         if not recipe.output.keep_staging:  # its rows are in the final shard: the disk holds them once, not twice
             layout.staging_shard(rank).unlink()
 
-    # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads.
+    # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads. Each shard
+    # being written is on disk twice until its staging shard goes, so at most half of them are written at once:
+    # the peak stays near 1.5x the output (2x with one task, whose only shard must be written before it goes).
     threads = min(recipe.executor.workers or tasks, tasks, os.cpu_count() or 1)
+    if not recipe.output.keep_staging:
+        threads = min(threads, tasks // 2)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for future in [pool.submit(write_final, rank) for rank in range(tasks)]:
             future.result()
