@@ -5,7 +5,7 @@
 
 Same tiny random LLaVA (fixed seed; `mfpo_train.tiny.build_tiny_llava` with the sizes given), same items (the bundled
 COCO sample's images, each asked POPE-style and description prompts, cycled to `--items`), same `max_new_tokens`,
-through `mfpo_train.eval.runner.generate_answers` (chat template, left padding, `model.generate` greedy). A random
+through `mfpo_data.backends.vlm.generate_answers` (chat template, left padding, `model.generate` greedy). A random
 model never emits EOS, so every item decodes exactly `max_new_tokens` tokens: batching is measured without the
 waste of finished rows that a real model's early EOS causes in a batch (sort by prompt length does not help there;
 answer lengths vary). Rounds are interleaved: each round times every batch size once, in an order rotated every
@@ -36,7 +36,7 @@ PROMPTS = ("Is there a person in the image?", "Please describe this image in det
 
 
 def _items(n: int) -> list[dict]:
-    from mfpo_train.eval.coco import bundled_coco_root, read_coco
+    from mfpo_data.scorers.coco import bundled_coco_root, read_coco
 
     coco = read_coco(None, "sample", captions=False)
     folder = bundled_coco_root() / "sample"
@@ -48,7 +48,7 @@ def _items(n: int) -> list[dict]:
 def _model(args):
     import torch
 
-    from mfpo_train.eval.runner import resolve_device
+    from mfpo_data.backends.vlm import resolve_device
     from mfpo_train.tiny import build_tiny_llava
 
     model, processor = build_tiny_llava(image_size=args.image_size, hidden_size=args.hidden, num_layers=args.layers)
@@ -77,7 +77,7 @@ def main() -> None:
     args = p.parse_args()
 
     from mfpo_train.eval.probes import run_probes
-    from mfpo_train.eval.runner import generate_answers
+    from mfpo_data.backends.vlm import generate_answers
     from mfpo_train.synthetic import synthetic_rows
 
     model, processor, device, torch = _model(args)

@@ -99,7 +99,8 @@ def _scrub(text: str, token: str | None) -> str:
 def verify_checksums(layout) -> None:
     """Every final shard is one the build's manifest lists, with the size and sha256 it recorded (a
     flipped byte or rows edited after the build are caught), and every listed shard is there."""
-    from mfpo_data.pipeline.outdir import read_manifest, sha256_file
+    from mfpo_data.layout import sha256_file
+    from mfpo_data.pipeline.outdir import read_manifest
 
     listed = {name: entry for name, entry in (read_manifest(layout).get("files") or {}).items() if name.startswith("data/")}
     if not listed:

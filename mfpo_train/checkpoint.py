@@ -35,7 +35,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mfpo_data.pipeline.outdir import sha256_file
+from mfpo_data.layout import sha256_file
 from mfpo_train.errors import TrainingError
 
 

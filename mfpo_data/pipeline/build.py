@@ -17,11 +17,11 @@ import yaml
 
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
-from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 from mfpo_data.pipeline.assemble import build_pipeline, check_models, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
 from mfpo_data.pipeline.outdir import (BuildLock, InputsChangedError, check_output_folder, check_same_inputs, output_root,
-                                       read_manifest, remove_build, remove_staging, sha256_file, write_manifest)  # fmt: skip
+                                       read_manifest, remove_build, remove_staging, write_manifest)  # fmt: skip
 from mfpo_data.pipeline.run import forget_ranks_without_shards, run_executor
 
 

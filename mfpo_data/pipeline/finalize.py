@@ -143,7 +143,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     for r in range(tasks):  # a shard an earlier finalize wrote is read back for its entry
         final = layout.final_shard(r, tasks)
         entries[final] = written.get(r) or file_entry(final, pq.ParquetFile(final).metadata.num_rows)
-    entries.update({p: file_entry(p) for p in (layout.stats_file, layout.rejects_file)})
+    others = [layout.stats_file, layout.rejects_file] + ([layout.answers_file] if _merge_answers(layout, tasks) else [])
+    entries.update({p: file_entry(p) for p in others})
     manifest["files"] = {p.relative_to(layout.root).as_posix(): entry for p, entry in entries.items()}
     write_manifest(layout, manifest)  # last: a manifest that lists files means finalize finished
     for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
@@ -229,6 +230,21 @@ def _merge_stats(layout: OutputLayout, tasks: int) -> dict:
             target = merged.setdefault(key, Counter())
             target.update(counts)
     return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in merged.items()}
+
+
+def _merge_answers(layout: OutputLayout, tasks: int) -> bool:
+    """An on-policy build's sampled answers (one file per rank) as one file sorted by key, the same for any
+    number of tasks. Returns whether there were any."""
+    parts = [layout.staging_answers(r) for r in range(tasks) if layout.staging_answers(r).is_file()]
+    if not parts:
+        return False
+    lines = []
+    for path in parts:
+        with open(path, encoding="utf-8") as f:
+            lines += [(json.loads(line)["key"], line if line.endswith("\n") else line + "\n") for line in f if line.strip()]
+    lines.sort(key=lambda kv: kv[0])
+    atomic_write(layout.answers_file, "".join(line for _, line in lines))
+    return True
 
 
 def _jsonable(options: dict) -> dict:

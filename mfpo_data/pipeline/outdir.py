@@ -15,19 +15,18 @@ manifest of what the build wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 
 
 MANIFEST_FORMAT = "mfpo-build/1"
 LOCK_NAME = ".mfpo.lock"
-_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid)(\.tmp)?"
+_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid|\.answers\.jsonl)(\.tmp)?"
                         r"|source_index(\.next)?\.jsonl(\.tmp)?|source_stats\.json(\.tmp)?")
 
 
@@ -112,14 +111,6 @@ def read_manifest(layout: OutputLayout) -> dict:
 
 def write_manifest(layout: OutputLayout, manifest: dict) -> None:
     atomic_write(layout.manifest_file, json.dumps({**manifest, "format": MANIFEST_FORMAT}, indent=2, sort_keys=True))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: Path, rows: int | None = None) -> dict:

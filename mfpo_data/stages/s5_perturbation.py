@@ -96,6 +96,6 @@ class PerturbationStage(MapStage):
         """The key region is the region the chosen answer's claim rests on: an absent object's is nowhere
         in m, so without an insertion m' leaves the answer as true as m."""
         if sample.absent_object and sample.perturbation_params.get("region") != "inserted":
-            sample.image_pair_invalid = (f"absent_object: the chosen answer says there is no {sample.absent_object}; "
-                                         "perturbing m cannot make that less true")  # fmt: skip
+            sample.image_pair_invalid = (f"absent_object: there is no {sample.absent_object} in the image, so perturbing m "
+                                         "cannot make the chosen answer less true")  # fmt: skip
             sample.metadata["image_pair_invalid"] = sample.image_pair_invalid

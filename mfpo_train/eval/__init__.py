@@ -1,10 +1,12 @@
 """Hallucination scorers for vision-language models: CHAIR, Object HalBench, POPE and AMBER.
 
 Scorers are pure functions over (answers, ground truth) that reproduce the reference
-implementations offline, with switches where the references disagree. Nothing here imports torch;
+implementations offline, with switches where the references disagree. CHAIR, POPE and what they
+stand on (tokeniser, COCO ground truth, results, answer files) are in `mfpo_data.scorers`, where the
+build can use them too; Object HalBench, AMBER and MMHal-Bench are here. Nothing here imports torch;
 the model runner that produces the answers lives beside them and imports it lazily.
 
-    from mfpo_train.eval import chair, coco
+    from mfpo_data.scorers import chair, coco
     vocab = chair.load_vocabulary()
     gt = coco.chair_ground_truth(coco.read_coco(None, "sample"), vocab)
     result = chair.score_chair([{"image_id": 1, "answer": "A woman in a suit."}], gt, vocab)

@@ -14,6 +14,10 @@ OUT/<model|base>/<part>.answers.jsonl      answers as generated; a rerun resumes
 OUT/<model|base>/<part>.result.json        the scorer's result (+ .details.jsonl: per item)
 OUT/<model|base>/probes.jsonl              the probes' per-row log-probs
 ```
+
+results.json records per benchmark how its numbers were computed (`settings.benchmarks`, `protocols` in
+words), and per model the answers no parser could read (`unparsed`); results.md says the same in words,
+and a part with more than 5% of its answers unparsed gets a one-line warning (log, results.json, results.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
+UNPARSED_WARNING = 0.05  # warn when more than this share of a part's answers could not be read
+UNPARSED_MEANING = {
+    "pope": "neither yes nor no to the convention's parser (POPE's own parser counts them as yes)",
+    "objhal": "empty", "chair-coco": "empty",
+    "amber": "not exactly Yes/No (yes/no items) or empty (descriptions)",
+    "mmhal": "judge reviews with no single 'rating: k' (scored 0, as the reference does)",
+}
 
 
 @dataclass
@@ -97,9 +108,10 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
                    opts: SuiteOptions | None = None, decoding: Decoding | None = None, dtype: str = "auto",
                    device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Evaluate every model of `specs` in turn into OUT/<spec.name>/; write results.json and results.md."""
-    from mfpo_train.eval.io import write_json
-    from mfpo_train.eval.report import difference, markdown_table
-    from mfpo_train.eval.runner import check_settings, describe_model, load_for_eval, resolve_device
+    from mfpo_data.scorers.io import write_json
+    from mfpo_train.eval.report import column_labels, difference, hidden_columns, markdown_table
+    from mfpo_data.backends.vlm import describe_model, load_vlm, resolve_device
+    from mfpo_train.eval.runner import check_settings
 
     names = parse_benchmarks(benchmarks)
     opts, decoding = opts or SuiteOptions(), decoding or Decoding()
@@ -112,27 +124,34 @@ def run_evaluation(specs: Sequence[ModelSpec], benchmarks: str | Sequence[str], 
         folder = out / spec.name
         described = describe_model(spec.model, spec.adapter, spec.revision)
         logger.info("evaluating %s (%s) on %s", spec.name, spec.label, ", ".join(names))
-        model, processor = load_for_eval(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
+        model, processor = load_vlm(spec.model, spec.adapter, merge=spec.merge, dtype=dtype, device=device,
                                          revision=spec.revision, trust_remote_code=trust_remote_code)
         check_settings(folder, {**described, "merge": spec.merge, "dtype": dtype, "device_kind": device.split(":")[0],
                                 "max_new_tokens": decoding.max_new_tokens, "trust_remote_code": trust_remote_code,
                                 "suite": opts.answer_settings()})
         results = _evaluate_loaded(model, processor, names, prepared, opts, decoding, folder)
-        models.append({"name": spec.label, "role": spec.name, **described, "results": results})
+        unparsed = unparsed_counts(results)
+        models.append({"name": spec.label, "role": spec.name, **described, "results": results, "unparsed": unparsed,
+                       "warnings": unparsed_warnings(spec.label, unparsed)})
         del model
         _free_memory()
+    from mfpo_train.eval.suite import describe
+
     report: dict[str, Any] = {
         "mfpo_eval": {"version": _version(), "benchmarks": names},
         "settings": {"batch_size": decoding.batch_size, "max_new_tokens": decoding.max_new_tokens, "dtype": dtype,
                      "device": device, "suite": opts.to_dict(),
                      "benchmarks": {n: b.settings for n, b in prepared.items()}},
+        "protocols": {n: describe(n, b.settings) for n, b in prepared.items()},
         "models": models,
     }
     if len(models) == 2:
         report["difference"] = difference(models[0]["results"], models[1]["results"])
     write_json(report, out / RESULTS_FILE)
-    table = markdown_table(models, report.get("difference"))
-    (out / TABLE_FILE).write_text(_table_notes(names, prepared) + table, encoding="utf-8")
+    settings = {n: b.settings for n, b in prepared.items()}
+    table = markdown_table(models, report.get("difference"), labels=column_labels(settings),
+                           hidden=hidden_columns(settings))
+    (out / TABLE_FILE).write_text(_table_notes(names, prepared, models) + table, encoding="utf-8")
     report["table"] = table
     return report
 
@@ -149,7 +168,7 @@ def _prepare(names: Sequence[str], opts: SuiteOptions) -> dict:
 
 
 def _write_question_files(folder: Path, prepared: dict) -> None:
-    from mfpo_train.eval.io import write_jsonl
+    from mfpo_data.scorers.io import write_jsonl
 
     for bench in prepared.values():
         for file_name, rows in bench.files.items():
@@ -158,10 +177,11 @@ def _write_question_files(folder: Path, prepared: dict) -> None:
 
 def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, decoding: Decoding,
                      folder: Path | None) -> dict:
-    from mfpo_train.eval.results import write_result
-    from mfpo_train.eval.runner import generate_answers
+    from mfpo_data.backends.vlm import generate_answers
+    from mfpo_data.scorers.results import write_result
 
     results: dict[str, Any] = {}
+    device = str(next(model.parameters()).device)
     for name in names:
         if name == "probes":
             results["probes"] = _probes(model, processor, opts, decoding, folder)
@@ -173,9 +193,10 @@ def _evaluate_loaded(model, processor, names, prepared, opts: SuiteOptions, deco
             answers[part.name] = generate_answers(model, processor, part.items, path, batch_size=decoding.batch_size,
                                                   max_new_tokens=decoding.max_new_tokens, desc=part.name,
                                                   progress=decoding.progress)
-        scored = bench.score(answers)
+        extra = {"device": device, "progress": decoding.progress} if name == "mmhal" else {}
+        scored = bench.score(answers, **extra)
         if name == "pope":  # one scorer result per split, plus the mean
-            for split in [k for k in scored if k != "mean"]:
+            for split in [k for k in scored if k not in ("mean", "pooled")]:
                 if folder is not None:
                     write_result(scored[split], folder / f"pope-{split}.result.json")
                 scored[split] = _without_details(scored[split])
@@ -208,16 +229,49 @@ def _loaded_model_name(model) -> str:
     return f"{name} + adapters {adapters}" if adapters else name
 
 
-def _table_notes(names, prepared) -> str:
-    notes = []
-    if "objhal" in names:
-        notes.append("Object HalBench: rule-based CHAIR (RLAIF-V's refined synonyms, objects found by rules, not by a "
-                     f"GPT judge; {prepared['objhal'].settings['source']}).")
-    if "pope" in names:
-        notes.append(f"POPE: {prepared['pope'].settings['source']}; F1 and yes-ratio x100.")
+def unparsed_counts(results: dict) -> dict[str, dict[str, int]]:
+    """{part: {"unparsed", "n"}} of one model's results: the answers (or judge reviews) no parser could read."""
+    out: dict[str, dict[str, int]] = {}
+    for name, result in results.items():
+        if name == "pope":
+            for split, r in result.items():
+                if isinstance(r, dict) and "unparsed" in r and split != "pooled":
+                    out[f"pope-{split}"] = {"unparsed": r["unparsed"], "n": r["n"]}
+        elif name == "amber":
+            if "generative" in result:
+                out["amber-generative"] = {"unparsed": result["generative"]["unparsed"], "n": result["generative"]["n"]}
+            if "discriminative" in result:
+                overall = result["discriminative"]["overall"]
+                out["amber-discriminative"] = {"unparsed": overall["unparsed"], "n": overall["n"]}
+        elif isinstance(result, dict) and "unparsed" in result:
+            out[name] = {"unparsed": result["unparsed"], "n": result["n"]}
+    return out
+
+
+def unparsed_warnings(label: str, unparsed: dict[str, dict[str, int]]) -> list[str]:
+    """One line per part with more than 5% of its answers unparsed; each is also logged."""
+    lines = []
+    for part, c in unparsed.items():
+        if c["n"] and c["unparsed"] / c["n"] > UNPARSED_WARNING:
+            meaning = UNPARSED_MEANING.get(part.split("-")[0] if part.startswith(("pope-", "amber-")) else part, "")
+            lines.append(f"{label}: {part}: {c['unparsed']} of {c['n']} answers ({100 * c['unparsed'] / c['n']:.1f}%) "
+                         f"unparsed ({meaning}); check the chat template and --max-new-tokens")
+            logger.warning(lines[-1])
+    return lines
+
+
+def _table_notes(names, prepared, models) -> str:
+    from mfpo_train.eval.suite import describe
+
+    notes = [describe(n, prepared[n].settings) for n in names if n in prepared]
     if "probes" in names:
         notes.append("Probes: accuracies x100 (preference y_w > y_l on the image m, on the perturbed image m' and on "
                      "whole-image noise t=999; image reward log p(y_w|m) > log p(y_w|m')); Δlogp in nats.")
+    for m in models:
+        counts = ", ".join(f"{part} {c['unparsed']}/{c['n']}" for part, c in m.get("unparsed", {}).items())
+        if counts:
+            notes.append(f"Unparsed answers, {m['name']}: {counts}.")
+        notes.extend(f"WARNING: {w}" for w in m.get("warnings", []))
     return "".join(f"- {n}\n" for n in notes) + ("\n" if notes else "")
 
 

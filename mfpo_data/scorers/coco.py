@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.chair import ChairVocabulary, find_mentions
-from mfpo_train.eval.io import read_json
+from mfpo_data.scorers.chair import ChairVocabulary, find_mentions
+from mfpo_data.scorers.io import read_json
 
 
 def bundled_coco_root() -> Path:
