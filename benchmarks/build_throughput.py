@@ -357,6 +357,9 @@ def main() -> None:
 
 
 def report(args, runs: dict[str, list[dict]], load_before, load_after) -> None:
+    runs = {mode: rs for mode, rs in runs.items() if rs}
+    if not runs:  # --rounds 0: only the peak-RSS build
+        return
     rows = {run["rows"] for rs in runs.values() for run in rs}
     print(f"\nbuild_throughput: {args.images} images, {'/'.join(map(str, sorted(rows)))} pairs; {args.rounds} interleaved "
           f"rounds; median [min-max]; {os.cpu_count()} CPUs; load average (1 min) {load_before[0]:.2f} before, "
