@@ -108,9 +108,13 @@ def test_reference_reuses_the_policy_forwards_image_features_exactly(tiny_llava,
     assert not any("get_image_features" in m.__dict__ for m in policy.modules())  # the model is as it was
 
 
-def test_image_features_are_encoded_again_where_an_adapter_is_on_the_vision_path(tiny_llava, caplog):
+def test_image_features_are_encoded_again_where_an_adapter_is_on_the_vision_path(tiny_llava, caplog, monkeypatch):
     import copy
     import logging
+
+    from mfpo_train import scoring
+
+    monkeypatch.setattr(scoring, "_logged", set())  # said once per process: an earlier test may have said it
 
     base, processor = load_model_and_processor(ModelConfig(name_or_path=str(tiny_llava)))
     batch = MFPOCollator(processor)(synthetic_rows(2))
