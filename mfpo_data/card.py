@@ -353,6 +353,7 @@ def render_card(
             + _invalid_pairs_note(stats.get("invalid_image_pairs"))
             if isinstance(regions, Mapping) and regions else ""
         ),
+        evidence=_block(_evidence(stats)),
         source=_block("### Source\n\n" + _table(("option", "value"), source_rows) if source_rows else ""),
         licence=licence.text,
         versions=_block("### Package versions\n\n" + _table(("package", "version"), versions) if versions else ""),
@@ -371,6 +372,35 @@ def _invalid_pairs_note(invalid) -> str:
     reasons = ", ".join(f"{n} `{code}`" for code, n in sorted(invalid.items()))
     return (f"\n\n{sum(invalid.values())} rows have `image_pair_valid: false` ({reasons}): their perturbed image leaves "
             "the chosen answer as true, so `mfpo-train` masks the image term for them.")
+
+
+def _evidence(stats: Mapping[str, Any]) -> str:
+    """What the build knows about its negatives: untargeted ones, negated key objects, removal re-detection."""
+
+    def counts(key: str) -> dict:
+        value = stats.get(key)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    untargeted, negated = counts("untargeted_negatives"), counts("negated_key_objects")
+    checked, still, unverified = counts("removal_checked"), counts("removal_still_detected"), counts("removal_unverified")
+    parts = []
+    if untargeted:
+        where = ", ".join(f"{n} `{region}`" for region, n in sorted(untargeted.items()))
+        parts.append(f"{sum(untargeted.values())} rows have `targets_key_object: false` ({where}): their negative does not "
+                     "aim at the key object by construction (an ablation, or the whole-image fallback).")
+    if negated:
+        parts.append(f"{sum(negated.values())} chosen answers negate their first key object (\"there is no dog\"): "
+                     f"{negated.get('replaced', 0)} got another key object the answer asserts, "
+                     f"{negated.get('no_asserted_object', 0)} assert none and have `image_pair_valid: false`.")
+    if checked:
+        rows = [(f"`{kind}`", n, still.get(kind, 0), f"{still.get(kind, 0) / n:.1%}") for kind, n in sorted(checked.items())]
+        parts.append("Removal evidence: the build's grounder looked for the key object again, inside its region, on the "
+                     "perturbed image (`removal_score`). Rows whose key object it still detects, per negative "
+                     "(perturbation/region):\n\n" + _table(("negative", "rows checked", "still detected", "share"), rows))
+    if unverified:
+        parts.append(f"Removal not verified for {sum(unverified.values())} rows: their key regions come from ground-truth "
+                     "annotations and the recipe has no detecting grounder, so `removal_score` is null.")
+    return "### Negatives\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def _block(text: str) -> str:

@@ -89,10 +89,11 @@ class OutputLayout:
         root = Path(root).expanduser()
         layout = cls(root)
         try:
-            recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            recipe = yaml.safe_load(layout.recipe_file.read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError, RecursionError, yaml.YAMLError):  # ValueError: not UTF-8 (refused later)
             return layout
-        logs = (recipe.get("executor") or {}).get("logging_dir") if isinstance(recipe, dict) else None
+        executor = recipe.get("executor") if isinstance(recipe, dict) else None
+        logs = executor.get("logging_dir") if isinstance(executor, dict) else None
         return cls(root, Path(logs).expanduser()) if isinstance(logs, str) and logs else layout
 
     def staging_shard(self, rank: int) -> Path:

@@ -130,6 +130,7 @@ def load_build(from_dir: str | Path, cache_dir: str | Path | None = None):
     import datasets
 
     from mfpo_data.layout import OutputLayout
+    from mfpo_data.pipeline.outdir import read_resolved_recipe
     from mfpo_data.schema import DIFFICULTY_BUCKETS, features
     from mfpo_data.validate import check_build_complete, check_parquet_files
 
@@ -141,7 +142,7 @@ def load_build(from_dir: str | Path, cache_dir: str | Path | None = None):
     shards = layout.final_shards()
     check_parquet_files(shards, strict=True)  # first: a changed schema is named column by column
     verify_checksums(layout)
-    recipe_text = layout.recipe_file.read_text() if layout.recipe_file.is_file() else ""
+    recipe_text = read_resolved_recipe(layout)[0] if layout.recipe_file.is_file() else ""
     if not recipe_text:
         raise PublishError(
             f"{layout.recipe_file} is missing: the card must say how the data was made; rerun the build"

@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(add_completion=False, help="Train vision-language models on mfpo image-preference data.")
@@ -34,7 +35,10 @@ BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default
 
 
 def _run(fn, interrupted: str = "interrupted"):
+    from mfpo_data.secrets import redact_logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()
     try:
         return fn()
     except MfpoError as e:
@@ -110,7 +114,7 @@ def precompute_ref(
         from mfpo_train.precompute import precompute_reference
 
         out = precompute_reference(load_config(config, overrides), output, batch_size=batch_size)
-        typer.echo(f"wrote {out}; train on it with --set data.dataset={out}")
+        typer.echo(scrub(f"wrote {out}; train on it with --set data.dataset={out}"))
 
     _run(run)
 

@@ -1,6 +1,7 @@
 """Imports run one way, top to bottom: apps -> pipeline -> config -> sources -> stages -> backends -> the
-foundation modules (schema, imaging, layout, ..., scorers/), and mfpo_data never imports mfpo_train. Lazy
-imports inside functions count too."""
+foundation modules (schema, imaging, layout, ..., scorers/), mfpo_data never imports mfpo_train, and
+neither the packages nor the benchmarks import the tests (a user's install has no `tests`). Lazy imports
+inside functions count too."""
 
 import ast
 import subprocess
@@ -63,3 +64,17 @@ def test_the_scorers_import_no_model_library():
             "print(sorted(m for m in ('torch', 'transformers', 'mfpo_train') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_nothing_outside_the_tests_imports_them():
+    importers = []
+    for folder in ("mfpo_data", "mfpo_train", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            importers += [f"{path.relative_to(REPO)} -> {t}" for t in _imports(path) if t.split(".")[0] == "tests"]
+    assert importers == []
+
+
+def test_imports_are_found_inside_functions(tmp_path):
+    path = tmp_path / "bench.py"
+    path.write_text("def main():\n    from tests.data.x import Y\n    import tests.fixtures\n")
+    assert list(_imports(path)) == ["tests.data.x", "tests.fixtures"]

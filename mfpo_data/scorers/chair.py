@@ -40,6 +40,7 @@ from functools import lru_cache
 from importlib import resources
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.scorers.io import refuse_duplicates
 from mfpo_data.scorers.results import make_result, pct
 from mfpo_data.scorers.text import lemmatize, singularize, tokenize
 
@@ -182,6 +183,7 @@ def score_chair(
     vocab = vocab or load_vocabulary()
     if not answers:
         raise MfpoError("chair: no answers to score")
+    refuse_duplicates(answers, "image_id", scorer)
     counts = dict.fromkeys(
         ("answers_hallucinated", "answers_with_objects", "mentions", "mentions_hallucinated", "gt_objects",
          "gt_objects_mentioned", "words"), 0)  # fmt: skip

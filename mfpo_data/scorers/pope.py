@@ -54,7 +54,7 @@ from pathlib import Path
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.scorers.coco import CocoAnnotations, unique_objects
-from mfpo_data.scorers.io import read_jsonl, write_jsonl
+from mfpo_data.scorers.io import RecordError, id_field, numbered_records, refuse_duplicates, text_field, where, write_jsonl
 from mfpo_data.scorers.results import make_result
 
 
@@ -177,16 +177,20 @@ def write_pope_questions(questions: Sequence[Mapping], path: str | Path) -> Path
 
 def read_pope_questions(path: str | Path) -> list[dict]:
     """A POPE question file (ours or the official `coco_pope_*.json`); labels are "yes"/"no"."""
-    rows = read_jsonl(path, ("question_id", "image", "text", "label"), "POPE questions file")
-    seen = set()
-    for row in rows:
-        label = str(row["label"]).strip().lower()
+    path = Path(path)
+    rows, first_line = [], {}
+    for line, row in numbered_records(path, ("question_id", "image", "text", "label"), "POPE questions file"):
+        qid = id_field(row, "question_id", path, line)
+        for name in ("image", "text", "label"):
+            text_field(row, (name,), path, line)
+        label = row["label"].strip().lower()
         if label not in ("yes", "no"):
-            raise MfpoError(f"{path}: question {row['question_id']!r}: label must be yes or no, got {row['label']!r}")
-        if row["question_id"] in seen:
-            raise MfpoError(f"{path}: question_id {row['question_id']!r} appears twice")
-        seen.add(row["question_id"])
-        row["label"] = label
+            raise RecordError(f"{where(path, line)}: label must be yes or no, got {row['label']!r}", path, line)
+        if str(qid) in first_line:
+            raise RecordError(f"{where(path, line)}: question_id {qid!r} appears again (first on line "
+                              f"{first_line[str(qid)]})", path, line)
+        first_line[str(qid)] = line
+        rows.append({**row, "label": label})
     return rows
 
 
@@ -296,11 +300,13 @@ def score_pope(
     """
     if parser not in PARSERS:
         raise MfpoError(f"pope.parser must be one of {', '.join(PARSERS)}, got {parser!r}")
-    by_id: dict = {}
-    for row in answers:
-        if row["question_id"] in by_id:
-            raise MfpoError(f"pope: question_id {row['question_id']!r} is answered twice")
-        by_id[row["question_id"]] = row["answer"]
+    refuse_duplicates(answers, "question_id", "pope")
+    by_id = {row["question_id"]: row["answer"] for row in answers}
+    asked = {q["question_id"] for q in questions}
+    unknown = [i for i in by_id if i not in asked]
+    if unknown:
+        raise MfpoError(f"pope: question_id {unknown[0]!r} is answered but not asked ({len(unknown)} such answers); "
+                        "the answers belong to another question file")
     tp = fp = tn = fn = yes = unparsed = correct = 0
     details = []
     for q in questions:

@@ -42,7 +42,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.scorers.io import read_json, read_records
+from mfpo_data.scorers.io import (RecordError, id_field, numbered_records, read_answers, read_json, read_text,
+                                  refuse_duplicates, shown, text_field, where)
 from mfpo_data.scorers.results import make_result
 from mfpo_data.scorers.text import lemmatize, tokenize
 from mfpo_train.eval.tagging import noun_flags, resolve
@@ -77,33 +78,46 @@ def load_amber(root: str | Path, *, annotations: str | Path | None = None) -> Am
     """Read `annotations.json`, `relation.json` and `safe_words.txt` from AMBER's `data/` folder."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MfpoError(f"--amber-root: folder not found: {root}")
-    ann = read_json(annotations or root / "annotations.json", "AMBER annotations file")
-    rel = read_json(root / "relation.json", "AMBER relation file")
-    safe_path = root / "safe_words.txt"
-    if not safe_path.is_file():
-        raise MfpoError(f"AMBER safe words file not found: {safe_path}")
-    if not isinstance(ann, list) or not isinstance(rel, dict):
-        raise MfpoError(f"{root}: annotations.json must be a list and relation.json an object")
-    by_id = {}
-    for i, item in enumerate(ann):
-        if not isinstance(item, dict) or "id" not in item or "type" not in item or "truth" not in item:
-            raise MfpoError(f"{root / 'annotations.json'}: item {i} needs 'id', 'type' and 'truth'")
-        by_id[item["id"]] = item
-    safe = [line.split("\n")[0] for line in safe_path.read_text(encoding="utf-8").splitlines(keepends=True)]
+        raise MfpoError(f"--amber-root: folder not found: {shown(root)}")
+    ann_path = Path(annotations) if annotations else root / "annotations.json"
+    by_id: dict[int, dict] = {}
+    lines: dict[int, int] = {}
+    for line, item in numbered_records(ann_path, ("id", "type", "truth"), "AMBER annotations file"):
+        item_id = id_field(item, "id", ann_path, line, text=False)
+        kind = text_field(item, ("type",), ann_path, line)
+        if kind == "generative":
+            for name in ("truth", "hallu"):
+                _words(item.get(name, []), f"field {name!r}", ann_path, line)
+        elif text_field(item, ("truth",), ann_path, line).strip().lower() not in ("yes", "no"):
+            raise RecordError(f"{where(ann_path, line)}: field 'truth' of a yes/no item must be yes or no, got "
+                              f"{item['truth']!r}", ann_path, line)
+        if item_id in by_id:
+            raise RecordError(f"{where(ann_path, line)}: id {item_id} appears again (first on line {lines[item_id]})",
+                              ann_path, line)
+        by_id[item_id], lines[item_id] = {**item, "id": item_id}, line
+    rel_path = root / "relation.json"
+    rel = read_json(rel_path, "AMBER relation file")
+    if not isinstance(rel, dict):
+        raise RecordError(f"{shown(rel_path)}: expected a JSON object (word -> associated words)", rel_path)
+    for word, values in rel.items():
+        _words(values, f"the entry {word!r}", rel_path, None)
+    safe = read_text(root / "safe_words.txt", "AMBER safe words file")
+    safe = safe.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as Python's text mode reads it
     return AmberData(by_id, rel, [w for w in safe if w])
 
 
-def read_amber_answers(path: str | Path) -> list[dict]:
-    """AMBER inference answers: `{"id", "response"}` (or `answer`) items, JSON list or JSON lines."""
-    rows = read_records(path, ("id",), "answers file")
-    out = []
-    for i, row in enumerate(rows):
-        text = row.get("response", row.get("answer"))
-        if not isinstance(text, str):
-            raise MfpoError(f"{path}: item {i + 1}: needs a string 'response' (or 'answer')")
-        out.append({"id": row["id"], "response": text})
-    return out
+def _words(value, what: str, path: Path, line: int | None) -> None:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise RecordError(f"{where(path, line)}: {what} must be a list of words", path, line)
+
+
+def read_amber_answers(path: str | Path, ids=None) -> list[dict]:
+    """AMBER inference answers: `{"id", "response"}` (or `answer`) items, JSON list or JSON lines.
+
+    With `ids` (the annotations' ids), an answer to an id outside them is refused (`io.read_answers`).
+    """
+    rows = read_answers(path, "id", ids=ids, benchmark="AMBER's annotations", text=("response", "answer"))
+    return [{"id": row["id"], "response": row["answer"]} for row in rows]
 
 
 @lru_cache(maxsize=2)
@@ -236,6 +250,7 @@ def score_amber(
     """
     if parser not in ("exact", "lenient"):
         raise MfpoError(f"amber.parser must be exact or lenient, got {parser!r}")
+    refuse_duplicates(answers, "id", "amber")
     sim = _spacy_similarity(spacy_model) if resolve_similarity(similarity, spacy_model) == "spacy" else None
     similar = (lambda a, b: sim(a, b) > threshold) if sim else (lambda a, b: a == b)
     tagger = resolve(nouns)

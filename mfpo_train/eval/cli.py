@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
@@ -95,6 +96,9 @@ FixedOpt = Annotated[
 
 
 def _run(fn):
+    from mfpo_data.secrets import redact_logging
+
+    redact_logging()  # the scorer commands configure no logging: Python's last-resort handler prints warnings
     try:
         return fn()
     except MfpoError as e:
@@ -123,13 +127,19 @@ def _table(title: str, rows: list[tuple[str, object]]) -> None:
     Console().print(table)
 
 
+def _check_out(out: Path | None) -> None:
+    """`--out` names a file: a folder there is one line (before anything is read or scored)."""
+    if out is not None and out.is_dir():
+        raise MfpoError(f"--out {out} is a folder; give the path of a file to write (e.g. {out / 'result.json'})")
+
+
 def _save(result: dict, out: Path | None) -> None:
     if out is None:
         return
     from mfpo_data.scorers.results import write_result
 
     json_path, details = write_result(result, out)
-    typer.echo(f"wrote {json_path} and {details}")
+    typer.echo(scrub(f"wrote {json_path} and {details}"))
 
 
 def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, vocab, out: Path | None):
@@ -137,8 +147,10 @@ def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None
     from mfpo_data.scorers.io import read_answers
     from mfpo_train.eval import objhal
 
-    rows = read_answers(answers, "image_id")
+    _check_out(out)
     ann = coco.read_coco(root, _split(root, split))
+    rows = read_answers(answers, "image_id", ids=ann.images, benchmark=f"COCO split {ann.split!r}",
+                        text=("text", "answer") if scorer == "objhal" else ("answer", "text"))  # RLAIF-V: text first
     truth = coco.chair_ground_truth(ann, vocab, {r["image_id"] for r in rows})
     result = objhal.score_objhal(rows, truth, vocab) if scorer == "objhal" else chair.score_chair(rows, truth, vocab)
     keys = ("CHAIRs", "CHAIRi", "recall", "len", "n", "unparsed") + (("CHAIRs_refine",) if scorer == "objhal" else ())
@@ -213,6 +225,7 @@ def objhal_questions(
         from mfpo_data.scorers.io import write_jsonl
         from mfpo_train.eval import objhal
 
+        _check_out(out)
         if questions is not None:
             rows = objhal.read_objhal_questions(questions)
         elif coco_root is not None:
@@ -222,7 +235,7 @@ def objhal_questions(
         else:
             rows = objhal.objhal_questions()
         write_jsonl(rows, out)
-        typer.echo(f"wrote {len(rows)} questions to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions to {out}"))
 
     _run(run)
 
@@ -243,12 +256,13 @@ def pope_questions(
     def run():
         from mfpo_data.scorers import coco, pope
 
+        _check_out(out)
         ann = coco.read_coco(coco_root, _split(coco_root, split), captions=False)
         rows = pope.build_pope_questions(
             ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed
         )
         pope.write_pope_questions(rows, out)
-        typer.echo(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}"))
 
     _run(run)
 
@@ -272,9 +286,10 @@ def pope_score(
 
     def run():
         from mfpo_data.scorers import pope
-        from mfpo_data.scorers.io import read_answers
+        from mfpo_data.scorers.io import read_answers, shown
         from mfpo_data.scorers.results import make_result
 
+        _check_out(out)
         if len(questions) != len(answers):
             raise MfpoError(
                 f"pope: {len(questions)} --questions but {len(answers)} --answers; give one answers file per questions file"
@@ -285,7 +300,9 @@ def pope_score(
             name = pope.split_name(q)
             if name in results:
                 raise MfpoError(f"pope: split {name!r} given twice")
-            given_q[name], given_a[name] = pope.read_pope_questions(q), read_answers(a, "question_id")
+            given_q[name] = pope.read_pope_questions(q)
+            given_a[name] = read_answers(a, "question_id", ids=[x["question_id"] for x in given_q[name]],
+                                         benchmark=shown(q))
             results[name] = pope.score_pope(given_q[name], given_a[name], parser=conv.parser, split=name)
             sha = pope.file_sha256(q)
             hashes[name] = {"sha256": sha, "official": sha == pope.OFFICIAL_SHA256.get(name)}
@@ -342,9 +359,10 @@ def amber(
     def run():
         from mfpo_train.eval import amber as amber_mod
 
+        _check_out(out)
         data = amber_mod.load_amber(amber_root)
         result = amber_mod.score_amber(
-            amber_mod.read_amber_answers(answers),
+            amber_mod.read_amber_answers(answers, ids=data.annotations),
             data,
             similarity=similarity.value,
             threshold=threshold,

@@ -57,13 +57,23 @@ def run(
     probe_max_samples: Annotated[int | None, typer.Option("--probe-max-samples", help="Probe at most this many rows.")] = None,
     probe_batch_size: Annotated[int, typer.Option("--probe-batch-size", help="Rows per probe forward (6 sequences each).")] = 4,
 ):
-    """Evaluate a model (and its base) on the hallucination benchmarks and MFPO's probes."""
+    """Evaluate a model (and its base) on the hallucination benchmarks and MFPO's probes.
+
+    Launched with several processes (`accelerate launch`, `torchrun`), the items are shared among them; the
+    main process alone writes results and prints.
+    """
+    from mfpo_data.secrets import redact_logging, scrub
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()
+    ranks = None
     try:
-        from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
         from mfpo_data.backends.vlm import adapter_base_model
+        from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
+        from mfpo_train.eval.ranks import launched_ranks
         from mfpo_train.eval.suite import SuiteOptions
 
+        ranks = launched_ranks()
         opts = SuiteOptions(
             coco_root=str(coco_root) if coco_root else None, coco_split=coco_split, seed=seed,
             objhal_questions=str(objhal_questions) if objhal_questions else None, objhal_images=objhal_images,
@@ -85,13 +95,18 @@ def run(
         specs = [ModelSpec("model", model, str(adapter) if adapter else None, merge, revision)]
         if base is not None:
             specs.append(ModelSpec("base", base))
-        report = run_evaluation(specs, benchmarks, out, opts=opts,
+        run_evaluation(specs, benchmarks, out, opts=opts,
                                 decoding=Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens,
                                                   probe_batch_size=probe_batch_size),
-                                dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+                                dtype=dtype, device=device, trust_remote_code=trust_remote_code, ranks=ranks)
     except MfpoError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        if ranks is None or ranks.main or ranks.started:  # the main process's refusal is said once, by it
+            who = "" if ranks is None or ranks.main else f"rank {ranks.rank}: "
+            typer.secho(f"error: {who}{e}", fg=typer.colors.RED, err=True)
+        if ranks is not None and ranks.world > 1 and not ranks.started:
+            ranks.barrier()  # the line is out before a process ends (the launcher then stops the others)
         raise typer.Exit(1) from None
+    if not ranks.main:
+        return
     typer.echo((out / "results.md").read_text(encoding="utf-8"), nl=False)
-    typer.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-
+    typer.echo(scrub(f"wrote {out / 'results.json'} and {out / 'results.md'}"))

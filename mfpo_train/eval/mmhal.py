@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.scorers.io import read_json
+from mfpo_data.scorers.io import MAX_ANSWER_CHARS, numbered_records, read_text, shown, text_field, where
 from mfpo_data.scorers.results import make_result
 from mfpo_data.secrets import scrub
 
@@ -42,22 +42,23 @@ FIELDS = ("question_type", "question", "gt_answer", "image_content")
 
 def read_mmhal_questions(path: str | Path) -> list[dict]:
     """MMHal-Bench's question file (`response_template.json`): every record needs `FIELDS` and an image name."""
-    data = read_json(path, "MMHal-Bench question file (response_template.json)")
-    if not isinstance(data, list) or not data:
-        raise MfpoError(f"{path}: expected a JSON list of MMHal-Bench records")
+    path = Path(path)
+    what = "MMHal-Bench question file (response_template.json)"
+    if not read_text(path, what).lstrip().startswith("["):
+        raise MfpoError(f"{shown(path)}: expected a JSON list of MMHal-Bench records")
+    records = numbered_records(path, FIELDS, what)
+    if not records:
+        raise MfpoError(f"{shown(path)}: expected a JSON list of MMHal-Bench records")
     out = []
-    for i, row in enumerate(data):
-        missing = [k for k in FIELDS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise MfpoError(f"{path}: item {i + 1}: missing key {missing[0]!r}")
-        image = row.get("image_path") or row.get("image_src")
-        if not isinstance(image, str) or not image:
-            raise MfpoError(f"{path}: item {i + 1}: needs 'image_path' or 'image_src'")
+    for i, (line, row) in enumerate(records):
+        text = {k: text_field(row, (k,), path, line) for k in ("question_type", "question", "gt_answer")}
+        image = text_field(row, ("image_path", "image_src"), path, line)
+        if not image:
+            raise MfpoError(f"{where(path, line)}: needs 'image_path' or 'image_src'")
         content = row["image_content"]
         if not isinstance(content, list) or not all(isinstance(c, str) for c in content):
-            raise MfpoError(f"{path}: item {i + 1}: 'image_content' must be a list of strings")
-        out.append({"id": i, "question_type": row["question_type"], "question": row["question"],
-                    "gt_answer": row["gt_answer"], "image_content": content, "image": Path(image).name})
+            raise MfpoError(f"{where(path, line)}: 'image_content' must be a list of strings")
+        out.append({"id": i, **text, "image_content": content, "image": Path(image).name})
     return out
 
 
@@ -65,16 +66,14 @@ def read_mmhal_answers(path: str | Path, n: int) -> list[dict]:
     """The model's answers, in the questions' order: the template with `model_answer` filled (a JSON list),
     or JSON lines with `answer`, `text` or `model_answer` (RLAIF-V's `merge_template_answer`: line i
     answers question i, "Assistant:" removed)."""
-    from mfpo_data.scorers.io import read_records
-
-    rows = read_records(path, (), "MMHal-Bench answers file")
+    path = Path(path)
+    rows = numbered_records(path, (), "MMHal-Bench answers file")
     if len(rows) != n:
-        raise MfpoError(f"{path}: {len(rows)} answers for {n} questions (one per question, in the questions' order)")
+        raise MfpoError(f"{shown(path)}: {len(rows)} answers for {n} questions (one per question, in the questions' "
+                        "order)")
     out = []
-    for i, row in enumerate(rows):
-        text = next((row[k] for k in ("answer", "text", "model_answer") if isinstance(row.get(k), str)), None)
-        if text is None:
-            raise MfpoError(f"{path}: item {i + 1}: needs a string 'answer', 'text' or 'model_answer'")
+    for i, (line, row) in enumerate(rows):
+        text = text_field(row, ("answer", "text", "model_answer"), path, line, limit=MAX_ANSWER_CHARS)
         out.append({"id": i, "answer": text.replace("Assistant:", "").strip()})
     return out
 

@@ -31,13 +31,12 @@ from mfpo_data.scorers.chair import ChairVocabulary, load_vocabulary, score_chai
 
 SCORERS = {"rlaifv": "rlaifv", "chair": "reference"}  # --objhal-scorer -> the CHAIR protocol it runs
 from mfpo_data.scorers.coco import CocoAnnotations
-from mfpo_data.scorers.io import read_jsonl
+from mfpo_data.scorers.io import id_field, numbered_records, text_field
 
 
 def objhal_questions() -> list[dict]:
     """The shipped 300 `{"image_id", "question"}` items, in RLAIF-V's order."""
-    rows = read_jsonl(EVAL_IDS_DIR / EVAL_SETS["objhal"], ("image_id", "question"), "Object HalBench id list")
-    return [{"image_id": int(r["image_id"]), "question": r["question"]} for r in rows]
+    return _questions(EVAL_IDS_DIR / EVAL_SETS["objhal"], "Object HalBench id list")
 
 
 def objhal_prompts() -> list[str]:
@@ -47,8 +46,14 @@ def objhal_prompts() -> list[str]:
 
 def read_objhal_questions(path: str | Path) -> list[dict]:
     """RLAIF-V's question file (`image_id`, `question`; other keys such as `image` are ignored)."""
-    rows = read_jsonl(path, ("image_id", "question"), "Object HalBench questions file")
-    return [{"image_id": int(r["image_id"]), "question": r["question"]} for r in rows]
+    return _questions(path, "Object HalBench questions file")
+
+
+def _questions(path: str | Path, what: str) -> list[dict]:
+    path = Path(path)
+    return [{"image_id": id_field(row, "image_id", path, line, text=False),
+             "question": text_field(row, ("question",), path, line)}
+            for line, row in numbered_records(path, ("image_id", "question"), what)]
 
 
 def build_objhal_questions(

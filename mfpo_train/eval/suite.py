@@ -105,6 +105,7 @@ class Benchmark:
     score: Callable[[dict[str, list[dict]]], dict]  # {part name: answer records} -> the benchmark's result
     files: dict[str, list[dict]]  # question files to write once under OUT/benchmarks/ (name -> rows)
     settings: dict[str, Any]
+    load_judge: Callable[[str], Any] | None = None  # MMHal: the judge model on a device, passed to score(scorer=)
 
 
 def prepare(name: str, opts: SuiteOptions) -> Benchmark:
@@ -128,24 +129,33 @@ def _image_dir(opts: SuiteOptions) -> Path:
     root = Path(opts.coco_root).expanduser() if opts.coco_root else bundled_coco_root()
     folder = root / opts.split
     if not folder.is_dir():
-        raise MfpoError(f"COCO images not found: {folder} (download {opts.split}.zip from https://cocodataset.org "
-                        f"and unpack it into {root})")
+        from mfpo_data.scorers.io import shown
+
+        raise MfpoError(f"COCO images not found: {shown(folder)} (download {opts.split}.zip from "
+                        f"https://cocodataset.org and unpack it into {shown(root)})")
     return folder
 
 
-def _image_path(folder: Path, file_name: str) -> Path:
-    from mfpo_data.imaging import confined_path
+def _image_path(folder: Path, file_name: str, source: str = "the question file") -> Path:
+    """The image `file_name` of a question, inside `folder` (a path that leaves it is refused, in one line)."""
+    from mfpo_data.imaging import ImageError, confined_path
+    from mfpo_data.scorers.io import shown
 
-    path = confined_path(folder, file_name)
+    try:
+        path = confined_path(folder, file_name)
+    except ImageError:
+        raise MfpoError(f"{source}: image {shown(file_name)!r} leaves the image folder {shown(folder)}; "
+                        "image paths must stay inside it") from None
     if not path.is_file():
-        raise MfpoError(f"image not found: {path}")
+        raise MfpoError(f"image not found: {shown(path)} (named by {source})")
     return path
 
 
 def _caption_items(coco, questions: list[dict], opts: SuiteOptions) -> list[dict]:
     folder = _image_dir(opts)
     return [{"key": str(q["image_id"]), "image_id": q["image_id"], "prompt": q["question"],
-             "image": _image_path(folder, coco.images[q["image_id"]])} for q in questions]
+             "image": _image_path(folder, coco.images[q["image_id"]], f"COCO image {q['image_id']}")}
+            for q in questions]
 
 
 def _chair_scorer(coco, vocab, scorer: Callable, part: str):
@@ -263,9 +273,15 @@ def _pope(opts: SuiteOptions) -> Benchmark:
     conv = pope.convention(opts.pope_convention)
     questions, settings = _pope_questions(opts)
     folder = _image_dir(opts)
+    paths: dict[str, Path] = {}  # POPE asks about each of its images 18 times: each is found once
+
+    def image(q: dict, split: str) -> Path:
+        if q["image"] not in paths:
+            paths[q["image"]] = _image_path(folder, q["image"], f"POPE {split} question {q['question_id']!r}")
+        return paths[q["image"]]
+
     parts = [Part(f"pope-{s}", [{"key": str(q["question_id"]), "question_id": q["question_id"],
-                                 "prompt": q["text"] + conv.suffix, "image": _image_path(folder, q["image"])}
-                                for q in qs])
+                                 "prompt": q["text"] + conv.suffix, "image": image(q, s)} for q in qs])
              for s, qs in questions.items()]
 
     def score(answers: dict[str, list[dict]]) -> dict:
@@ -283,7 +299,7 @@ def _pope(opts: SuiteOptions) -> Benchmark:
 
 
 def _amber(opts: SuiteOptions) -> Benchmark:
-    from mfpo_data.scorers.io import read_json
+    from mfpo_data.scorers.io import id_field, numbered_records, shown, text_field
     from mfpo_train.eval import amber
     from mfpo_train.eval.tagging import resolve
 
@@ -294,15 +310,19 @@ def _amber(opts: SuiteOptions) -> Benchmark:
     similarity = amber.resolve_similarity(opts.amber_similarity)
     data = amber.load_amber(opts.amber_root)
     query_file = Path(opts.amber_root) / "query" / f"query_{opts.amber_query}.json"
-    queries = read_json(query_file, f"AMBER query file (data/query/query_{opts.amber_query}.json of {AMBER_SOURCE})")
+    what = f"AMBER query file (data/query/query_{opts.amber_query}.json of {AMBER_SOURCE})"
     images = Path(opts.amber_images)
     if not images.is_dir():
-        raise MfpoError(f"--amber-images: folder not found: {images} (AMBER's images, from its README)")
-    try:
-        items = [{"key": str(q["id"]), "id": q["id"], "prompt": q["query"], "image": _image_path(images, q["image"])}
-                 for q in queries]
-    except (KeyError, TypeError):
-        raise MfpoError(f"{query_file}: expected a list of {{id, image, query}} objects") from None
+        raise MfpoError(f"--amber-images: folder not found: {shown(images)} (AMBER's images, from its README)")
+    items, seen = [], set()
+    for line, q in numbered_records(query_file, ("id", "image", "query"), what):
+        item_id = id_field(q, "id", query_file, line, text=False)
+        if item_id in seen:
+            raise MfpoError(f"{shown(query_file)}:{line}: id {item_id} appears again")
+        seen.add(item_id)
+        image = _image_path(images, text_field(q, ("image",), query_file, line), f"{shown(query_file)}:{line}")
+        items.append({"key": str(item_id), "id": item_id, "prompt": text_field(q, ("query",), query_file, line),
+                      "image": image})
 
     def score(answers: dict[str, list[dict]]) -> dict:
         return amber.score_amber([{"id": a["id"], "response": a["answer"]} for a in answers["amber"]], data,
@@ -329,19 +349,21 @@ def _mmhal(opts: SuiteOptions) -> Benchmark:
              for q in questions]
     judge = mmhal.judge_info(opts.judge, opts.judge_url)
 
-    def score(answers: dict[str, list[dict]], *, device: str = "cpu", progress: bool = True) -> dict:
-        scorer = mmhal.make_judge(opts.judge, opts.judge_url, key_env=opts.judge_key_env,
-                                  max_new_tokens=opts.judge_max_new_tokens, device=device)
+    def load_judge(device: str = "cpu"):
+        return mmhal.make_judge(opts.judge, opts.judge_url, key_env=opts.judge_key_env,
+                                max_new_tokens=opts.judge_max_new_tokens, device=device)
+
+    def score(answers: dict[str, list[dict]], *, scorer=None, progress: bool = True) -> dict:
+        scorer = load_judge() if scorer is None else scorer
         reviews = mmhal.review_all(scorer, questions, answers["mmhal"], progress=progress)
         result = mmhal.score_mmhal(questions, answers["mmhal"], reviews, judge)
         served = sorted(getattr(scorer, "served_models", set()) - {opts.judge})
         if served:  # the reference retries until the endpoint answers with the model it asked for
             result["judge"]["served_by"] = served
-        del scorer
         return result
 
     settings = {"judge": judge, "questions": len(questions), "reference_judge": mmhal.REFERENCE_JUDGE}
-    return Benchmark("mmhal", [Part("mmhal", items)], score, {}, settings)
+    return Benchmark("mmhal", [Part("mmhal", items)], score, {}, settings, load_judge)
 
 
 # -- what the numbers are, in words ------------------------------------------------------------------

@@ -47,7 +47,9 @@ def test_labels_are_the_chair_scorers_details_and_the_choice_follows_them():
     truth = {"person", "orange"}  # image 1 of the sample: its annotation and what its captions name
     answers = ["A man holding a dog and a cat.", "A man in an orange suit.", "A man with a dog.", ""]
     labels = [chair_label(a, 1, truth, vocab) for a in answers]
-    together = chair.score_chair([{"image_id": 1, "answer": a} for a in answers], {1: truth}, vocab)["details"]
+    # the scorer refuses an image answered twice: each answer stands for a copy of image 1 (same ground truth)
+    together = chair.score_chair([{"image_id": i, "answer": a} for i, a in enumerate(answers)],
+                                 dict.fromkeys(range(len(answers)), truth), vocab)["details"]
     assert [(lb["mentioned"], lb["hallucinated"]) for lb in labels] == [(d["mentioned"], d["hallucinated"]) for d in together]
     assert labels[0]["hallucinated"] == [["dog", "dog"], ["cat", "cat"]] and labels[0]["gt_objects_mentioned"] == 1
     assert labels[1]["hallucinated"] == [] and (labels[1]["gt_objects"], labels[1]["gt_objects_mentioned"]) == (2, 2)
@@ -182,7 +184,9 @@ def test_labels_in_the_answers_file_equal_mfpo_eval_chair(scripted_build):
     described = [r for r in records if ":describe:" in r["key"]]
     assert len(described) == 5 * 3 and [r["key"] for r in records] == sorted(r["key"] for r in records)
     truth = {str(i): objs for i, objs in _truth().items()}
-    scored = chair.score_chair([{"image_id": r["image_id"], "answer": r["answer"]} for r in described], truth)
+    # each sample is scored as an image of its own (the scorer refuses an image answered twice), with its image's truth
+    scored = chair.score_chair([{"image_id": r["key"], "answer": r["answer"]} for r in described],
+                               {r["key"]: truth[r["image_id"]] for r in described})
     assert [(r["label"]["mentioned"], r["label"]["hallucinated"]) for r in described] == \
         [(d["mentioned"], d["hallucinated"]) for d in scored["details"]]
     assert scored["CHAIRs"] == round(100 * sum(bool(r["label"]["hallucinated"]) for r in described) / 15, 1)

@@ -113,5 +113,5 @@ def test_answers_file_and_unknown_ids(data, tmp_path):
     with pytest.raises(MfpoError, match="answer id 99"):
         amber.score_amber(rows, data)
     (tmp_path / "bad.jsonl").write_text('{"id": 1, "answer": "ok"}\n{"id": 2}\n')
-    with pytest.raises(MfpoError, match="item 2: needs a string 'response'"):
+    with pytest.raises(MfpoError, match="bad.jsonl:2: missing field 'response' or 'answer'"):
         amber.read_amber_answers(tmp_path / "bad.jsonl")

@@ -179,5 +179,5 @@ def test_reads_the_official_file_format(tmp_path):
     (tmp_path / "coco_pope_adversarial.json").write_text(
         json.dumps(line) + "\n" + json.dumps({**line, "question_id": 2, "label": "maybe"}) + "\n"
     )
-    with pytest.raises(MfpoError, match="question 2: label must be yes or no"):
+    with pytest.raises(MfpoError, match="coco_pope_adversarial.json:2: label must be yes or no"):
         pope.read_pope_questions(tmp_path / "coco_pope_adversarial.json")

@@ -9,8 +9,8 @@ import pytest
 
 from mfpo_data.backends import vlm
 from mfpo_data.backends.vlm import GenerationError, generate_answers, load_vlm
-from mfpo_train.eval import runner
-from mfpo_train.eval.runner import EvalError, check_settings
+from mfpo_train.eval import outdir
+from mfpo_train.eval.outdir import EvalError, check_settings
 from mfpo_train.model import is_peft
 from tests.fixtures.eval_run import sample_items
 
@@ -63,11 +63,27 @@ def test_a_killed_run_resumes_to_the_uninterrupted_file(tiny_models, tmp_path, m
 def test_answers_file_of_another_item_set_is_refused(tmp_path):
     path = tmp_path / "a.answers.jsonl"
     path.write_text('{"key": "1", "answer": "x"}\n{"key": "77", "answer": "y"}\n')
-    with pytest.raises(GenerationError, match=r"a.answers.jsonl:2: item '77'"):
+    with pytest.raises(GenerationError, match=r"a.answers.jsonl:2: key '77' is not in this run's item set"):
         vlm.read_answers(path, ["1", "2"])
     path.write_text('{"key": "1", "answer": "x"}\nnot json\n{"key": "2", "answer": "y"}\n')
-    with pytest.raises(GenerationError, match=r"a.answers.jsonl:2: not an answer record"):
+    with pytest.raises(GenerationError, match=r"a.answers.jsonl:2: not valid JSON .*fix line 2, or delete it"):
         vlm.read_answers(path, ["1", "2"])
+
+
+def test_an_answers_file_without_items_is_read_whole_by_the_same_reader(tmp_path):
+    """The on-policy build resumes with `AnswersFile(path)`: its records come back with every field (labels,
+    policy), a torn last line is cut off, and a damaged line is the one line `mfpo-eval run` gives too."""
+    path = tmp_path / "00000.answers.jsonl"
+    path.write_text('{"key": "a", "answer": "x", "label": {"hallucinated": []}, "policy": "p"}\n{"key": "b", "ans')
+    with vlm.AnswersFile(path) as sink:
+        assert sink.done == {"a": {"key": "a", "answer": "x", "label": {"hallucinated": []}, "policy": "p"}}
+    assert path.read_text() == '{"key": "a", "answer": "x", "label": {"hallucinated": []}, "policy": "p"}\n'
+    path.write_text('{"key": "a", "answer": "x"}\n{"key": "a", "answer": "y"}\n')
+    with pytest.raises(GenerationError) as err:
+        vlm.AnswersFile(path)
+    assert str(err.value) == (f"{path}:2: key 'a' is answered again (first on line 1); each item must be answered "
+                              "once (two files joined?); this answers file is resumed by the run: fix line 2, or "
+                              "delete it (its item is generated again), and rerun")
 
 
 def test_other_settings_in_the_same_folder_are_refused(tmp_path):
@@ -76,7 +92,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     check_settings(tmp_path, dict(settings))  # the same settings: a resume
     with pytest.raises(EvalError, match="max_new_tokens differ"):
         check_settings(tmp_path, {**settings, "max_new_tokens": 16})
-    assert json.loads((tmp_path / runner.SETTINGS_FILE).read_text()) == settings
+    assert json.loads((tmp_path / outdir.SETTINGS_FILE).read_text()) == {"format": "mfpo-eval/1", **settings}
 
 
 def test_bad_model_or_adapter_is_one_line(tmp_path):
