@@ -47,25 +47,6 @@ def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
-<<<<<<< HEAD
-class ImageEncoder:
-    """How the writer embeds an image it encodes (m', an original that cannot be embedded as it is): lossless
-    `webp` (libwebp's `webp_method`) or `png` (OpenCV, zlib `png_compress_level`). An image wider or taller
-    than WebP allows is PNG."""
-
-    def __init__(self, image_format: str = "png", png_compress_level: int = 1, webp_method: int = 0):
-        if image_format not in ("png", "webp"):
-            raise ValueError(f"image format must be png or webp, got {image_format!r}")
-        self.image_format, self.png_compress_level, self.webp_method = image_format, png_compress_level, webp_method
-
-    def __call__(self, array) -> bytes:
-        if self.image_format == "webp" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
-            return encode_webp(array, self.webp_method)
-        return encode_png(array, self.png_compress_level)
-
-
-||||||| 99e60d1
-=======
 EVIDENCE_STATS = ("untargeted_negatives", "removal_checked", "removal_still_detected", "removal_unverified",
                   "negated_key_objects")  # fmt: skip
 
@@ -91,7 +72,22 @@ def count_evidence(stats: dict, sample: Sample) -> None:
         stats["negated_key_objects"]["no_asserted_object" if sample.absent_object else "replaced"] += 1
 
 
->>>>>>> main
+class ImageEncoder:
+    """How the writer embeds an image it encodes (m', an original that cannot be embedded as it is): lossless
+    `webp` (libwebp's `webp_method`) or `png` (OpenCV, zlib `png_compress_level`). An image wider or taller
+    than WebP allows is PNG."""
+
+    def __init__(self, image_format: str = "png", png_compress_level: int = 1, webp_method: int = 0):
+        if image_format not in ("png", "webp"):
+            raise ValueError(f"image format must be png or webp, got {image_format!r}")
+        self.image_format, self.png_compress_level, self.webp_method = image_format, png_compress_level, webp_method
+
+    def __call__(self, array) -> bytes:
+        if self.image_format == "webp" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
+            return encode_webp(array, self.webp_method)
+        return encode_png(array, self.png_compress_level)
+
+
 class ShardWriter(Stage):
     """`encode_threads` > 0 encodes the rows' images on that many threads (OpenCV, zlib and libwebp release the
     GIL), up to twice as many rows ahead of the one being written; rows are written in arrival order."""
