@@ -21,7 +21,10 @@ Variants (`--variants`), each against TRL's `DPOTrainer` step in the same run:
     the first answer position (the scoring before the fast paths);
   * mfpo_online_chunks3: gradient caching (`train.sequence_chunks=3`), one row per sequence, chunked LM head;
   * mfpo_online_reencode: mfpo_online with the reference forward encoding the images again instead of taking the
-    policy forward's image features (`Reference(share_image_features=False)`): the gain of that reuse.
+    policy forward's image features (`Reference(share_image_features=False)`): the gain of that reuse;
+  * mfpo_online_rows: the shared-prefix fallback: one row per sequence with the chunked LM head, what a family
+    the shared prefix does not cover runs (Gemma 3, InternVL's tiles; mfpo_train/shared_prefix.py). The report
+    gives its CPU time over mfpo_online's: the fallback's cost.
 TRL 1.16 always scores with its own chunked ("fused") LM head, so both sides hold no full logits.
 
 **The token floor F** of a shape: the LM tokens MFPO's default scoring forwards per step (y_w|m and y_w|m' rows,
@@ -84,6 +87,7 @@ VARIANTS = {  # name: (side, precomputed reference, sequence_chunks, scoring)
     "mfpo_precomputed": ("mfpo", True, 1, FAST),
     "mfpo_online_packed": ("mfpo", False, 1, dict(FAST, packed=True)),
     "mfpo_online_today": ("mfpo", False, 1, TODAY),
+    "mfpo_online_rows": ("mfpo", False, 1, dict(FAST, shared_prefix=False)),
     "mfpo_online_chunks3": ("mfpo", False, 3, FAST),
     "mfpo_online_reencode": ("mfpo", False, 1, dict(FAST, share_image_features=False)),
 }
@@ -491,6 +495,13 @@ def _report(args, t: dict, mem: dict) -> dict:
         entry["verdicts"] = verdicts
         figures["variants"][name] = entry
         print(line + f" {', '.join(verdicts)} |")
+    if {"mfpo_online", "mfpo_online_rows"} <= set(t["cpu"]):
+        cpu_med, cpu_lo, cpu_hi = _summary([a / b for a, b in zip(t["cpu"]["mfpo_online_rows"], t["cpu"]["mfpo_online"],
+                                                                   strict=True)])
+        wall = statistics.median(a / b for a, b in zip(t["wall"]["mfpo_online_rows"], t["wall"]["mfpo_online"],
+                                                       strict=True))
+        print(f"shared-prefix fallback (mfpo_online_rows / mfpo_online, same rounds): CPU time {cpu_med:.2f}x "
+              f"[{cpu_lo:.2f}-{cpu_hi:.2f}], wall {wall:.2f}x")
     c = t["collate"]
     if len(c) == 2:
         med, lo, hi = _summary([a / b for a, b in zip(c["mfpo_online"], c["trl_dpo_sigmoid"], strict=True)])
