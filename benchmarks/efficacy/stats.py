@@ -1,15 +1,14 @@
-"""Seed statistics for the efficacy tables: mean ± std, paired differences and a paired t-test.
+"""Student's t distribution for the verdict rule: two-sided tail probabilities and quantiles.
 
-The p-value is two-sided, from Student's t distribution with n - 1 degrees of freedom. scipy is used
-when it is installed (`scipy.stats.t.sf`); otherwise the same value comes from the regularised
-incomplete beta function, `P(|T| > t) = I_x(df / 2, 1 / 2)` with `x = df / (df + t^2)`, evaluated by
-its continued fraction (modified Lentz). The two agree to about 1e-12 (tests/benchmarks).
+scipy is used when it is installed (`scipy.stats.t`); otherwise the tail comes from the regularised
+incomplete beta function, `P(|T| > t) = I_x(df / 2, 1 / 2)` with `x = df / (df + t^2)`, evaluated by its
+continued fraction (modified Lentz), and the quantile by bisection on it. The two agree to about 1e-12
+(tests/benchmarks).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -19,42 +18,6 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return m, s
 
 
-@dataclass(frozen=True)
-class Paired:
-    """`a - b` over seeds: mean, std, how many seeds went up / down, and the paired t-test's p-value."""
-
-    mean: float
-    std: float
-    up: int
-    down: int
-    n: int
-    p: float  # nan with fewer than 2 seeds
-
-    def favours(self, higher_is_better: bool) -> int:
-        """Seeds whose difference goes the way that is better for `a`."""
-        return self.up if higher_is_better else self.down
-
-
-def paired(a: list[float], b: list[float]) -> Paired:
-    if len(a) != len(b) or not a:
-        raise ValueError(f"paired samples need the same non-zero length, got {len(a)} and {len(b)}")
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    m, s = mean_std(d)
-    return Paired(mean=m, std=s, up=sum(x > 0 for x in d), down=sum(x < 0 for x in d), n=len(d),
-                  p=paired_t_pvalue(d))
-
-
-def paired_t_pvalue(d: list[float]) -> float:
-    """Two-sided p-value of H0: mean(d) = 0. With zero spread: 1 if every d is 0, else 0; nan below 2 values."""
-    n = len(d)
-    if n < 2:
-        return math.nan
-    m, s = mean_std(d)
-    if s == 0.0:
-        return 1.0 if m == 0.0 else 0.0
-    return t_two_sided(m / (s / math.sqrt(n)), n - 1)
-
-
 def t_two_sided(t: float, df: float) -> float:
     """P(|T| >= |t|) for Student's t with `df` degrees of freedom."""
     try:
@@ -62,6 +25,33 @@ def t_two_sided(t: float, df: float) -> float:
     except ImportError:
         return t_two_sided_no_scipy(t, df)
     return float(2.0 * student_t.sf(abs(t), df))
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The `p` quantile of Student's t (p > 0.5): the t with P(T <= t) = p."""
+    if not 0.5 < p < 1.0:
+        raise ValueError(f"p must lie in (0.5, 1), got {p}")
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:
+        return t_quantile_no_scipy(p, df)
+    return float(student_t.ppf(p, df))
+
+
+def t_quantile_no_scipy(p: float, df: float) -> float:
+    tail = 2.0 * (1.0 - p)  # two-sided tail beyond the quantile
+    lo, hi = 0.0, 1.0
+    while t_two_sided_no_scipy(hi, df) > tail:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_two_sided_no_scipy(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
 
 
 def t_two_sided_no_scipy(t: float, df: float) -> float:
