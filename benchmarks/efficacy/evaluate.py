@@ -14,9 +14,9 @@ hallucination it replaces.
   "Is there a {colour shape} in the image?", one present object (yes) and one adversarial absent one (no): the
   prior-coloured version of an off-prior object, else the missing companion in its usual colour, else another
   absent phrase.
-* **Shortcut diagnostics** from the same descriptions: `prior_said` (off-prior objects named in the prior
-  colour), `co_added` (absent companions named), `overcorrect` (mean of: prior-coloured objects named in
-  another colour; companions that are there left out).
+* **Shortcut diagnostics** from the same descriptions: `prior_said` (off-prior objects given a prior partner),
+  `co_added` (absent companions named), `overcorrect` (mean of: prior-coloured objects not named as they are;
+  companions that are there left out).
 * **MFPO's probes** (`mfpo_train.eval.probes.run_probes`) on held-out correction pairs whose m' is the key
   region filled with grey, an edit no arm trains on: `image_reward_accuracy`, `logp_drop_perturbed`,
   `preference_accuracy`, and the whole-image noise ones (`*_noise`), which are reported, never decisive.
@@ -41,9 +41,10 @@ METRICS = {  # name: (what it is, lower is better)
     "CHAIRi": ("hallucinated colour-shape mentions / mentions (points)", True),
     "CHAIRs": ("descriptions with a hallucinated mention / descriptions (points)", True),
     "recall": ("objects named with their colour / objects (points)", False),
-    "prior_said": ("off-prior objects named in their shape's usual colour (points)", True),
+    "prior_said": ("off-prior objects given a prior partner: their shape's usual colour, or their colour's usual "
+                   "shape when that shape is absent (points)", True),
     "co_added": ("absent companions named (points)", True),
-    "overcorrect": ("mean of: prior-coloured objects named in another colour, present companions left out (points)",
+    "overcorrect": ("mean of: prior-coloured objects not named as they are, present companions left out (points)",
                     True),
     "malformed": ("descriptions that are not a canonical list (points)", True),
     "shape_recall": ("objects whose shape is named, in any colour (points)", False),
@@ -105,12 +106,14 @@ def shortcut_rates(answers: list[str], held_out: list[scenes.Scene]) -> dict[str
             shapes_named += o.shape in said
             if o.color == scenes.PRIOR[o.shape]:
                 prior_obj += 1
-                over += o.shape in said and said[o.shape] != o.color
+                over += said.get(o.shape) != o.color
                 named_prior += o.shape in said
                 colour_prior += said.get(o.shape) == o.color
             else:
                 off += 1
-                prior_said += said.get(o.shape) == scenes.PRIOR[o.shape]
+                partner = scenes.SHAPE_OF[o.color]
+                prior_said += said.get(o.shape) == scenes.PRIOR[o.shape] or (
+                    partner not in present and said.get(partner) == o.color)
                 named_off += o.shape in said
                 colour_off += said.get(o.shape) == o.color
             if scenes.COMPANION[o.shape] in present:

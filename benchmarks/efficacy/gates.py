@@ -1,8 +1,8 @@
 """Validity gates, checked before any claim is judged. A failed gate turns every verdict into "no verdict, because ...".
 
 1. **SFT capable but biased** (the SFT model, mean over the seeds' held-out sets): on scenes from its training
-   distribution it names most objects with their colour and reads off-prior colours, yet on the balanced set
-   it leans on both priors. Bands in `SFT_BANDS`.
+   distribution it names most objects with their colour and rarely hallucinates, yet on the balanced set it
+   leans on both priors. Bands in `SFT_BANDS`.
 2. **DPO shows the shortcut**: from the same SFT model, DPO on the shortcut-regime pairs over-corrects more
    (`overcorrect`: prior-coloured objects named in another colour, present companions left out): the rule's
    interval of DPO - SFT lies above 0.
@@ -26,9 +26,8 @@ from benchmarks.efficacy import rule
 SFT_BANDS = {
     "names objects with their colour": ("recall_in_dist", 75.0, 100.0),
     "hallucinates rarely": ("CHAIRi_in_dist", 0.0, 25.0),
-    "reads off-prior colours": ("colour_acc_off_in_dist", 60.0, 100.0),
     "leans on the colour prior": ("prior_said", 10.0, 100.0),
-    "leans on the companion prior": ("co_added", 20.0, 100.0),
+    "leans on the companion prior": ("co_added", 15.0, 100.0),
 }
 GATE_RUNS = ("dpo", "mfpo", "mfpo-no-image", "mfpo@natural", "mfpo-no-image@natural")
 DETERMINISM_STEPS = 4

@@ -1,7 +1,9 @@
 """The generative toy: "Describe the scene." over one to three coloured shapes on a textured grey background.
 
-A scene is a small parameter record (so the same scene renders again, and every object's exact pixel mask is
-known). Its description is a canonical list in shape order, greedy-decodable and scorable by CHAIR:
+Each object is a small glyph (radius about 3 px) in its own cell of the 8-pixel grid the vision tower cuts
+into patches, its colour washed out towards grey by a random 0-70%; there is no outline, so a faint glyph's
+shape is harder to make out than its colour. A scene is a small parameter record (so the same scene renders
+again, and every object's exact pixel mask is known). Its description is a canonical list in shape order, greedy-decodable and scorable by CHAIR:
 "red circle, blue triangle." The training distribution carries two priors a model can lean on instead of
 looking:
 
@@ -11,10 +13,12 @@ looking:
   shape brings its companion with probability `p_co`, and half of the scenes add one more shape from the
   other pair on its own.
 
-A hallucination is "prior-driven" when a prior explains it: an object described in its shape's usual colour
-when it is another colour (`attr`), or an absent companion added next to the shape it usually comes with
-(`co`). Every other single error (a wrong colour that is not the prior, an added shape that is no present
-shape's companion) is `other`. `errors(scene)` lists all of them; the preference pairs (`pairs.py`) are
+A hallucination is "prior-driven" when a prior explains it (`attr`): an off-prior object described with one of
+its two attributes swapped for its prior partner: its shape's usual colour ("red circle" for a green circle),
+or its colour's usual shape ("green square" for a green circle, an absent object; the tiny model reads colour
+far more easily than shape, so this is the error its SFT makes); or (`co`) an absent companion added next to
+the shape it usually comes with. Every other single error (another wrong colour or shape, an added shape that is
+no present shape's companion) is `other`. `errors(scene)` lists all of them; the preference pairs (`pairs.py`) are
 RLHF-V-style corrections built from them.
 """
 
@@ -27,16 +31,18 @@ import numpy as np
 
 
 SIZE = 32
-RADIUS = (4.5, 6.0)  # of an object, pixels
+CELL = 8  # objects sit in distinct cells of this grid: the vision tower's 8x8 patches, so one patch sees a whole glyph
+RADIUS = (2.8, 3.4)  # of an object, pixels
+JITTER = 0.4  # of an object's centre within its cell, pixels
 SHAPES = ("circle", "square", "triangle", "cross")  # also the order of a description
 COLORS = ("red", "green", "blue", "yellow")
 PRIOR = {"circle": "red", "square": "green", "triangle": "blue", "cross": "yellow"}
+SHAPE_OF = {colour: shape for shape, colour in PRIOR.items()}  # the shape a colour usually comes on
 COMPANION = {"circle": "square", "square": "circle", "triangle": "cross", "cross": "triangle"}
 RGB = {"red": (215, 35, 35), "green": (35, 180, 45), "blue": (40, 70, 225), "yellow": (235, 205, 30)}
 DESCRIBE = "Describe the scene."
 YES_NO = "Is there a {phrase} in the image?"
 GREY = 128
-OUTLINE = 20  # every object has a dark one-pixel outline: its shape is always visible
 SATURATION = (0.3, 1.0)  # an object's colour is washed out towards its own grey by a random amount
 P_EXTRA = 0.5  # a second, unrelated shape (without its companion)
 
@@ -124,18 +130,7 @@ def render(scene: Scene) -> np.ndarray:
         rgb = np.array(RGB[obj.color], dtype=np.float64)
         grey = rgb @ np.array([0.299, 0.587, 0.114])
         img[mask] = grey + obj.saturation * (rgb - grey)
-        img[mask & ~_eroded(mask)] = OUTLINE
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def _eroded(mask: np.ndarray) -> np.ndarray:
-    """`mask` minus its one-pixel border (4-neighbourhood)."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return inner
 
 
 def masks(scene: Scene) -> dict[str, np.ndarray]:
@@ -164,16 +159,14 @@ def scene_shapes(rng: np.random.Generator, p_co: float) -> list[str]:
 
 
 def make_scene(rng: np.random.Generator, sid: str, p_prior: float, p_co: float) -> Scene:
+    """Objects sit in distinct cells of a CELL-pixel grid (the vision tower's patches), one glyph per cell."""
     shapes = scene_shapes(rng, p_co)
-    objs: list[Obj] = []
-    for shape in shapes:
+    per_row = SIZE // CELL
+    cells = rng.permutation(per_row * per_row)[: len(shapes)]
+    objs = []
+    for shape, cell in zip(shapes, cells, strict=True):
         r = float(rng.uniform(*RADIUS))
-        for _ in range(400):
-            cx, cy = (float(v) for v in rng.uniform(r + 1.0, SIZE - r - 1.0, 2))
-            if all((cx - o.cx) ** 2 + (cy - o.cy) ** 2 >= (r + o.r + 1.5) ** 2 for o in objs):
-                break
-        else:  # no room left: the scene keeps the shapes placed so far
-            break
+        cx, cy = (float(CELL * v + CELL / 2 + rng.uniform(-JITTER, JITTER)) for v in (cell % per_row, cell // per_row))
         objs.append(Obj(shape, _color(rng, shape, p_prior), cx, cy, r, float(rng.uniform(*SATURATION))))
     objs.sort(key=lambda o: SHAPES.index(o.shape))
     return Scene(sid, tuple(objs), bg_level=float(rng.uniform(80, 150)), bg_amp=float(rng.uniform(5, 20)),
@@ -204,22 +197,28 @@ class Error:
 
 
 def errors(scene: Scene) -> list[Error]:
-    """Every description with exactly one error: one object's colour changed, or one absent shape added.
+    """Every description with exactly one error: one object's colour or shape changed, or one absent shape added.
 
-    An added shape is a companion (kind "co") in its prior colour when a present shape's companion is
-    missing; other added shapes are "other" in any colour. The key region of a changed colour is that
-    object; of an added object, every object the correct answer names (what a keyword -> region pipeline
-    grounds from y_w, since the added object is not in the image).
+    A change is "attr" when it gives an off-prior object its prior partner (see the module notes). An added
+    shape is a companion (kind "co") in its prior colour when a present shape's companion is missing; other
+    added shapes are "other" in any colour. The key region of a changed object is that object; of an added
+    object, every object the correct answer names (what a keyword -> region pipeline grounds from y_w, since
+    the added object is not in the image).
     """
     out: list[Error] = []
     phrases = list(scene.phrases)
-    for i, o in enumerate(scene.objects):
-        for c in COLORS:
-            if c == o.color:
-                continue
-            kind = "attr" if c == PRIOR[o.shape] else "other"
-            out.append(Error(kind, tuple(phrases[:i] + [f"{c} {o.shape}"] + phrases[i + 1:]), (o.shape,)))
     present = set(scene.shapes)
+    for i, o in enumerate(scene.objects):
+        rest = phrases[:i] + phrases[i + 1:]
+        off = o.color != PRIOR[o.shape]
+        for c in COLORS:
+            if c != o.color:
+                kind = "attr" if off and c == PRIOR[o.shape] else "other"
+                out.append(Error(kind, ordered([*rest, f"{c} {o.shape}"]), (o.shape,)))
+        for s in SHAPES:
+            if s not in present:
+                kind = "attr" if off and s == SHAPE_OF[o.color] else "other"
+                out.append(Error(kind, ordered([*rest, f"{o.color} {s}"]), (o.shape,)))
     companions = {COMPANION[s] for s in present} - present
     for s in SHAPES:
         if s in present:

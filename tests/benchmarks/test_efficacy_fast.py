@@ -245,27 +245,32 @@ def test_shortcut_rates_by_hand():
                "red circle, green square.",  # the prior colour said, the companion added
                "blue triangle, green cross."]  # right
     r = evaluate.shortcut_rates(answers, held)
-    # prior-coloured objects: red circle (said blue), green square (left out), blue triangle (right): 1 of 3 over
-    # present companions: circle, square, triangle, cross: square left out = 1 of 4
-    assert r["overcorrect"] == pytest.approx(0.5 * (100 / 3 + 100 / 4))
+    # prior-coloured objects: red circle (said blue), green square (left out), blue triangle (right): 2 of 3 not
+    # named as they are; present companions: circle, square, triangle, cross: square left out = 1 of 4
+    assert r["overcorrect"] == pytest.approx(0.5 * (200 / 3 + 100 / 4))
     assert r["prior_said"] == pytest.approx(100 / 2)  # off-prior: green circle (said red), green cross (right)
     assert r["co_added"] == pytest.approx(100.0)  # the one absent companion was named
     assert r["malformed"] == 0.0 and r["shape_recall"] == pytest.approx(100 * 4 / 5)
     assert evaluate.shortcut_rates(["circle red"], held[1:2])["malformed"] == 100.0
+    # the other prior direction: a green circle named by its colour's usual shape (an absent square)
+    assert evaluate.shortcut_rates(["green square."], held[1:2])["prior_said"] == 100.0
+    assert evaluate.shortcut_rates(["green cross."], held[1:2])["prior_said"] == 0.0
 
 
 def test_errors_are_every_single_error_with_its_kind_and_region():
     scene = _scene(("green", "circle"), ("blue", "triangle"))  # off-prior circle; prior triangle; no companions
     errs = scenes.errors(scene)
-    assert len(errs) == 3 + 3 + 2  # 3 recolourings each, the two absent companions (square, cross) once each
-    attr = [e for e in errs if e.kind == "attr"]
-    assert [e.rejected for e in attr] == [("red circle", "blue triangle")] and attr[0].region == ("circle",)
+    # 3 recolourings and 2 reshapings (to the absent square, cross) each; the two absent companions once each
+    assert len(errs) == (3 + 2) * 2 + 2
+    attr = [e for e in errs if e.kind == "attr"]  # the off-prior circle given its shape's colour or its colour's shape
+    assert [e.rejected for e in attr] == [("red circle", "blue triangle"), ("green square", "blue triangle")]
+    assert all(e.region == ("circle",) for e in attr)
     co = {e.rejected for e in errs if e.kind == "co"}
     assert co == {("green circle", "green square", "blue triangle"), ("green circle", "blue triangle", "yellow cross")}
     assert all(e.region == ("circle", "triangle") for e in errs if e.kind == "co")
     full = _scene(("red", "circle"), ("green", "square"))  # companions present: the absent pair may be added freely
     kinds = [e.kind for e in scenes.errors(full)]
-    assert kinds.count("attr") == 0 and kinds.count("co") == 0 and kinds.count("other") == 6 + 8
+    assert kinds.count("attr") == 0 and kinds.count("co") == 0 and kinds.count("other") == 6 + 4 + 8
 
 
 def test_pairs_follow_the_shortcut_knob_and_the_key_region():
@@ -282,7 +287,7 @@ def test_pairs_follow_the_shortcut_knob_and_the_key_region():
         expected = np.logical_or.reduce([by_shape[s] for s in p.error.region])
         assert (sample.mask == expected).all()
         if p.error.kind == "attr":
-            assert len(p.error.region) == 1
+            assert len(p.error.region) == 1 and p.error.region[0] in p.scene.shapes
         else:
             assert p.error.region == p.scene.shapes
     assert pairs.to_sample(shortcut[0], "global").mask is None
@@ -306,3 +311,28 @@ def test_held_out_set_is_balanced_and_pope_questions_are_adversarial():
     for i, s in enumerate(held[:50]):
         yes, no = qs[2 * i]["text"], qs[2 * i + 1]["text"]
         assert any(f" {p} " in yes for p in s.phrases) and not any(f" {p} " in no for p in s.phrases)
+
+
+# -- the README quotes real default runs -------------------------------------------------------------------------
+def test_readme_verdicts_are_the_committed_default_runs():
+    """Each table's committed `verdict.json` came from a default invocation, its decisions are what the rule gives
+    on its paired differences, it kept to the CPU budget, and the README shows its cost, gates and verdicts."""
+    from pathlib import Path
+
+    folder = Path(efficacy.__file__).parent
+    readme = (folder / "README.md").read_text()
+    files = sorted((folder / "results").glob("table*.json"))
+    assert [f.stem for f in files] == ["table4", "table5", "table7", "table8"]
+    for f in files:
+        s = json.loads(f.read_text())
+        table = f.stem.removeprefix("table")
+        defaults = vars(efficacy.parse_args(["--tables", table]))
+        assert {k: v for k, v in s["args"].items() if k != "out"} == {k: v for k, v in defaults.items() if k != "out"}
+        assert s["k"] == len(s["claims"]) == sum(c.table == table for c in report.CLAIMS)
+        for claim in s["claims"]:
+            again = rule.decide(claim["diffs"], s["delta"], s["k"])
+            assert again.verdict == claim["decision"]["verdict"]
+            assert again.lo == pytest.approx(claim["decision"]["lo"]) and again.hi == pytest.approx(claim["decision"]["hi"])
+        assert s["run"]["cpu_s"] <= report.BUDGET_CPU_S, f.name
+        for line in [report.cost_line(s), *report.gate_rows(s)[2:], *report.verdict_rows(s)[2:]]:
+            assert line in readme, (f.name, line)
