@@ -128,7 +128,7 @@ def simulated_backends():
 def rows_digest(folder: Path) -> tuple[str, int]:
     """sha256 over a build's final parquet files (names and bytes, in name order), and how many there are."""
     from mfpo_data.layout import OutputLayout
-    from mfpo_data.pipeline.outdir import sha256_file
+    from mfpo_data.layout import sha256_file
 
     h = hashlib.sha256()
     shards = OutputLayout(Path(folder)).final_shards()

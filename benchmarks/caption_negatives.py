@@ -54,7 +54,7 @@ def builder_negative(index: int, text: str, present: set[str], check_context: bo
 
 
 def main() -> None:
-    from tests.data.caption_set import CAPTIONS
+    from benchmarks.caption_set import CAPTIONS
 
     sets = (("bundled sample", sample_captions()), ("hand-written set", CAPTIONS))
     if "--all" not in sys.argv:

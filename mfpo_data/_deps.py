@@ -16,6 +16,9 @@ def require(*modules: str, extra: str, feature: str | None = None) -> None:
             importlib.import_module(name)
         except ImportError:
             missing.append(name)
+        except Exception as e:  # installed but broken, e.g. a torchvision wheel built for another torch
+            first = (str(e).strip().splitlines() or [""])[0]
+            missing.append(f"{name} (installed, but importing it fails: {type(e).__name__}: {first[:120]})")
     if missing:
         what = feature or f"the '{extra}' backends"
         raise MissingExtraError(

@@ -67,7 +67,7 @@ SAMPLE_LICENCE = Licence(
 def licence_for(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> Licence:
     """COCO's terms for a build from a COCO folder; the bundled sample's own licences when `source.root` is null."""
     source = (stats.get("backends") or {}).get("source") or recipe.get("source") or {}
-    if isinstance(source, Mapping) and source.get("kind", "coco") == "coco" and source.get("root") is None:
+    if isinstance(source, Mapping) and source.get("kind", "coco") in ("coco", "on_policy") and source.get("root") is None:
         return SAMPLE_LICENCE
     return COCO_LICENCE
 
@@ -244,6 +244,35 @@ def _exclusion_sentence(stats: Mapping[str, Any]) -> str:
             f"(`source.exclude: {spec}`), so `mfpo-eval` does not score models on their training images.")
 
 
+def _on_policy_sentence(stats: Mapping[str, Any]) -> str:
+    """For a build that sampled a model (`source.kind: on_policy`): whose answers the pairs are, how they were
+    sampled and labelled, and that they are on-policy for that model only."""
+    source = (stats.get("backends") or {}).get("source") or {}
+    policy, sampling = stats.get("policy"), stats.get("sampling")
+    if not isinstance(source, Mapping) or source.get("kind") != "on_policy" or not isinstance(policy, Mapping) \
+            or not isinstance(sampling, Mapping):
+        return ""
+    policy = public_value(dict(policy))
+    who = f"`{policy.get('model')}`" + (f" at revision `{policy['revision']}`" if policy.get("revision") else "")
+    if policy.get("adapter"):
+        sha = policy.get("adapter_sha256") or ""
+        who += f" with the LoRA adapter `{policy['adapter']}`" + (f" (sha256 `{sha[:16]}`)" if sha else "")
+    how = (f"{sampling.get('samples')} answers per prompt at temperature {sampling.get('temperature')}, top-p "
+           f"{sampling.get('top_p')}, top-k {sampling.get('top_k') or 'off'}, at most {sampling.get('max_new_tokens')} "
+           "new tokens, each seeded from the image and its sample number")
+    labels = (f"CHAIR (`{source.get('chair_protocol', 'reference')}` protocol, `{source.get('chair_synonyms', 'coco')}` "
+              "synonyms, as `mfpo-eval chair` scores) against each image's COCO instances and captions")
+    if source.get("presence_questions"):
+        labels += f", and POPE's `{source.get('presence_parser', 'pope')}` answer parser for the yes/no questions"
+    min_recall = float(source.get("min_recall", 0.25))
+    recall = (f"names at least {100 * min_recall:g}% of the image's objects" if min_recall else
+              "may name none of the image's objects (`min_recall: 0`)")
+    return (f"**On-policy data.** The text pairs are the answers of {who}, sampled from it ({how}) and labelled "
+            f"without a judge model by {labels}: the chosen answer hallucinates fewer objects than the rejected "
+            f"one and {recall}; `metadata` says which objects the rejected answer hallucinated. The pairs are "
+            "on-policy for that model: train it on them. For any other model they are off-policy preference data.")
+
+
 def _source_rows(recipe: Mapping[str, Any], stats: Mapping[str, Any]) -> list[tuple]:
     source = (stats.get("backends") or {}).get("source") or recipe.get("source") or {}
     return [(k, f"`{v}`") for k, v in source.items()] if isinstance(source, Mapping) else []
@@ -301,6 +330,7 @@ def render_card(
         ),
         splits_table=_table(("split", "rows", "parquet shards"), [(s.name, s.rows, len(s.shards)) for s in splits]),
         excluded=_block(_exclusion_sentence(stats)),
+        on_policy=_block(_on_policy_sentence(stats)),
         pair_types_table=_per_split_table("pair type", splits, "pair_types"),
         buckets_table=_per_split_table("bucket", splits, "buckets"),
         bucket_edges=_block(
@@ -323,6 +353,7 @@ def render_card(
             + _invalid_pairs_note(stats.get("invalid_image_pairs"))
             if isinstance(regions, Mapping) and regions else ""
         ),
+        evidence=_block(_evidence(stats)),
         source=_block("### Source\n\n" + _table(("option", "value"), source_rows) if source_rows else ""),
         licence=licence.text,
         versions=_block("### Package versions\n\n" + _table(("package", "version"), versions) if versions else ""),
@@ -341,6 +372,35 @@ def _invalid_pairs_note(invalid) -> str:
     reasons = ", ".join(f"{n} `{code}`" for code, n in sorted(invalid.items()))
     return (f"\n\n{sum(invalid.values())} rows have `image_pair_valid: false` ({reasons}): their perturbed image leaves "
             "the chosen answer as true, so `mfpo-train` masks the image term for them.")
+
+
+def _evidence(stats: Mapping[str, Any]) -> str:
+    """What the build knows about its negatives: untargeted ones, negated key objects, removal re-detection."""
+
+    def counts(key: str) -> dict:
+        value = stats.get(key)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    untargeted, negated = counts("untargeted_negatives"), counts("negated_key_objects")
+    checked, still, unverified = counts("removal_checked"), counts("removal_still_detected"), counts("removal_unverified")
+    parts = []
+    if untargeted:
+        where = ", ".join(f"{n} `{region}`" for region, n in sorted(untargeted.items()))
+        parts.append(f"{sum(untargeted.values())} rows have `targets_key_object: false` ({where}): their negative does not "
+                     "aim at the key object by construction (an ablation, or the whole-image fallback).")
+    if negated:
+        parts.append(f"{sum(negated.values())} chosen answers negate their first key object (\"there is no dog\"): "
+                     f"{negated.get('replaced', 0)} got another key object the answer asserts, "
+                     f"{negated.get('no_asserted_object', 0)} assert none and have `image_pair_valid: false`.")
+    if checked:
+        rows = [(f"`{kind}`", n, still.get(kind, 0), f"{still.get(kind, 0) / n:.1%}") for kind, n in sorted(checked.items())]
+        parts.append("Removal evidence: the build's grounder looked for the key object again, inside its region, on the "
+                     "perturbed image (`removal_score`). Rows whose key object it still detects, per negative "
+                     "(perturbation/region):\n\n" + _table(("negative", "rows checked", "still detected", "share"), rows))
+    if unverified:
+        parts.append(f"Removal not verified for {sum(unverified.values())} rows: their key regions come from ground-truth "
+                     "annotations and the recipe has no detecting grounder, so `removal_score` is null.")
+    return "### Negatives\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def _block(text: str) -> str:

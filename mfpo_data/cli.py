@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mfpo_data.cli_publish import publish_command
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
@@ -22,7 +23,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override 
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {scrub(message)}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
 
 
@@ -40,7 +41,10 @@ def build(
     restart: Annotated[bool, typer.Option("--restart", help="Delete what an earlier build wrote in the folder and start over.")] = False,
 ) -> None:
     """Build a dataset from a recipe. Rerunning the same command resumes an interrupted build."""
+    from mfpo_data.secrets import redact_logging
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    redact_logging()
     try:
         from mfpo_data.config import load_recipe
         from mfpo_data.pipeline.build import build_dataset
@@ -53,19 +57,19 @@ def build(
         typer.echo("\ninterrupted: finished ranks are kept; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None
     if loaded.executor.kind == "slurm":
-        typer.echo(
+        typer.echo(scrub(
             f"submitted {loaded.executor.tasks} tasks and a finalize job to Slurm (see `squeue --me`); "
             f"the dataset appears in {layout.data_dir}. Rerun the same command to resubmit unfinished tasks."
-        )
+        ))
         return
     stats = layout.read_stats()
     dropped = sum(stats.get("dropped", {}).values())
     pair_types = ", ".join(f"{k} {v}" for k, v in stats.get("pair_types", {}).items())
-    typer.echo(
+    typer.echo(scrub(
         f"built {stats['rows']} pairs ({pair_types}) over {len(stats.get('categories', {}))} key-object categories; "
         f"{dropped} dropped (see {layout.rejects_file})"
-    )
-    typer.echo(f"dataset: {layout.data_dir}")
+    ))
+    typer.echo(scrub(f"dataset: {layout.data_dir}"))
 
 
 @app.command()
@@ -87,7 +91,7 @@ def validate(
         raise _fail(str(e)) from None
     bad = sum(reasons.values())
     counts = ", ".join(f"{code} {count}" for code, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
-    typer.echo(f"ok: {find_recipe(recipe)}: {n} input items checked, {bad} records would be rejected" + (f" ({counts})" if bad else ""))
+    typer.echo(scrub(f"ok: {find_recipe(recipe)}: {n} input items checked, {bad} records would be rejected" + (f" ({counts})" if bad else "")))
 
 
 @app.command()
@@ -116,7 +120,7 @@ def inspect(
         render_grid(rows, out, n=n)
     except (FileNotFoundError, ValueError, *_known_errors()) as e:
         raise _fail(str(e)) from None
-    typer.echo(f"wrote {out}")
+    typer.echo(scrub(f"wrote {out}"))
 
 
 app.command("publish")(publish_command)

@@ -49,7 +49,10 @@ def publish_command(
     from mfpo_data.errors import MfpoError
     from mfpo_data.publish import publish
 
+    from mfpo_data.secrets import redact_logging, scrub
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    redact_logging()
     try:
         result = publish(
             from_dir,
@@ -61,11 +64,11 @@ def publish_command(
             seed=seed,
         )
     except MfpoError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {e}", err=True)  # MfpoError messages are scrubbed
         raise typer.Exit(code=1) from None
     counts = ", ".join(f"{name} {rows}" for name, rows in result.splits.items())
     if result.folder is not None:
-        typer.echo(f"wrote {len(result.files)} files ({counts} rows) to {result.folder}; nothing was pushed")
+        typer.echo(scrub(f"wrote {len(result.files)} files ({counts} rows) to {result.folder}; nothing was pushed"))
     else:
         where = f"{repo_id}@{revision}" if revision else repo_id
-        typer.echo(f"pushed {len(result.files)} files ({counts} rows) to {where}: {result.commit_url}")
+        typer.echo(scrub(f"pushed {len(result.files)} files ({counts} rows) to {where}: {result.commit_url}"))

@@ -80,17 +80,34 @@ class PerturbationConfig(BackendConfig):
     """`region`: what is perturbed: the key object (the method), a random box of `random_area` of the
     image, or the whole image (the paper's Table 8 ablation). `presence_negative: insert` paints the
     absent object of a "No, there is no X" pair into m' with an inpainting backend, so the answer is
-    false there; `none` leaves such pairs without a valid image pair (`image_pair_valid` false)."""
+    false there; `none` leaves such pairs without a valid image pair (`image_pair_valid` false).
+    `region_shape` is the key region's shape: the object's `mask` (the paper's), the mask grown by
+    `region_dilation` pixels (`dilated`: its outline goes too), or its `box`."""
 
     backend: str = "diffusion_noise"
     region: Literal["key_object", "random", "global"] = "key_object"
     random_area: float = 0.2
     presence_negative: Literal["none", "insert"] = "none"
+    region_shape: Literal["mask", "dilated", "box"] = "mask"
+    region_dilation: int = 8
 
     def check(self, path: str) -> None:
         super().check(path)
         if not 0.0 < self.random_area <= 1.0:
             raise ConfigError(f"'{path}.random_area' must be in (0, 1]")
+        if self.region_dilation < 0:
+            raise ConfigError(f"'{path}.region_dilation' must be >= 0")
+        if self.region_shape != "mask" and self.region != "key_object":
+            raise ConfigError(f"'{path}.region_shape: {self.region_shape}' shapes the key region; {path}.region is "
+                              f"'{self.region}'")
+
+
+@dataclass
+class RelianceConfig(BackendConfig):
+    """`backend: vlm` (with `model_id`) stores each chosen-answer token's image reliance; `none` leaves it out."""
+
+    backend: str = "none"
+    batch_size: int = 4
 
 
 @dataclass
@@ -103,7 +120,7 @@ class FiltersConfig:
     no_region: Literal["fallback", "drop"] = "fallback"
     min_mask_area_ratio: float = 0.0
     max_mask_area_ratio: float = 1.0
-    max_removal_score: float | None = None  # drop a removal whose object a detector still finds on m' above this
+    max_removal_score: float | None = None  # drop a pair whose key object the grounder still finds on m' above this
 
     def check(self, path: str) -> None:
         if self.max_removal_score is not None and not 0.0 <= self.max_removal_score <= 1.0:
@@ -215,6 +232,7 @@ class Recipe:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    reliance: RelianceConfig = field(default_factory=RelianceConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -239,6 +257,7 @@ BACKEND_SECTIONS = {  # the recipe sections that choose a backend, in pipeline o
     "grounding": GroundingConfig,
     "segmentation": SegmentationConfig,
     "perturbation": PerturbationConfig,
+    "reliance": RelianceConfig,
     "scoring": ScoringConfig,
 }
 
@@ -274,12 +293,12 @@ def recipe_from_dict(data: dict) -> Recipe:
     if perturbation.presence_negative == "insert" and not hasattr(backends.resolve("perturbation", perturbation.backend), "insert"):
         raise ConfigError(f"'perturbation.presence_negative: insert' needs a backend that paints objects (sd_inpaint), "
                           f"not '{perturbation.backend}'")
-    if recipe.filters.max_removal_score is not None:
-        removes = getattr(backends.resolve("perturbation", perturbation.backend), "removes", False)
-        detects = getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
-        if not (removes and detects):
-            raise ConfigError("'filters.max_removal_score' needs a removing perturbation backend (sd_inpaint, "
-                              "opencv_inpaint) and a detecting grounding backend (grounding_dino)")
+    if perturbation.region_shape != "mask" and getattr(backends.resolve("perturbation", perturbation.backend), "whole_image", False):
+        raise ConfigError(f"'perturbation.region_shape: {perturbation.region_shape}' needs a key-region perturbation; "
+                          f"'{perturbation.backend}' replaces the whole image")
+    if recipe.filters.max_removal_score is not None and not getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False):
+        raise ConfigError("'filters.max_removal_score' needs a grounding backend that detects from pixels "
+                          f"(grounding_dino, detector), not '{recipe.grounding.backend}'")
     return recipe
 
 
@@ -291,6 +310,8 @@ def find_recipe(name_or_path: str | Path, subdir: str = "") -> Path:
     path = Path(name_or_path).expanduser()
     kind, command = ("training config", "mfpo-train configs") if subdir == "train" else ("recipe", "mfpo-data recipes")
     if path.suffix in (".yaml", ".yml") or path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"{kind} {path} is a folder, not a file")
         if not path.is_file():
             raise ConfigError(f"{kind} file not found: {path}")
         return path

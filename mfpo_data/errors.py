@@ -1,8 +1,17 @@
 """Known problems: each carries a one-line message that the CLI prints as it is (exit code 1)."""
 
+from mfpo_data.secrets import scrub
+
 
 class MfpoError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+    """A problem with the user's input or environment, explained in one line.
+
+    The message passes through publish's redaction (`secrets.scrub`): a token or a password inside a
+    path or URL the user gave is never shown, whichever message names it.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(MfpoError):

@@ -3,6 +3,7 @@ Imported only when that variable is set (`stages/s7_writer.fault_point`).
 
     RANK:N         after rank RANK wrote N rows (its shard is still a temp file)
     RANK:sN        after N samples, kept or dropped, reached rank RANK's writer
+    RANK:aN        after rank RANK appended N answers to its answers file (`sources/on_policy.py`)
     RANK:commit    after RANK's shard, rejects and stats were renamed into place, before datatrove
                    writes the rank's completion marker
     finalize:N     after finalize wrote N final shards (N=0: before the first)
@@ -34,6 +35,8 @@ class FaultPoint:
             self.event = "commit"
         elif point.startswith("s"):
             self.event, self.count = "samples", int(point[1:])
+        elif point.startswith("a"):
+            self.event, self.count = "answers", int(point[1:])
         else:
             self.event, self.count = ("finalize" if rank == "finalize" else "rows"), int(point)
 

@@ -25,9 +25,13 @@ class ImageError(ValueError):
 
 
 def confined_path(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing any path that leaves `root` (absolute paths, `..`, symlinks out)."""
+    """`root / relative`, refusing any path that leaves `root` (absolute paths, `..`, symlinks out) and any
+    that cannot be resolved (a symlink loop)."""
     root = Path(root).resolve()
-    candidate = (root / relative).resolve()
+    try:
+        candidate = (root / relative).resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise ImageError(f"unreadable_file: {relative!r:.200} (a symlink loop: {type(e).__name__})") from None
     if candidate != root and root not in candidate.parents:
         raise ImageError(f"path_escapes_root: {relative!r} is outside {root}")
     return candidate

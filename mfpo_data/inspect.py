@@ -1,11 +1,11 @@
 """A PNG grid for looking at a build: original, key-object mask overlay, perturbed image, the texts.
 
 Columns have headers; each row names its pair type, key object, difficulty, whether its image pair is
-valid for the image term, and which negative it has (the perturbation, its region and parameters)."""
+valid for the image term, which negative it has (the perturbation, its region and parameters, and whether
+that region aims at the key object at all), and the key object's detector score on m and m'."""
 
 from __future__ import annotations
 
-import io
 import json
 import textwrap
 from collections.abc import Iterable
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mfpo_data.imaging import rle_decode
+from mfpo_data.imaging import ImageError, decode_image, rle_decode
+from mfpo_data.schema import targets_key_object
 
 
 TILE = 192
@@ -24,7 +25,8 @@ HEADER_H = 30
 FONT_SIZE = 14
 HEADERS = ("original m", "key region (mask, boxes)", "perturbed m'", "pair")
 # The parameters that say which negative a row has, by perturbation kind (the rest stay in the dataset).
-NEGATIVE_PARAMS = ("t", "sigma", "strength", "mask_dilate", "dilate", "crop_area", "fill", "random_area", "inserted")
+NEGATIVE_PARAMS = ("t", "sigma", "strength", "mask_dilate", "dilate", "crop_area", "fill", "random_area", "inserted",
+                   "region_shape", "region_dilation")
 
 
 def _font(size: int = FONT_SIZE, bold: bool = False):
@@ -39,15 +41,45 @@ def negative_label(row: dict) -> str:
     """Which negative a row has: 'diffusion_noise t=500 on key_object', 'random_crop crop_area=0.12 on global'."""
     params = json.loads(row.get("perturbation_params") or "{}")
     shown = " ".join(f"{k}={params[k]}" for k in NEGATIVE_PARAMS if k in params)
-    return f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
+    label = f"{row.get('perturbation')} {shown} on {params.get('region', '-')}".replace("  ", " ")
+    targeted = row.get("targets_key_object")
+    if targeted is None:  # a dataset built before the column existed: what its parameters say
+        targeted = targets_key_object(params)
+    return label + ("" if targeted else " (does not target the key object)")
 
 
 def _as_image(value) -> Image.Image:
+    """A row's image, decoded by the build's own reader (`imaging.decode_image`: corrupt bytes and
+    decompression bombs are an `ImageError`, never a crash or a huge allocation)."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, dict) and value.get("bytes") is not None:
-        return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-    raise ValueError(f"cannot read image from {type(value).__name__}")
+        return Image.fromarray(decode_image(value["bytes"])[0])
+    raise ImageError(f"missing_image: no image bytes ({type(value).__name__})")
+
+
+def _tiles(row: dict) -> tuple[list[Image.Image], list[str]]:
+    """The row's three tiles and what could not be drawn: a bad image is a grey tile and a labelled line."""
+    problems, tiles = [], []
+    for column in ("images", "rejected_images"):
+        try:
+            values = row.get(column) or []
+            tiles.append(_as_image(values[0] if values else None))
+        except ImageError as e:
+            problems.append(f"{column}: {str(e)[:120]}")
+            tiles.append(None)
+    original, perturbed = tiles
+    overlay = None
+    if original is not None:
+        try:
+            overlay = _overlay(original, row)
+        except Exception as e:  # noqa: BLE001 - a damaged mask or box in a hostile shard
+            problems.append(f"mask: {type(e).__name__}")
+    return [_fit(t) if t is not None else _blank() for t in (original, overlay, perturbed)], problems
+
+
+def _blank() -> Image.Image:
+    return Image.new("RGB", (TILE, TILE), (120, 120, 120))
 
 
 def _fit(img: Image.Image) -> Image.Image:
@@ -82,7 +114,9 @@ def _text(row: dict) -> list[tuple[str, str]]:
         ("difficulty", f"{difficulty:.3f} ({row.get('difficulty_bucket')})" if difficulty is not None else "-"),
     ]
     if removal:
-        lines.append(("removal", f"detector {removal['before']:.2f} on m, {removal['after']:.2f} on m'"))
+        lines.append(("removal", f"detector {removal['before']:.2f} on m, {removal['after']:.2f} in its region on m'"))
+    elif row.get("key_objects"):
+        lines.append(("removal", "not verified (no detector re-checked m')"))
     return lines
 
 
@@ -117,14 +151,17 @@ def render_grid(rows: Iterable[dict], out_path: str | Path, n: int = 12) -> Path
     chars = max(20, (TEXT_W - label_w - 16) // 8)  # about 8 px per character at this size
     for i, row in enumerate(rows):
         top = HEADER_H + i * TILE
-        original = _as_image(row["images"][0])
-        perturbed = _as_image(row["rejected_images"][0])
-        for j, tile in enumerate([original, _overlay(original, row), perturbed]):
-            grid.paste(_fit(tile), (j * TILE, top))
+        tiles, problems = _tiles(row)
+        for j, tile in enumerate(tiles):
+            grid.paste(tile, (j * TILE, top))
         y = top + 6
-        for label, value in _text(row):
+        try:
+            lines = _text(row)
+        except Exception as e:  # noqa: BLE001 - damaged metadata or texts in a hostile shard
+            lines = [("id", str(row.get("id"))), ("skipped", f"texts: {type(e).__name__}")]
+        for label, value in [("skipped", p) for p in problems] + lines:
             wrapped = textwrap.wrap(value, chars) or [""]
-            colour = (170, 0, 0) if label == "image pair" and value.startswith("NOT") else (0, 0, 0)
+            colour = (170, 0, 0) if label == "skipped" or label == "image pair" and value.startswith("NOT") else (0, 0, 0)
             draw.text((3 * TILE + 8, y), label, fill=(90, 90, 90), font=font)
             for line in wrapped[:3]:
                 if y > top + TILE - FONT_SIZE - 4:

@@ -7,8 +7,10 @@ OUT/
   staging/00000.rejects.jsonl         the rank's dropped samples: {"id", "stage", "reason"}
   staging/00000.stats.json            the rank's counts
   staging/00000.pid                   the pid of the process that runs the rank (until finalize)
+  staging/00000.answers.jsonl         the rank's sampled answers with their labels (`kind: on_policy`), resumable
   logs/                               datatrove's logging dir: logs/, stats/, completions/00000 markers
   rejects.jsonl                       every dropped sample of the build, sorted by id
+  answers.jsonl                       `kind: on_policy`: every sampled answer with its label, sorted by key
   stats.json                          merged counts: rows, pair types, categories, buckets, drops per reason
   recipe.resolved.yaml                the fully resolved recipe plus package versions
   manifest.json                       what the build wrote: index fingerprint, final files with sha256
@@ -18,10 +20,16 @@ OUT/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def rank_answers_name(rank: int) -> str:
+    """A rank's answers file in staging/, beside the source index (`sources/on_policy.py`)."""
+    return f"{rank:05d}.answers.jsonl"
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -81,10 +89,11 @@ class OutputLayout:
         root = Path(root).expanduser()
         layout = cls(root)
         try:
-            recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            recipe = yaml.safe_load(layout.recipe_file.read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError, RecursionError, yaml.YAMLError):  # ValueError: not UTF-8 (refused later)
             return layout
-        logs = (recipe.get("executor") or {}).get("logging_dir") if isinstance(recipe, dict) else None
+        executor = recipe.get("executor") if isinstance(recipe, dict) else None
+        logs = executor.get("logging_dir") if isinstance(executor, dict) else None
         return cls(root, Path(logs).expanduser()) if isinstance(logs, str) and logs else layout
 
     def staging_shard(self, rank: int) -> Path:
@@ -98,6 +107,14 @@ class OutputLayout:
 
     def staging_stats(self, rank: int) -> Path:
         return self.staging_dir / f"{rank:05d}.stats.json"
+
+    def staging_answers(self, rank: int) -> Path:
+        return self.staging_dir / rank_answers_name(rank)
+
+    @property
+    def answers_file(self) -> Path:
+        """The sampled answers of an on-policy build, merged by finalize."""
+        return self.root / "answers.jsonl"
 
     def final_shard(self, rank: int, tasks: int) -> Path:
         return self.data_dir / shard_name("train", rank, tasks)
@@ -122,6 +139,14 @@ class OutputLayout:
 
     def final_shards(self) -> list[Path]:
         return sorted(self.data_dir.glob("train-*.parquet"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -99,7 +99,8 @@ def _scrub(text: str, token: str | None) -> str:
 def verify_checksums(layout) -> None:
     """Every final shard is one the build's manifest lists, with the size and sha256 it recorded (a
     flipped byte or rows edited after the build are caught), and every listed shard is there."""
-    from mfpo_data.pipeline.outdir import read_manifest, sha256_file
+    from mfpo_data.layout import sha256_file
+    from mfpo_data.pipeline.outdir import read_manifest
 
     listed = {name: entry for name, entry in (read_manifest(layout).get("files") or {}).items() if name.startswith("data/")}
     if not listed:
@@ -129,6 +130,7 @@ def load_build(from_dir: str | Path, cache_dir: str | Path | None = None):
     import datasets
 
     from mfpo_data.layout import OutputLayout
+    from mfpo_data.pipeline.outdir import read_resolved_recipe
     from mfpo_data.schema import DIFFICULTY_BUCKETS, features
     from mfpo_data.validate import check_build_complete, check_parquet_files
 
@@ -140,7 +142,7 @@ def load_build(from_dir: str | Path, cache_dir: str | Path | None = None):
     shards = layout.final_shards()
     check_parquet_files(shards, strict=True)  # first: a changed schema is named column by column
     verify_checksums(layout)
-    recipe_text = layout.recipe_file.read_text() if layout.recipe_file.is_file() else ""
+    recipe_text = read_resolved_recipe(layout)[0] if layout.recipe_file.is_file() else ""
     if not recipe_text:
         raise PublishError(
             f"{layout.recipe_file} is missing: the card must say how the data was made; rerun the build"

@@ -75,7 +75,8 @@ class Sample:
     perturbation: str | None = None
     perturbation_params: dict[str, Any] = field(default_factory=dict)
     image_pair_invalid: str | None = None  # why m' leaves the chosen answer as true as m (a reason); None: a valid pair
-    removal_score: tuple[float, float] | None = None  # detector score of a removed object on (m, m')
+    removal_score: tuple[float, float] | None = None  # detector score of the key object in its region on (m, m')
+    image_reliance: dict[str, Any] | None = None  # per chosen-answer token log p(y|m) - log p(y|m') (stages/s6_reliance.py)
     difficulty: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     dropped: tuple[str, str] | None = None  # (stage, reason)
@@ -132,6 +133,14 @@ def features():
             "perturbation_params": datasets.Value("string"),
             "image_pair_valid": datasets.Value("bool"),
             "removal_score": {"before": datasets.Value("float32"), "after": datasets.Value("float32")},
+            "targets_key_object": datasets.Value("bool"),
+            "image_reliance": {
+                "model_id": datasets.Value("string"),
+                "revision": datasets.Value("string"),
+                "token_ids": datasets.List(datasets.Value("int32")),
+                "values": datasets.List(datasets.Value("float32")),
+                "sum": datasets.Value("float32"),
+            },
             "difficulty": datasets.Value("float32"),
             "difficulty_bucket": datasets.Value("string"),
             "metadata": datasets.Value("string"),
@@ -160,6 +169,19 @@ def user_turn(question: str) -> list[dict]:
 
 def assistant_turn(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+TARGETED_REGIONS = ("key_object", "inserted")  # regions placed on the key object; the others are ablations
+# Columns added after the first datasets were built. A dataset without them still loads and trains
+# (`validate.with_later_columns` adds them in the meaning they had before they existed): a row's negative
+# targets the key object unless its perturbation_params say otherwise, and no row has image reliance.
+LATER_COLUMNS = ("targets_key_object", "image_reliance")
+
+
+def targets_key_object(perturbation_params: dict[str, Any]) -> bool:
+    """Whether m' was made by changing the key object's region: False for the negatives that do not aim at it
+    by construction (a `random` box, the `global` image, a `random_crop`, the `whole_image` fallback)."""
+    return perturbation_params.get("region") in TARGETED_REGIONS
 
 
 def to_row(sample: Sample, original: dict, rejected: dict, mask_rle: dict | None) -> dict:
@@ -194,6 +216,8 @@ def to_row(sample: Sample, original: dict, rejected: dict, mask_rle: dict | None
         "perturbation_params": json.dumps(sample.perturbation_params, sort_keys=True),
         "image_pair_valid": sample.image_pair_invalid is None,
         "removal_score": None if sample.removal_score is None else dict(zip(("before", "after"), map(float, sample.removal_score))),
+        "targets_key_object": targets_key_object(sample.perturbation_params),
+        "image_reliance": sample.image_reliance,
         "difficulty": sample.difficulty,
         "difficulty_bucket": None,  # set after all ranks finish (tertiles over the whole build)
         "metadata": json.dumps(sample.metadata, sort_keys=True, default=str),

@@ -7,11 +7,14 @@
   text, by `<local>/` and its last component, in any nested value.
 - `scrub` replaces every token-shaped string (Hugging Face, GitHub, OpenAI, AWS, Slack, Google keys,
   JWTs, private keys, credentials in URLs, `token=...` / `password: ...` assignments) by `<redacted>`.
-  Every text that can be published (the dataset card, publish's messages) goes through it.
+  Every text that can be published (the dataset card, publish's messages) goes through it, and so does
+  every message of the commands: an `MfpoError`'s text (`errors.py`) and, through `redact_logging`,
+  every log line.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath, PureWindowsPath
@@ -38,7 +41,8 @@ TOKEN_PATTERNS = [
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
     )
 ]
-URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)")
+# user:password@ after a scheme; also after "https:/", which is what a URL becomes once it went through a Path
+URL_CREDENTIALS = re.compile(r"(?<=:/)/?[^/\s:@]+:[^/\s@]+(?=@)")
 ASSIGNMENT = re.compile(  # HF_TOKEN=..., password: ..., "api_key": "..." (not max_answer_tokens: 64)
     r"(?i)(\b(?:[a-z0-9]+[_-])*(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|private[_-]?key)"
     r"\b['\"]?\s*[=:]\s*['\"]?)([^\s'\",;]+)"
@@ -55,8 +59,27 @@ def scrub(text: str, *known: str | None) -> str:
             text = text.replace(secret, REDACTED)
     for pattern in TOKEN_PATTERNS:
         text = pattern.sub(REDACTED, text)
-    text = URL_CREDENTIALS.sub(REDACTED, text)
+    text = URL_CREDENTIALS.sub(lambda m: "/" + REDACTED if m.group(0).startswith("/") else REDACTED, text)
     return ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED if m.group(2) != REDACTED else m.group(0), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record's text through `scrub`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_logging() -> None:
+    """Every handler of the root logger (and Python's last-resort one) scrubs what it prints; the commands call
+    it after configuring logging."""
+    for handler in [*logging.getLogger().handlers, *([logging.lastResort] if logging.lastResort else [])]:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def is_local_path(value: str) -> bool:

@@ -19,6 +19,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from mfpo_data.errors import ConfigError
+from mfpo_data.secrets import scrub
+from mfpo_data.textfile import RecordError, read_text
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -38,8 +40,14 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 def _path_of(parent: yaml.MappingNode, key_node: yaml.Node, loader: _StrictLoader) -> str:
-    # Walk the document from the root to find the dotted path of `key_node`.
+    # Walk the document from the root to find the dotted path of `key_node`. Each node is walked once: an
+    # alias makes one node reachable by many paths (an "alias bomb", 9 levels of 9, has 9**9).
+    seen: set[int] = set()
+
     def walk(node: yaml.Node, prefix: str) -> str | None:
+        if id(node) in seen:
+            return None
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 name = f"{prefix}{k.value}"
@@ -81,14 +89,15 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping safely; duplicate keys are errors."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    return loads_yaml(text, name=str(path))
+        text = read_text(path, "config file")  # missing, a folder, not UTF-8: one line
+    except RecordError as e:
+        raise ConfigError(str(e)) from None
+    return loads_yaml(text, name=scrub(str(path)))
 
 
 def loads_yaml(text: str, name: str = "<string>") -> dict:
     loader = _StrictLoader(text)
+    loader._mfpo_name = name
     try:
         loader._mfpo_root = loader.get_single_node()
         data = loader.construct_document(loader._mfpo_root) if loader._mfpo_root is not None else None
@@ -102,6 +111,28 @@ def loads_yaml(text: str, name: str = "<string>") -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: the top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+# Python refuses to turn more than 4300 digits into an int (a ValueError deep inside PyYAML); say so in one line.
+_MAX_DIGITS = 4300
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    digits = len(loader.construct_scalar(node).lstrip("+-").replace("_", ""))
+    if digits > _MAX_DIGITS:
+        where = f"{loader._mfpo_name}: " if getattr(loader, "_mfpo_name", None) else ""
+        raise ConfigError(f"{where}line {node.start_mark.line + 1}: a number of {digits} digits (at most "
+                          f"{_MAX_DIGITS})")
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_StrictLoader.add_constructor(_INT, _construct_int)
+
+
+def _short(value: Any) -> str:
+    """A value as a message shows it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text):,} characters)"
 
 
 _COMMENT = re.compile(r"(^|\s)#")
@@ -173,14 +204,14 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
                 return coerce(value, arg, path)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"'{path}' must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"'{path}' must be {_type_name(tp)}, got {_short(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"'{path}' must be one of {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"'{path}' must be one of {_type_name(tp)}, got {_short(value)}")
     if origin in (list, Sequence, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+            raise ConfigError(f"'{path}' must be a list, got {_short(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -191,7 +222,7 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"'{path}' must be a mapping, got {value!r}")
+            raise ConfigError(f"'{path}' must be a mapping, got {_short(value)}")
         args = typing.get_args(tp)
         if len(args) == 2:
             return {coerce(k, args[0], path): coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
@@ -212,14 +243,14 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"'{path}' must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"'{path}' must be {_type_name(tp)}, got {_short(value)}")
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass `cls` from a mapping, recursively; unknown keys and wrong types raise ConfigError."""
     where = path or "the top level"
     if not isinstance(data, dict):
-        raise ConfigError(f"'{where}' must be a mapping, got {data!r}")
+        raise ConfigError(f"'{where}' must be a mapping, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]

@@ -54,9 +54,13 @@ def features_problems(
 ) -> list[str]:
     """What differs between `got` and the schema, one phrase per kind (empty when they match).
 
+    The schema's `LATER_COLUMNS` may be absent unless `strict` (a dataset built before they existed).
+
     `required` narrows the schema to those columns plus the schema's columns that `got` has (they must
     still have the schema's types), e.g. TRL's columns for a plain-DPO dataset.
     """
+    from mfpo_data.schema import LATER_COLUMNS
+
     if expected is None:
         from mfpo_data.schema import features
 
@@ -64,7 +68,8 @@ def features_problems(
     if required is not None:
         required = set(required)
         expected = {c: f for c, f in expected.items() if c in required or c in got}
-    missing = [c for c in expected if c not in got]
+    later = () if strict else LATER_COLUMNS  # a dataset built before them loads with them added (`with_later_columns`)
+    missing = [c for c in expected if c not in got and c not in later]
     mistyped = [
         f"{c} (expected {describe(expected[c])}, got {describe(got[c])})"
         for c in expected
@@ -175,6 +180,33 @@ def _load(*args, **kwargs):
         raise DatasetLoadError(f"cannot load {what}: {type(e).__name__}: {msg}") from e
 
 
+def with_later_columns(ds, where: str = "the dataset"):
+    """`ds` with the `schema.LATER_COLUMNS` it lacks (a dataset built before they existed), in the meaning they
+    had then: `targets_key_object` from each row's perturbation_params (`schema.targets_key_object`: only a
+    negative on the key object's region or an inserted object targets it; a random box, the whole image and a
+    random crop do not) and `image_reliance` null. A dataset without MFPO's columns (plain TRL) is returned as
+    it is."""
+    import json
+
+    from mfpo_data.schema import LATER_COLUMNS, features, targets_key_object
+
+    if "perturbation_params" not in ds.column_names:
+        return ds
+    schema = features()
+    for name in (c for c in LATER_COLUMNS if c not in ds.column_names):
+        if name == "targets_key_object":
+            values = []
+            for i, params in enumerate(ds.with_format(None)["perturbation_params"]):
+                try:
+                    values.append(targets_key_object(json.loads(params) if params else {}))
+                except (json.JSONDecodeError, AttributeError):
+                    raise SchemaError(f"{where} row {i}: perturbation_params is not a JSON object: {str(params)[:80]!r}") from None
+        else:
+            values = [None] * len(ds)
+        ds = ds.add_column(name, values, feature=schema[name])
+    return ds
+
+
 def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, strict: bool = False,
                       revision: str | None = None, required: Iterable[str] | None = None):
     """Load a build output folder, a published or dry-run folder, a parquet file or a Hub id, and validate it.
@@ -186,7 +218,8 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
     `schema.features()` for every column the schema names. Raises `IncompleteBuildError` for a build
     whose ranks did not all finish, `SchemaError` listing the missing and mistyped columns (plus the
     unexpected ones when `strict`), `DatasetLoadError` when `datasets` cannot load it. `required` (see
-    `features_problems`) accepts datasets that have only some of the schema's columns.
+    `features_problems`) accepts datasets that have only some of the schema's columns. A dataset built
+    before the schema's `LATER_COLUMNS` existed gets them added in their old meaning (`with_later_columns`).
     """
     import datasets
 
@@ -217,6 +250,7 @@ def load_and_validate(path_or_repo_id: str | Path, split: str | None = None, *, 
         dd = datasets.DatasetDict({"train": dd})
     for name, ds in dd.items():
         check_features(ds.features, f"{where} split '{name}'", strict=strict, required=required)
+        dd[name] = with_later_columns(ds, f"{where} split '{name}'")
     if split is None:
         return dd
     if split not in dd:

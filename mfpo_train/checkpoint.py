@@ -35,7 +35,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mfpo_data.pipeline.outdir import sha256_file
+from mfpo_data.layout import sha256_file
 from mfpo_train.errors import TrainingError
 
 
@@ -55,6 +55,7 @@ class TrainState:
     nonfinite_steps: int = 0
     dropped_rows: int = 0  # prompt with image tokens >= max_length
     undecodable_rows: int = 0  # image bytes that cannot be decoded
+    invalid_rows: int = 0  # rows data.row_problem refuses: empty answers, images that do not match
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -90,37 +91,43 @@ def resolve_resume(resume: bool | str | Path, output_dir: Path) -> Path | None:
     return path
 
 
-# What a run that trained at least one step leaves in its output folder. config.json alone is not one: a run
-# that failed before its first step (a wrong model path) must not claim the folder for the corrected command.
-RUN_MARKERS = ("metrics.jsonl", "checkpoints", "final")
+def check_metrics(path: Path) -> list[tuple[int, int]]:
+    """(line, step) of every logged step of a run's metrics file; a damaged line is one line to fix or delete.
 
+    A last line without its newline (the crash came while it was written) is not read: `trim_metrics` cuts it.
+    """
+    from mfpo_data.scorers.io import RecordError, decode, parse_objects, where
 
-def refuse_existing_run(output_dir: Path) -> None:
-    """A fresh run never writes into a folder that holds another run (it would append to its metrics)."""
-    found = [name for name in RUN_MARKERS if (Path(output_dir) / name).exists()]
-    if found:
-        raise TrainingError(f"{output_dir} holds a training run already ({', '.join(found)}): pass --resume to "
-                            "continue it, or set train.output_dir to a new folder")
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]  # a torn last line is left out
+    steps = []
+    try:
+        for line, row in parse_objects(decode(complete, path, "metrics file"), path):
+            step = row.get("step")
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise RecordError(f"{where(path, line)}: 'step' must be a whole number >= 0, got {step!r}", path, line)
+            steps.append((line, step))
+    except RecordError as e:
+        raise TrainingError(f"{e}; fix line {e.line} of the metrics file, or delete it, and rerun with --resume") from None
+    return steps
 
 
 def trim_metrics(path: Path, step: int) -> None:
     """Keep the logged steps up to `step` (the checkpoint resumed from): later ones are trained and logged again."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and _logged_step(line) <= step]
-    if len(kept) != len(lines):
+    logged = check_metrics(path)
+    lines = path.read_bytes().split(b"\n")
+    keep = {line for line, logged_step in logged if logged_step <= step}
+    kept = [raw + b"\n" for i, raw in enumerate(lines, 1) if i in keep]
+    if sum(1 for raw in lines if raw.strip()) != len(kept):
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
+        tmp.write_bytes(b"".join(kept))
         tmp.replace(path)
-        logger.info("resume at step %d: dropped %d logged steps after it from %s", step, len(lines) - len(kept), path)
-
-
-def _logged_step(line: str) -> float:
-    try:
-        return json.loads(line).get("step", float("inf"))
-    except ValueError:  # a line cut short by the crash
-        return float("inf")
+        logger.info("resume at step %d: dropped %d logged lines after it from %s", step,
+                    sum(1 for raw in lines if raw.strip()) - len(kept), path)
 
 
 def register_hooks(accelerator) -> None:
@@ -202,37 +209,156 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, reference_
     return final
 
 
-def load_checkpoint(accelerator, path: Path, reference_model=None, *, scheduler=None) -> TrainState:
+def read_state(path: Path, steps_per_epoch: list[int], epochs_per_stage: int) -> TrainState:
+    """The checkpoint's trainer state, every field checked before anything is loaded or written.
+
+    Each field must be a whole number >= 0; the position (stage, epoch, step in the epoch) must lie inside
+    this run's curriculum (`steps_per_epoch` per stage) and add up to `global_step`, which must be the step
+    the checkpoint's folder is named after. A damaged state is one line, never a run that restarts or ends.
+    """
+    from mfpo_data.scorers.io import RecordError, read_json
+
     path = Path(path)
     verify_checkpoint(path)
+    file = path / STATE_FILE
     try:
-        state = TrainState(**json.loads((path / STATE_FILE).read_text()))
-    except (ValueError, TypeError) as e:
-        raise TrainingError(f"{path / STATE_FILE} is not a valid trainer state: {e}") from None
-    accelerator.load_state(str(path))
-    if reference_model is not None and (path / "reference.safetensors").is_file():
-        from safetensors.torch import load_model
+        data = read_json(file, "trainer state")
+    except RecordError as e:
+        raise TrainingError(f"{e}; the checkpoint cannot be resumed") from None
+    fields = list(TrainState.__dataclass_fields__)
+    if not isinstance(data, dict) or set(data) - set(fields) or not set(fields[:4]) <= set(data):
+        raise TrainingError(f"{file}: not a trainer state (a JSON object with {', '.join(fields)})")
+    for name, value in data.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TrainingError(f"{file}: {name} must be a whole number >= 0, got {value!r}")
+    state = TrainState(**data)
+    stages = len(steps_per_epoch)
 
-        load_model(reference_model, str(path / "reference.safetensors"))
-    if scheduler is not None:
-        if not (path / SCHEDULER_FILE).is_file():
-            raise TrainingError(f"checkpoint {path} has no {SCHEDULER_FILE}: it cannot be resumed exactly")
-        scheduler.load_state_dict(json.loads((path / SCHEDULER_FILE).read_text()))
+    def refuse(why: str) -> TrainingError:
+        return TrainingError(f"{file}: {why}; the checkpoint does not belong to this run's data and curriculum "
+                             f"({stages} stages of {steps_per_epoch} steps, {epochs_per_stage} epochs each)")
+
+    if state.stage_index > stages:
+        raise refuse(f"stage_index {state.stage_index} is past the last stage")
+    if state.stage_index == stages and (state.epoch or state.step_in_epoch):
+        raise refuse(f"a finished run cannot be at epoch {state.epoch}, step {state.step_in_epoch}")
+    if state.stage_index < stages and state.epoch >= epochs_per_stage:
+        raise refuse(f"epoch {state.epoch} is past the stage's last epoch")
+    if state.stage_index < stages and state.step_in_epoch > steps_per_epoch[state.stage_index]:
+        raise refuse(f"step_in_epoch {state.step_in_epoch} is past the epoch's {steps_per_epoch[state.stage_index]}")
+    position = sum(steps_per_epoch[: state.stage_index]) * epochs_per_stage + state.step_in_epoch + (
+        state.epoch * steps_per_epoch[state.stage_index] if state.stage_index < stages else 0)
+    if position != state.global_step:
+        raise refuse(f"global_step {state.global_step} is not the step its position gives ({position})")
+    if path.name != checkpoint_dir(path.parent.parent, state.global_step).name:
+        raise TrainingError(f"{file}: global_step {state.global_step} does not match the checkpoint's name {path.name}")
+    if state.nonfinite_steps > state.global_step:
+        raise TrainingError(f"{file}: nonfinite_steps {state.nonfinite_steps} exceeds global_step {state.global_step}")
+    return state
+
+
+def check_same_shapes(path: Path, lora) -> None:
+    """Refuse a checkpoint whose LoRA adapters have another rank or alpha than the config asks for."""
+    from mfpo_data.scorers.io import RecordError, read_json
+
+    file = Path(path) / "model" / "adapter_config.json"
+    if not file.is_file():
+        if lora.enabled and (Path(path) / "model" / "model.safetensors").is_file():
+            raise TrainingError(f"checkpoint {path} holds full model weights (trained without LoRA), but "
+                                "lora.enabled is true; resume with the run's settings")
+        return
+    try:
+        saved = read_json(file, "adapter config")
+    except RecordError as e:
+        raise TrainingError(str(e)) from None
+    if not lora.enabled:
+        raise TrainingError(f"checkpoint {path} holds LoRA adapters, but lora.enabled is false; resume with LoRA on")
+    for key, value in (("r", lora.r), ("lora_alpha", lora.alpha)):
+        if isinstance(saved, dict) and saved.get(key) != value:
+            raise TrainingError(f"checkpoint {path} has LoRA {key}={saved.get(key)!r}, the config asks for "
+                                f"{'lora.r' if key == 'r' else 'lora.alpha'}={value!r}; resume with the run's LoRA "
+                                "settings, or set train.output_dir to a new folder")
+
+
+def load_checkpoint(accelerator, path: Path, state: TrainState, reference_model=None, *, scheduler=None) -> TrainState:
+    """Load a checkpoint whose state `read_state` checked: the scheduler's state is checked against the
+    scheduler's own before it is loaded, and whatever accelerate or safetensors cannot read is one line."""
+    path = Path(path)
+    saved_scheduler = _scheduler_state(path, scheduler, state.global_step) if scheduler is not None else None
+    try:
+        accelerator.load_state(str(path))
+        if reference_model is not None and (path / "reference.safetensors").is_file():
+            from safetensors.torch import load_model
+
+            load_model(reference_model, str(path / "reference.safetensors"))
+    except Exception as e:  # noqa: BLE001 - torch, accelerate and safetensors each raise their own types
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrainingError(f"cannot load checkpoint {path} ({type(e).__name__}: {detail[:200]}); it is damaged or "
+                            "from another model or config") from None
+    if saved_scheduler is not None:
+        scheduler.load_state_dict(saved_scheduler)
     _load_rng_state(path, accelerator.process_index)
     logger.info("resumed from %s at step %d", path, state.global_step)
     return state
+
+
+def _scheduler_state(path: Path, scheduler, global_step: int) -> dict:
+    """scheduler.json, refused unless it has the keys and value types of `scheduler.state_dict()` and has
+    stepped once per optimizer step."""
+    from mfpo_data.scorers.io import RecordError, read_json
+
+    file = path / SCHEDULER_FILE
+    if not file.is_file():
+        raise TrainingError(f"checkpoint {path} has no {SCHEDULER_FILE}: it cannot be resumed exactly")
+    try:
+        saved = read_json(file, "scheduler state")
+    except RecordError as e:
+        raise TrainingError(f"{e}; the checkpoint cannot be resumed") from None
+    template = json.loads(json.dumps(scheduler.state_dict()))
+    if not isinstance(saved, dict) or set(saved) != set(template):
+        raise TrainingError(f"{file}: not the state of this run's scheduler (keys {sorted(template)})")
+    for key, value in template.items():
+        if not _same_shape(saved[key], value):
+            raise TrainingError(f"{file}: {key} must look like {json.dumps(value)[:60]}, got {json.dumps(saved[key])[:60]}")
+    if saved.get("last_epoch") != global_step:
+        raise TrainingError(f"{file}: last_epoch {saved.get('last_epoch')!r} is not the checkpoint's step {global_step}")
+    return saved
+
+
+def _same_shape(value, template) -> bool:
+    """`value` has `template`'s JSON type (a whole number for a whole number, any number for a fraction, a list
+    of as many items of the same shapes)."""
+    if isinstance(template, bool) or template is None:
+        return type(value) is type(template)
+    if isinstance(template, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(template, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(template, list):
+        return isinstance(value, list) and len(value) == len(template) and all(
+            _same_shape(v, t) for v, t in zip(value, template, strict=True))
+    if isinstance(template, dict):
+        return isinstance(value, dict) and set(value) == set(template) and all(
+            _same_shape(value[k], t) for k, t in template.items())
+    return type(value) is type(template)
 
 
 def verify_checkpoint(path: Path) -> None:
     """Refuse a checkpoint whose files are not exactly the ones its manifest lists, with the same sha256."""
     manifest = path / MANIFEST_FILE
     try:
-        expected = json.loads(manifest.read_text())
+        expected = json.loads(manifest.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TrainingError(f"checkpoint {path} has no {MANIFEST_FILE}: refusing to load files nobody vouched "
                             "for (it was not written by this version of mfpo-train, or is incomplete)") from None
-    except ValueError as e:
-        raise TrainingError(f"{manifest} is not valid JSON ({e}): refusing the checkpoint") from None
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deeply
+        raise TrainingError(f"{manifest} is not valid JSON ({str(e)[:120]}): refusing the checkpoint") from None
+    if not isinstance(expected, dict):
+        raise TrainingError(f"{manifest} is not a manifest (a JSON object of file -> sha256): refusing the checkpoint")
+    pickles = sorted(f.relative_to(path).as_posix() for f in path.rglob("*.pkl"))
+    if pickles:  # never written by mfpo-train (see the module notes), so never loaded, vouched for or not
+        raise TrainingError(f"checkpoint {path} holds pickle files mfpo-train never writes ({', '.join(pickles)}); "
+                            "refusing to load it")
     got = _file_hashes(path)
     extra = sorted(set(got) - set(expected))
     missing = sorted(set(expected) - set(got))

@@ -5,6 +5,7 @@
     mfpo-train precompute-ref --config llava15_7b_lora --output data/coco-ref
     mfpo-train configs                                   # the shipped configs (and ./recipes/train/)
     mfpo-train make-tiny-model runs/tiny-llava           # a tiny random model for the debug config
+    mfpo-train merge-adapter runs/r1/final runs/r1/merged  # base + adapter as one model: the next round's policy
 
 Commands are thin: parse, call one library function, print known errors in one line (exit code 1).
 torch and transformers are imported inside the commands, so `--help` is instant.
@@ -18,6 +19,7 @@ from pathlib import Path
 import typer
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(add_completion=False, help="Train vision-language models on mfpo image-preference data.")
@@ -33,7 +35,10 @@ BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default
 
 
 def _run(fn, interrupted: str = "interrupted"):
+    from mfpo_data.secrets import redact_logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()
     try:
         return fn()
     except MfpoError as e:
@@ -109,7 +114,7 @@ def precompute_ref(
         from mfpo_train.precompute import precompute_reference
 
         out = precompute_reference(load_config(config, overrides), output, batch_size=batch_size)
-        typer.echo(f"wrote {out}; train on it with --set data.dataset={out}")
+        typer.echo(scrub(f"wrote {out}; train on it with --set data.dataset={out}"))
 
     _run(run)
 
@@ -147,6 +152,49 @@ def make_tiny_model(
         typer.echo(f"wrote a tiny random {family} model to {path}; use it with --set model.name_or_path={path}")
 
     _run(run)
+
+
+@app.command("merge-adapter")
+def merge_adapter(
+    adapter: Path = typer.Argument(..., help="LoRA adapter folder (mfpo-train's OUT/final)."),
+    output: Path = typer.Argument(..., help="New or empty folder to write the merged model and its processor into."),
+    model: str = typer.Option(None, "--model", help="Base model (default: the adapter's base_model_name_or_path)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (the base checkpoint's), float32, bfloat16 or float16."),
+):
+    """Merge a LoRA adapter into its base model and save it as a model folder: the policy (and reference) of the
+    next on-policy round (recipes/coco_on_policy.yaml)."""
+
+    def run():
+        import json
+
+        from mfpo_data.backends.vlm import adapter_base_model, describe_model, load_vlm
+        from mfpo_data.errors import ConfigError
+
+        target = output.expanduser()
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise ConfigError(f"{target} exists and is not an empty folder; choose a new one")
+        base = model or adapter_base_model(adapter, "ADAPTER")
+        chosen = dtype if dtype != "auto" else _checkpoint_dtype(base)
+        net, processor = load_vlm(base, adapter, merge=True, dtype=chosen, device="cpu", adapter_key="ADAPTER")
+        target.mkdir(parents=True, exist_ok=True)
+        net.save_pretrained(target)
+        processor.save_pretrained(target)
+        provenance = {**describe_model(base, adapter), "dtype": chosen}
+        (target / "mfpo_merged_from.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        typer.echo(f"wrote {base} + {adapter} merged ({chosen}) to {target}; use it with --set model.name_or_path={target} "
+                   f"or --set source.model={target}")
+
+    _run(run)
+
+
+def _checkpoint_dtype(model: str) -> str:
+    """The dtype a checkpoint was saved in (its config's `dtype` / `torch_dtype`), float32 when it says none."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    found = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    found = found.removeprefix("torch.")
+    return found if found in ("float32", "bfloat16", "float16") else "float32"
 
 
 if __name__ == "__main__":

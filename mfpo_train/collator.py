@@ -13,13 +13,15 @@ from typing import Any
 
 import torch
 
+from mfpo_data.chat import split_answer
 from mfpo_train.data import REF_COLUMNS
+from mfpo_train.losses import reliance_weights
 
 
 logger = logging.getLogger(__name__)
 
 # Batch keys that are not model inputs.
-NON_MODEL_KEYS = ("completion_mask", "ref_logps", "num_dropped", "num_pairs", "kept", "image_pair_mask")
+NON_MODEL_KEYS = ("completion_mask", "ref_logps", "num_dropped", "num_pairs", "kept", "image_pair_mask", "token_weights")
 SEQUENCES = ("chosen", "rejected", "perturbed")
 
 
@@ -40,6 +42,9 @@ class MFPOCollator:
       * `ref_logps`: (S, N) float32, only when every row carries precomputed reference log-probs;
       * `image_pair_mask`: (N,) float32, 1 where the row's image pair is valid for `L_image`, 0 where
         `image_pair_valid` is false (rows without the column count as valid);
+      * with `token_weighting`, `token_weights`: (S*N, L) float32, each chosen-answer token's weight from the
+        row's `image_reliance` column (`losses.reliance_weights`) in the chosen and perturbed blocks, 1 at the
+        rejected answer's tokens; the column's token ids must be the ones the model's tokenizer gives here;
       * `kept`: the positions (in the input list) of the N rows kept;
       * `num_pairs` (N) and `num_dropped`: rows dropped because their prompt with its image tokens leaves
         no room for a single answer token within `max_length`.
@@ -50,6 +55,7 @@ class MFPOCollator:
     processor: Any
     max_length: int | None = None
     sequences: tuple[str, ...] = SEQUENCES
+    token_weighting: bool = False
 
     def __post_init__(self):
         unknown = [s for s in self.sequences if s not in SEQUENCES]
@@ -59,23 +65,11 @@ class MFPOCollator:
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
 
     # -- text rendering ------------------------------------------------------------------------
-    def _template(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        renderer = self.processor if getattr(self.processor, "chat_template", None) else self.tokenizer
-        return renderer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
     def render(self, row: dict) -> tuple[str, dict[str, str]]:
         """The prompt text (with the generation prompt) and each answer's text as the template renders it."""
-        prompt = _clean(row["prompt"])
-        prompt_text = self._template(prompt, add_generation_prompt=True)
         answers = {}
         for col in ("chosen", "rejected"):
-            full = self._template(prompt + _clean(row[col]), add_generation_prompt=False)
-            if not full.startswith(prompt_text):
-                raise ValueError(
-                    "the chat template renders the prompt differently with and without the answer; "
-                    f"cannot split prompt from answer (row {row.get('id')!r})"
-                )
-            answers[col] = full[len(prompt_text) :]
+            prompt_text, answers[col] = split_answer(self.processor, row["prompt"], row[col], row.get("id"))
         return prompt_text, answers
 
     # -- collation -----------------------------------------------------------------------------
@@ -94,7 +88,7 @@ class MFPOCollator:
             if not rows:
                 return {"num_pairs": 0, "num_dropped": num_dropped, "kept": []}
             enc = self._encode_prompts(rows, rendered)  # re-encode: per-image tensors cannot be sliced generically
-        batch = self._append_answers(enc, rendered)
+        batch = self._append_answers(enc, rendered, rows)
         batch["num_pairs"] = len(rows)
         batch["kept"] = keep
         batch["num_dropped"] = num_dropped
@@ -113,7 +107,7 @@ class MFPOCollator:
                 images.append([_rgb(im) for im in imgs])
         return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
 
-    def _append_answers(self, enc: dict[str, Any], rendered: list[tuple[str, dict]]) -> dict[str, Any]:
+    def _append_answers(self, enc: dict[str, Any], rendered: list[tuple[str, dict]], rows: list[dict]) -> dict[str, Any]:
         answers = [rendered[i][1]["rejected" if seq == "rejected" else "chosen"]
                    for seq in self.sequences for i in range(len(rendered))]
         answer_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
@@ -144,7 +138,30 @@ class MFPOCollator:
                 out_extras[k][j, : len(p)] = extras[k][j]
         batch = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask") and k not in per_token}
         batch.update(input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask, **out_extras)
+        if self.token_weighting:
+            batch["token_weights"] = self._token_weights(rows, seqs, length)
         return batch
+
+    def _token_weights(self, rows: list[dict], seqs: list[tuple], length: int) -> torch.Tensor:
+        """(S*N, L) weights: the chosen answer's reliance weights on its tokens in the chosen and perturbed blocks."""
+        weights = torch.ones((len(seqs), length), dtype=torch.float32)
+        n = len(rows)
+        for k, seq in enumerate(self.sequences):
+            if seq == "rejected":
+                continue
+            for i, row in enumerate(rows):
+                prompt, answer = seqs[k * n + i]
+                reliance = row.get("image_reliance")
+                if not reliance or not reliance.get("values"):
+                    raise ValueError(f"loss.token_weighting: image_reliance, but row {row.get('id')!r} has no image_reliance "
+                                     "(build the data with the `reliance` stage)")
+                tokens = list(reliance["token_ids"])[: len(answer)]
+                if tokens != answer.tolist():
+                    raise ValueError(f"row {row.get('id')!r}: image_reliance was computed with other tokens than this "
+                                     f"model's ({reliance.get('model_id')}); rebuild it with the model you train")
+                values = reliance_weights(reliance["values"][: len(answer)])
+                weights[k * n + i, len(prompt) : len(prompt) + len(answer)] = torch.tensor(values, dtype=torch.float32)
+        return weights
 
     def _reference(self, rows: list[dict]) -> torch.Tensor | None:
         cols = [REF_COLUMNS[s] for s in self.sequences]
@@ -154,17 +171,6 @@ class MFPOCollator:
         if any(v is None for vs in values for v in vs):
             return None
         return torch.tensor(values, dtype=torch.float32)
-
-
-def _clean(messages: list[dict]) -> list[dict]:
-    """Arrow stores `{"type": "image", "text": None}`; templates expect no `text` key on image parts."""
-    out = []
-    for m in messages:
-        content = m["content"]
-        if isinstance(content, list):
-            content = [{k: v for k, v in part.items() if v is not None} for part in content]
-        out.append({"role": m["role"], "content": content})
-    return out
 
 
 def _rgb(image):

@@ -91,6 +91,8 @@ class LossConfig:
     """L = text_weight * L_text + image_weight * L_image + margin_weight * L_margin (paper Eq. 5-7).
 
     Plain DPO: image_weight = margin_weight = 0. mDPO and MFPO: all three at 1 (the paper's best, eta 0).
+    `token_weighting: image_reliance` weights the chosen answer's tokens by the dataset's `image_reliance`
+    column (`losses.reliance_weights`); `none` is the paper's uniform sum.
     """
 
     beta: float = 0.1
@@ -98,6 +100,7 @@ class LossConfig:
     image_weight: float = 1.0
     margin_weight: float = 1.0
     eta: float = 0.0
+    token_weighting: Literal["none", "image_reliance"] = "none"
 
     def check(self, path: str) -> None:
         if self.beta <= 0:

@@ -24,7 +24,7 @@ REF_COLUMNS = {"chosen": "ref_chosen_logps", "rejected": "ref_rejected_logps", "
 # Which reference produced them: "<model id>@<revision>|max_length=<n>". Training refuses a mismatch.
 REF_KEY_COLUMN = "ref_logps_model"
 # The columns the trainer reads; the rest (key_objects, mask, ...) are dropped before collation.
-TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "image_pair_valid", "difficulty_bucket")
+TRAIN_COLUMNS = ("id", *TRL_COLUMNS, "rejected_images", "image_pair_valid", "difficulty_bucket", "image_reliance")
 
 
 def load_preference_dataset(source: str | Path, split: str = "train", revision: str | None = None, *,
@@ -142,15 +142,98 @@ def dry_run(cfg) -> str:
     if not stages:
         raise TrainingError(f"no rows to train on in {cfg.data.dataset} for curriculum {cfg.stages}")
     reference = "precomputed columns" if cfg.reference != "model" and available else f"{cfg.model.name_or_path} (forward)"
+    reasons, ids = untrainable_rows(ds.select_columns(trainer_columns(ds)))
+    skipped = (f"; {len(ids)} rows cannot be trained and will be skipped ("
+               + ", ".join(f"{why} {n}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+               + f"; ids {', '.join(map(str, ids[:5]))}{', ...' if len(ids) > 5 else ''})") if ids else ""
     return (f"ok: {cfg.data.dataset} split {cfg.data.split}: {len(ds)} rows with MFPO's columns; "
-            f"stages {', '.join(f'{name} {len(rows)}' for name, rows in stages)}; reference {reference}")  # fmt: skip
+            f"stages {', '.join(f'{name} {len(rows)}' for name, rows in stages)}; reference {reference}{skipped}")  # fmt: skip
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a row cannot be trained on (None when it can): no image, a perturbed image for each original
+    missing, a prompt whose image parts do not match its images, an empty chosen or rejected answer.
+
+    `images` (and `rejected_images`) may be decoded images or undecoded `{bytes, path}` records.
+    """
+    images = row.get("images") or []
+    if not images:
+        return "no image"
+    if "rejected_images" in row and len(row["rejected_images"] or []) != len(images):
+        return f"{len(images)} images but {len(row['rejected_images'] or [])} rejected_images"
+    parts = sum(1 for m in row.get("prompt") or [] if isinstance(m.get("content"), list)
+                for p in m["content"] if p.get("type") == "image")
+    if parts != len(images):
+        return f"the prompt has {parts} image parts for {len(images)} images"
+    for col in ("chosen", "rejected"):
+        if not _answer_text(row.get(col)).strip():
+            return f"empty {col} answer"
+    return None
+
+
+def _answer_text(messages) -> str:
+    text = []
+    for m in messages or []:
+        content = m.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        text += [p.get("text") or "" for p in parts if p.get("type") == "text"]
+    return "".join(text)
+
+
+def untrainable_rows(ds) -> tuple[dict[str, int], list]:
+    """({reason: rows}, ids of those rows) for every row `row_problem` refuses or whose image does not decode;
+    reads the image bytes without decoding the pixels (what `--dry-run` checks)."""
+    import io
+    from collections import Counter
+
+    import datasets
+    from PIL import Image
+
+    plain = ds
+    for col in ("images", "rejected_images"):
+        if col in ds.column_names:
+            plain = plain.cast_column(col, datasets.List(datasets.Image(decode=False)))
+    reasons: Counter[str] = Counter()
+    ids = []
+    for i, row in enumerate(plain):
+        why = row_problem(row)
+        if why is None:
+            for image in [*(row.get("images") or []), *(row.get("rejected_images") or [])]:
+                try:
+                    with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as im:
+                        im.verify()
+                except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
+                    why = f"image cannot be decoded ({type(e).__name__})"
+                    break
+        if why is not None:
+            reasons[why.split(" (")[0] if why.startswith("image") else _reason_kind(why)] += 1
+            ids.append(row.get("id", f"#{i}"))
+    return dict(reasons), ids
+
+
+def _reason_kind(why: str) -> str:
+    """'2 images but 1 rejected_images' -> 'images and rejected_images differ in count' (for counting)."""
+    if "rejected_images" in why:
+        return "images and rejected_images differ in count"
+    if "image parts" in why:
+        return "prompt image parts differ from images"
+    return why
+
+
+class Unusable:
+    """What `DecodingRows` gives for a row that cannot be trained on: `undecodable` or another reason."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
 
 class DecodingRows:
-    """Rows of `ds` for the DataLoader; a row whose image cannot be decoded comes back as None, not an error.
+    """Rows of `ds` for the DataLoader; a row that cannot be trained comes back as `Unusable`, not an error.
 
-    `datasets` decodes images when a row is read, so one corrupt image would otherwise abort the run.
-    `skip_undecodable` drops the None rows before collation and counts them (`num_undecodable`).
+    `datasets` decodes images when a row is read, so one corrupt image would otherwise abort the run; a row
+    `row_problem` refuses (an empty answer, mismatched image counts) would end in a traceback inside the
+    processor. `skip_undecodable` drops those rows before collation and counts them (`num_undecodable`,
+    `num_invalid`).
     """
 
     def __init__(self, ds):
@@ -161,21 +244,28 @@ class DecodingRows:
         return len(self.ds)
 
     def __getitem__(self, i: int):
+        row_id = self.ids[i] if self.ids is not None else f"#{i}"
         try:
-            return self.ds[i]
+            row = self.ds[i]
         except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ValueError, ... for bad image bytes
-            row = self.ids[i] if self.ids is not None else f"#{i}"
-            logger.warning("row %s: image cannot be decoded (%s: %s); pair skipped", row, type(e).__name__, e)
-            return None
+            logger.warning("row %s: image cannot be decoded (%s: %s); pair skipped", row_id, type(e).__name__, e)
+            return Unusable("undecodable")
+        why = row_problem(row)
+        if why is not None:
+            logger.warning("row %s: %s; pair skipped", row_id, why)
+            return Unusable(why)
+        return row
 
 
 def skip_undecodable(collate):
-    """Wrap a collator: drop the None rows of `DecodingRows` and report how many in `num_undecodable`."""
+    """Wrap a collator: drop the `Unusable` rows of `DecodingRows`; count them in `num_undecodable` (images that
+    do not decode) and `num_invalid` (rows `row_problem` refuses)."""
 
     def collate_fn(rows: list):
-        kept = [r for r in rows if r is not None]
+        kept = [r for r in rows if not isinstance(r, Unusable)]
         batch = collate(kept) if kept else {"num_pairs": 0, "num_dropped": 0}
-        batch["num_undecodable"] = len(rows) - len(kept)
+        batch["num_undecodable"] = sum(isinstance(r, Unusable) and r.reason == "undecodable" for r in rows)
+        batch["num_invalid"] = sum(isinstance(r, Unusable) and r.reason != "undecodable" for r in rows)
         return batch
 
     return collate_fn

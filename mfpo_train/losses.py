@@ -8,6 +8,10 @@ r(y|m) = logps_policy(y|m) - logps_ref(y|m) is the implicit reward (times beta).
     L_margin = -log s(b * r(y_w|m) - eta)                 Eq. 7, keeps the chosen reward from falling
     L        = w_text * L_text + w_image * L_image + w_margin * L_margin   (1 : 1 : 1 best, eta = 0)
 
+With `loss.token_weighting: image_reliance` the log-probs of the chosen answer (on m and on m') are weighted
+sums, sum_t w_t log pi(y_t | ...), with `reliance_weights` from the dataset's per-token image reliance
+(the default is the paper's uniform sum, w_t = 1).
+
 A weight of 0 turns a term off: (1, 0, 0) is plain DPO (TRL's `loss_type="sigmoid"`), (1, 1, 1)
 with eta 0 has the form of mDPO's loss, and is MFPO's.
 """
@@ -39,6 +43,18 @@ def margin_loss(policy_chosen_logps: torch.Tensor, ref_chosen_logps: torch.Tenso
                 eta: float = 0.0) -> torch.Tensor:
     """Per-example anchor (Eq. 7): -log s(b * r(y_w|m) - eta); penalises a falling chosen reward."""
     return -F.logsigmoid(beta * (policy_chosen_logps - ref_chosen_logps) - eta)
+
+
+def reliance_weights(values) -> list[float]:
+    """Token weights from per-token image reliance r_t = log p(y_t | m) - log p(y_t | m'), normalised per answer:
+    w_t = T * max(r_t, 0) / sum_s max(r_s, 0) for an answer of T tokens, so they sum to T as the uniform
+    weights do; tokens the image does not support (r_t <= 0) get 0. An answer with no positive r_t (or a
+    non-finite one) keeps uniform weights."""
+    clipped = [max(float(v), 0.0) for v in values]
+    total = sum(clipped)
+    if not clipped or not total > 0 or total == float("inf"):
+        return [1.0] * len(clipped)
+    return [len(clipped) * v / total for v in clipped]
 
 
 @dataclass

@@ -13,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any
 
 import torch
 
-from mfpo_data._deps import loading_model
+from mfpo_data.backends.vlm import from_pretrained
 from mfpo_train.config import LoraConfig, ModelConfig
 from mfpo_train.losses import SequenceLogps
 from mfpo_train.scoring import DEFAULT_CHUNK_SIZE, sequence_logps
@@ -27,20 +26,13 @@ from mfpo_train.shared_prefix import shared_prefix_logps
 logger = logging.getLogger(__name__)
 
 REF_ADAPTER = "ref"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_model_and_processor(cfg: ModelConfig):
     """`AutoModelForImageTextToText` + `AutoProcessor` from a Hub id or folder, with the config's options."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    common = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    kwargs: dict[str, Any] = dict(common, dtype="auto" if cfg.dtype == "auto" else _DTYPES[cfg.dtype])
-    if cfg.attn_implementation:
-        kwargs["attn_implementation"] = cfg.attn_implementation
-    with loading_model(cfg.name_or_path, "model.name_or_path"):
-        model = AutoModelForImageTextToText.from_pretrained(cfg.name_or_path, **kwargs)
-        processor = AutoProcessor.from_pretrained(cfg.name_or_path, **common)
+    model, processor = from_pretrained(cfg.name_or_path, revision=cfg.revision, dtype=cfg.dtype,
+                                       trust_remote_code=cfg.trust_remote_code,
+                                       attn_implementation=cfg.attn_implementation, key="model.name_or_path")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

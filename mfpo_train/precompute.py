@@ -10,7 +10,8 @@ copy keeps every column of the source and adds:
     ref_logps_model      "<model id>@<revision>|max_length=<n>": training uses the columns only when
                          this matches its own model and max_length (truncation changes the sums)
 
-Rows too long for `max_length` get nulls (training drops them anyway). The copy is written where a
+Rows too long for `max_length`, rows whose image does not decode and rows training cannot use
+(`data.row_problem`: an empty answer, images that do not match) get nulls (training drops them anyway). The copy is written where a
 build writes its shards (`OUT/data/train-00000-of-00001.parquet`), so it loads like any build output.
 """
 
@@ -25,7 +26,8 @@ import torch
 from mfpo_data.layout import shard_name
 from mfpo_train.collator import SEQUENCES, MFPOCollator
 from mfpo_train.config import TrainConfig
-from mfpo_train.data import REF_COLUMNS, REF_KEY_COLUMN, load_preference_dataset, reference_key, trainer_columns
+from mfpo_train.data import (REF_COLUMNS, REF_KEY_COLUMN, DecodingRows, Unusable, load_preference_dataset, reference_key,
+                             trainer_columns)
 
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,11 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
 
     from mfpo_train.model import batch_logps, load_model_and_processor, split_logps
 
-    output_dir = Path(output_dir)
+    from mfpo_data.folders import check_output_folder, output_root
+
+    output_dir = output_root(output_dir)
+    check_output_folder(output_dir, lambda root: (root / "reference.json").is_file(),
+                        ours="copy written by precompute-ref (reference.json)", choose="choose a new --output folder")
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)  # the same autocast as training
     ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision)
     ds = ds.remove_columns([c for c in (*REF_COLUMNS.values(), REF_KEY_COLUMN) if c in ds.column_names])
@@ -46,12 +52,17 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
     model.to(accelerator.device).eval().requires_grad_(False)
     collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=SEQUENCES)
     rows = ds.select_columns(trainer_columns(ds))
+    decoding = DecodingRows(rows)  # a row whose image does not decode, or that training cannot use, is skipped
     batch_size = batch_size or cfg.train.batch_size
     values = {s: [None] * len(ds) for s in SEQUENCES}
     for start in tqdm(range(0, len(ds), batch_size), desc="reference log-probs",
                       disable=not accelerator.is_local_main_process):
-        idx = list(range(start, min(start + batch_size, len(ds))))
-        batch = collator(rows.__getitems__(idx))
+        fetched = [(i, decoding[i]) for i in range(start, min(start + batch_size, len(ds)))]
+        usable = [(i, row) for i, row in fetched if not isinstance(row, Unusable)]  # the others keep nulls
+        if not usable:
+            continue
+        idx = [i for i, _ in usable]
+        batch = collator([row for _, row in usable])
         if not batch["num_pairs"]:
             continue
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -72,7 +83,8 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
     missing = sum(v is None for v in values["chosen"])
     (output_dir / "reference.json").write_text(json.dumps(
         {"reference": key, "source": str(cfg.data.dataset), "rows": len(ds), "rows_without_logps": missing}, indent=2))
-    logger.info("wrote %d rows with reference log-probs (%d too long) to %s", len(ds), missing, output_dir)
+    logger.info("wrote %d rows with reference log-probs (%d without: too long or unusable) to %s", len(ds), missing,
+                output_dir)
     return output_dir
 
 

@@ -75,31 +75,38 @@ def sequence_logps(model, batch: dict, chunk_size: int = DEFAULT_CHUNK_SIZE) -> 
     """Summed log-probs of the answer tokens (`completion_mask`) of every row: (rows,), float32.
 
     One row per sequence. `chunk_size` > 0: chunked LM head on the answer positions (module docstring);
-    0: `logits_sequence_logps`.
+    0: `logits_sequence_logps`. With `token_weights` in the batch ((rows, L), the collator's
+    `token_weighting`), each token's log-prob is multiplied by its weight before the sum.
     """
     input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
     rows, sources = answer_positions(completion_mask)
     targets = input_ids[rows, sources + 1]
+    weights = batch.get("token_weights")
     return score_positions(model, model_inputs(batch), rows, sources, targets, rows, input_ids.shape[0], chunk_size,
-                           fallback=lambda: logits_sequence_logps(model, batch))
+                           fallback=lambda: logits_sequence_logps(model, batch),
+                           weights=None if weights is None else weights[rows, sources + 1])
 
 
 def score_positions(model, inputs: dict, rows, sources, targets, out_index, out_size: int, chunk_size: int,
-                    fallback) -> torch.Tensor:
-    """Forward `inputs`; sum log p(targets[k] | position sources[k] of row rows[k]) into `out[out_index[k]]`.
+                    fallback, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward `inputs`; sum log p(targets[k] | position sources[k] of row rows[k]) into `out[out_index[k]]`
+    (each times `weights[k]` when given).
 
     `fallback()` computes the same (out_size,) values another way, for families without the hidden-state path.
     """
     hidden, _ = final_hidden_states(model, inputs) if chunk_size > 0 else (None, None)
     if hidden is None:
         return fallback()
-    return sum_token_logps(model, hidden[rows, sources], targets, out_index, out_size, chunk_size)
+    return sum_token_logps(model, hidden[rows, sources], targets, out_index, out_size, chunk_size, weights)
 
 
-def sum_token_logps(model, hidden: torch.Tensor, targets, out_index, out_size: int, chunk_size: int) -> torch.Tensor:
-    """(out_size,) sums of log p(targets[k] | hidden[k]) over the k with out_index[k] = each output."""
+def sum_token_logps(model, hidden: torch.Tensor, targets, out_index, out_size: int, chunk_size: int,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(out_size,) sums of log p(targets[k] | hidden[k]) (times `weights[k]`) over the k with out_index[k] = each output."""
     head = transformers_model(model).get_output_embeddings()
     token_logps = chunked_token_logps(head, hidden, targets, chunk_size)
+    if weights is not None:
+        token_logps = token_logps * weights.to(token_logps.dtype)
     return token_logps.new_zeros(out_size).index_add(0, out_index, token_logps)
 
 
@@ -184,6 +191,8 @@ def logits_sequence_logps(model, batch: dict) -> torch.Tensor:
     logits = logits[:, :-1]
     targets = input_ids[:, start + 1 :]
     mask = completion_mask[:, start + 1 :].to(logits.dtype if logits.is_floating_point() else torch.float32)
+    if batch.get("token_weights") is not None:
+        mask = mask * batch["token_weights"][:, start + 1 :].to(mask.dtype)
     token_logps = selective_log_softmax(logits, targets)
     return (token_logps * mask).sum(-1).float()
 

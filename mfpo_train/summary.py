@@ -10,9 +10,16 @@ _PROBES = ("preference_accuracy", "preference_accuracy_noise", "image_reward_acc
 def format_summary(result) -> str:
     """`result`: a `mfpo_train.train.TrainResult`."""
     state = result.state
+    if result.finished_before:
+        done = (f"weights in {result.final_dir}" if result.final_dir is not None else
+                "stopped at train.max_steps: raise it, or remove it, to train on")
+        return f"nothing to do: the run in {result.output_dir} finished at step {state.global_step} ({done})"
     lines = [f"trained {state.global_step} steps in {_duration(result.elapsed_s)}"
              + (f" ({state.nonfinite_steps} skipped as non-finite)" if state.nonfinite_steps else "")
-             + (f"; {state.dropped_rows} rows dropped (prompt >= max_length)" if state.dropped_rows else "")]
+             + (f"; {state.dropped_rows} rows dropped (prompt >= max_length)" if state.dropped_rows else "")
+             + (f"; {state.undecodable_rows} rows skipped (image does not decode)" if state.undecodable_rows else "")
+             + (f"; {state.invalid_rows} rows skipped (empty answer or images that do not match)"
+                if state.invalid_rows else "")]
     last = next((h for h in reversed(result.history) if not h.get("skipped")), None)
     if last is not None:
         lines.append("last step: " + "  ".join(f"{k} {last[k]:.4f}" for k in _LOSSES if k in last))

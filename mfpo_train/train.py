@@ -24,8 +24,10 @@ import torch
 
 from mfpo_train.checkpoint import (
     TrainState,
+    check_metrics,
+    check_same_shapes,
     load_checkpoint,
-    refuse_existing_run,
+    read_state,
     register_hooks,
     resolve_resume,
     save_checkpoint,
@@ -47,7 +49,9 @@ from mfpo_train.errors import TrainingError
 from mfpo_train.eval.during_training import TrainProbes, load_eval_split
 from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
+from mfpo_data.scorers.io import write_text
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
+from mfpo_train.rundir import CONFIG_FILE, check_run_folder, check_same_run, claim_run_folder
 
 
 logger = logging.getLogger(__name__)
@@ -65,26 +69,35 @@ class TrainResult:
     model: object = None  # the trained (unwrapped) policy
     eval_metrics: dict = field(default_factory=dict)  # the last probes on the eval split (eval/*), if any
     elapsed_s: float = 0.0
+    finished_before: bool = False  # --resume found the run finished: nothing was trained or written
 
 
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
+    """Train (or, with `resume`, continue) the run `cfg` describes in `cfg.output_dir` (see the module notes).
+
+    The folder is checked and locked first (`rundir`); on resume the checkpoint's state, the run's config and
+    its metrics are checked before anything is loaded or written.
+    """
+    from accelerate import PartialState
+
+    root = check_run_folder(cfg.output_dir, bool(resume))
+    with claim_run_folder(root, PartialState().is_main_process):
+        return _train(cfg, resume)
+
+
+def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    # 1. Accelerator, seed, output folder --------------------------------------------------------
+    # 1. Accelerator, seed -----------------------------------------------------------------------
     started = time.monotonic()
     output_dir = cfg.output_dir
     trackers = _trackers(cfg.train.report_to)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
                               project_dir=str(output_dir))
     set_seed(cfg.train.seed)
-    if not resume:
-        refuse_existing_run(output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
     ds = load_preference_dataset(cfg.data.dataset, split=cfg.data.split, revision=cfg.data.revision,
@@ -92,7 +105,12 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     if cfg.data.max_samples is not None:
         ds = ds.select(range(min(cfg.data.max_samples, len(ds))))
     key = reference_key(cfg.model.name_or_path, cfg.model.revision, cfg.data.max_length)
-    precomputed = _use_precomputed(cfg.reference, ds, key)
+    weighting = cfg.loss.token_weighting == "image_reliance"
+    if weighting:
+        _check_reliance_column(ds, cfg)
+    precomputed = _use_precomputed(cfg.reference, ds, key) and not weighting
+    # Token weights are applied one row per sequence: the shared-prefix packing is not used with them.
+    shared_prefix = cfg.train.shared_prefix and not weighting
     ds = ds.select_columns(trainer_columns(ds))
     stages = split_stages(ds, cfg.stages)
     if not stages:
@@ -100,9 +118,28 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     loss_kwargs = dict(beta=cfg.loss.beta, text_weight=cfg.loss.text_weight, image_weight=cfg.loss.image_weight,
                        margin_weight=cfg.loss.margin_weight, eta=cfg.loss.eta)
     sequences = needed_sequences(cfg.loss.text_weight, cfg.loss.image_weight, cfg.loss.margin_weight)
+    accum, world = cfg.train.gradient_accumulation_steps, accelerator.num_processes
+    steps_per_epoch = [math.ceil(StageBatchSampler.num_batches(len(rows), cfg.train.batch_size, world) / accum)
+                       for _, rows in stages]
+    total_steps = sum(steps_per_epoch) * cfg.epochs_per_stage
+
+    # 3. Resume: the checkpoint, the run's config and metrics are checked before anything is written --
+    state = TrainState()
+    checkpoint = resolve_resume(resume, output_dir)
+    if resume:
+        check_same_run(output_dir, config_to_dict(cfg))
+        check_metrics(output_dir / METRICS_FILE)
+    if checkpoint is not None:
+        state = read_state(checkpoint, steps_per_epoch, cfg.epochs_per_stage)
+        check_same_shapes(checkpoint, cfg.lora)
+        done = _finished(cfg, state, len(stages), output_dir)
+        if done:
+            logger.info("%s", done)
+            return TrainResult(output_dir=output_dir, final_dir=output_dir / "final" if state.stage_index >= len(stages)
+                               else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True)
     eval_rows = load_eval_split(cfg)
 
-    # 3. Policy, processor, reference ------------------------------------------------------------
+    # 4. Policy, processor, reference ------------------------------------------------------------
     model, processor = load_model_and_processor(cfg.model)
     ref_model = None
     if cfg.lora.enabled:
@@ -110,15 +147,11 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     elif not precomputed:
         ref_model = make_reference_copy(model).to(accelerator.device)
     model.train()
-    collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=sequences)
+    collator = MFPOCollator(processor, max_length=cfg.data.max_length, sequences=sequences, token_weighting=weighting)
 
-    # 4. Optimizer and schedule ------------------------------------------------------------------
+    # 5. Optimizer and schedule ------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-    accum, world = cfg.train.gradient_accumulation_steps, accelerator.num_processes
-    steps_per_epoch = [math.ceil(StageBatchSampler.num_batches(len(rows), cfg.train.batch_size, world) / accum)
-                       for _, rows in stages]
-    total_steps = sum(steps_per_epoch) * cfg.epochs_per_stage
     scheduler = get_scheduler("constant_with_warmup" if cfg.optim.scheduler == "constant" else cfg.optim.scheduler,
                               optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
@@ -128,16 +161,17 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                             "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed,
-                          shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
+                          shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
     probes = None if eval_rows is None else TrainProbes(eval_rows, processor, accelerator, seed=cfg.train.seed,
                                                         batch_size=cfg.train.batch_size, max_length=cfg.data.max_length)
     eval_metrics, eval_step = {}, None
 
-    # 5. Resume ----------------------------------------------------------------------------------
-    state = TrainState()
-    checkpoint = resolve_resume(resume, output_dir)
+    # 6. Load the checkpoint; the folder is written from here on ---------------------------------
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, reference_model=ref_model, scheduler=scheduler)
+        state = load_checkpoint(accelerator, checkpoint, state, reference_model=ref_model, scheduler=scheduler)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text(json.dumps(config_to_dict(cfg), indent=2), output_dir / CONFIG_FILE)  # marks the folder as a run
     if resume and accelerator.is_main_process:
         trim_metrics(output_dir / METRICS_FILE, state.global_step)  # the steps after it are trained again
     if accelerator.is_main_process and trackers:
@@ -145,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     logger.info("training %d steps over stages %s (rows %s), reference: %s, sequences: %s", total_steps,
                 [s for s, _ in stages], [len(r) for _, r in stages], reference.kind, sequences)
 
-    # 6. Loop: stages -> epochs -> optimizer steps -----------------------------------------------
+    # 7. Loop: stages -> epochs -> optimizer steps -----------------------------------------------
     history: list[dict] = []
     bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
                desc="mfpo")
@@ -162,13 +196,13 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                     stopped = True
                     break
                 metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
-                                loss_kwargs, cfg, state)
+                                loss_kwargs, cfg, state, shared_prefix)
                 state.step_in_epoch += 1
                 state.global_step += 1
                 metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
                                epoch=state.epoch, lr=scheduler.get_last_lr()[0],
                                nonfinite_steps=state.nonfinite_steps, dropped_rows=state.dropped_rows,
-                               undecodable_rows=state.undecodable_rows)
+                               undecodable_rows=state.undecodable_rows, invalid_rows=state.invalid_rows)
                 if probes is not None and cfg.train.eval_steps and state.global_step % cfg.train.eval_steps == 0:
                     eval_metrics, eval_step = probes(model), state.global_step
                     metrics.update(eval_metrics)
@@ -193,7 +227,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         eval_metrics = probes(model)
         _log(accelerator, output_dir, {"step": state.global_step, **eval_metrics}, trackers)
 
-    # 7. Save the final adapters (or model) with the processor -----------------------------------
+    # 8. Save the final adapters (or model) with the processor -----------------------------------
     final_dir = None
     if state.stage_index >= len(stages):
         final_dir = output_dir / "final"
@@ -209,6 +243,9 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         logger.warning("%d rows were dropped: prompt with image tokens >= max_length", state.dropped_rows)
     if state.undecodable_rows:
         logger.warning("%d rows were skipped: their image could not be decoded", state.undecodable_rows)
+    if state.invalid_rows:
+        logger.warning("%d rows were skipped: empty answers or images that do not match (mfpo-train --dry-run lists "
+                       "them)", state.invalid_rows)
     masked = sum(m.get("image_masked_rows", 0) for m in history)
     if masked:
         logger.info("L_image was masked for %d rows whose image pair is not valid (image_pair_valid: false)", masked)
@@ -217,8 +254,19 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
                        elapsed_s=time.monotonic() - started)
 
 
+def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path) -> str | None:
+    """What to say when the checkpoint to resume from is the end of the run (None when there is work left)."""
+    if state.stage_index >= stages and (output_dir / "final").is_dir():
+        return (f"the run in {output_dir} finished at step {state.global_step} (weights in {output_dir / 'final'}); "
+                "nothing to do")
+    if cfg.train.max_steps is not None and state.global_step >= cfg.train.max_steps:
+        return (f"the run in {output_dir} stopped at train.max_steps={cfg.train.max_steps} (step {state.global_step}); "
+                "nothing to do: raise train.max_steps, or remove it, to train on")
+    return None
+
+
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,
-          state: TrainState) -> dict:
+          state: TrainState, shared_prefix: bool = True) -> dict:
     """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches)."""
     sums: dict[str, float] = defaultdict(float)
     n = 0
@@ -227,12 +275,13 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
     masked = 0  # rows whose image pair is not valid: L_image is masked for them
     state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
     state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
+    state.invalid_rows += sum(b.pop("num_invalid", 0) for b in micro_batches)
     for i, batch in enumerate(usable):
         batch = _to_device(batch, accelerator.device)
         sync = i == len(usable) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
-                                  shared_prefix=cfg.train.shared_prefix, chunk_size=cfg.train.logps_chunk_size)
+                                  shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
             ref = reference.logps(model, batch, sequences)
             out = mfpo_loss(policy.logps, ref, image_mask=batch.get("image_pair_mask"), **loss_kwargs)
         if not _all_finite(accelerator, out.loss):
@@ -307,6 +356,21 @@ def _groups(loader, size: int):
 
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _check_reliance_column(ds, cfg: TrainConfig) -> None:
+    """`loss.token_weighting: image_reliance` needs the column on every row, and a reference computed in the run
+    (precomputed reference log-probs are unweighted sums)."""
+    if cfg.reference == "precomputed":
+        raise TrainingError("loss.token_weighting: image_reliance weights the reference's tokens too; the precomputed "
+                            "reference holds unweighted sums (use reference: auto)")
+    if "image_reliance" not in ds.column_names:
+        raise TrainingError(f"loss.token_weighting: image_reliance, but {cfg.data.dataset} has no image_reliance column "
+                            "(build it with the `reliance` stage of mfpo-data)")
+    missing = [ds[i]["id"] for i, value in enumerate(ds["image_reliance"]) if not value]
+    if missing:
+        raise TrainingError(f"loss.token_weighting: image_reliance, but {len(missing)} rows of {cfg.data.dataset} have no "
+                            f"image_reliance (first: {missing[0]}; build the data with the `reliance` stage of mfpo-data)")
 
 
 def _use_precomputed(mode: str, ds, key: str) -> bool:

@@ -1,8 +1,11 @@
 """Imports run one way, top to bottom: apps -> pipeline -> config -> sources -> stages -> backends -> the
-foundation modules (schema, imaging, layout, ...), and mfpo_data never imports mfpo_train. Lazy imports
+foundation modules (schema, imaging, layout, ..., scorers/), mfpo_data never imports mfpo_train, and
+neither the packages nor the benchmarks import the tests (a user's install has no `tests`). Lazy imports
 inside functions count too."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.paths import REPO
@@ -42,3 +45,36 @@ def test_no_import_points_up_a_layer():
 def test_layers_catch_an_upward_import():
     assert _layer("mfpo_data.pipeline.build") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.backends.base")
     assert _layer("mfpo_data.sources.coco") > _layer("mfpo_data.stages.base") > _layer("mfpo_data.schema")
+    # The scorers are foundation: any layer of the build and mfpo_train.eval may use them, they use neither.
+    assert _layer("mfpo_data.scorers.chair") == _layer("mfpo_data.schema") == 0
+    assert _layer("mfpo_train.eval.suite") > _layer("mfpo_data.sources.coco") > _layer("mfpo_data.scorers.chair")
+
+
+def test_the_scorers_live_in_mfpo_data_only():
+    """One copy of each scorer: the build and mfpo-eval import the same module."""
+    moved = ("chair", "text", "coco", "pope", "results", "io")
+    assert [m for m in moved if (REPO / "mfpo_train" / "eval" / f"{m}.py").exists()] == []
+    assert all((REPO / "mfpo_data" / "scorers" / f"{m}.py").is_file() for m in moved)
+    assert not (REPO / "mfpo_train" / "eval" / "data").exists()
+
+
+def test_the_scorers_import_no_model_library():
+    """The core install has no torch: scoring an answer must not need it."""
+    code = ("import sys; from mfpo_data.scorers import chair, coco, pope, text; "
+            "print(sorted(m for m in ('torch', 'transformers', 'mfpo_train') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_nothing_outside_the_tests_imports_them():
+    importers = []
+    for folder in ("mfpo_data", "mfpo_train", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            importers += [f"{path.relative_to(REPO)} -> {t}" for t in _imports(path) if t.split(".")[0] == "tests"]
+    assert importers == []
+
+
+def test_imports_are_found_inside_functions(tmp_path):
+    path = tmp_path / "bench.py"
+    path.write_text("def main():\n    from tests.data.x import Y\n    import tests.fixtures\n")
+    assert list(_imports(path)) == ["tests.data.x", "tests.fixtures"]

@@ -17,12 +17,16 @@ REGISTRY: dict[str, dict[str, str]] = {
     "grounding": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtGrounder",
         "grounding_dino": "mfpo_data.backends.grounding_dino:GroundingDinoGrounder",
+        "detector": "mfpo_data.backends.detector:DetectorGrounder",
+        "groundingdino": "mfpo_data.backends.groundingdino_pth:GroundingDinoPthGrounder",
     },
     "segmentation": {
         "coco_gt": "mfpo_data.backends.coco_gt:CocoGtSegmenter",
         "box": "mfpo_data.backends.coco_gt:BoxSegmenter",
         "grabcut": "mfpo_data.backends.grabcut:GrabCutSegmenter",
         "sam": "mfpo_data.backends.sam:SamSegmenter",
+        "sam2": "mfpo_data.backends.sam2:Sam2Segmenter",
+        "segment_anything": "mfpo_data.backends.sam_pth:SegmentAnythingSegmenter",
     },
     "perturbation": {
         "diffusion_noise": "mfpo_data.backends.perturbers:DiffusionNoisePerturber",
@@ -32,6 +36,10 @@ REGISTRY: dict[str, dict[str, str]] = {
         "sd_inpaint": "mfpo_data.backends.sd_inpaint:SdInpaintPerturber",
         "random_crop": "mfpo_data.backends.perturbers:RandomCropPerturber",
         "box_occlusion": "mfpo_data.backends.perturbers:BoxOcclusionPerturber",
+    },
+    "reliance": {
+        "none": "mfpo_data.backends.reliance:NoReliance",
+        "vlm": "mfpo_data.backends.reliance:ImageRelianceScorer",
     },
     "scoring": {
         "heuristic": "mfpo_data.backends.heuristic:HeuristicDifficulty",

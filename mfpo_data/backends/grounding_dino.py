@@ -138,11 +138,15 @@ class GroundingDinoGrounder(ModelBackend):
         todo = [i for i, p in enumerate(phrases) if p]
         groups: dict[tuple, list[int]] = {}
         for i in todo:  # same-size images share a forward pass (no padding)
-            groups.setdefault(samples[i].image.shape[:2], []).append(i)
+            groups.setdefault(self._batch_key(samples[i], phrases[i]), []).append(i)
         for idx in groups.values():
             for i, objects in zip(idx, self._forward([samples[i] for i in idx], [list(phrases[i]) for i in idx]), strict=True):
                 out[i] = objects
         return out
+
+    def _batch_key(self, sample: Sample, phrases: list[str]) -> tuple:
+        """Which images may share a forward pass: those of one size."""
+        return sample.image.shape[:2]
 
     def _forward(self, samples: list[Sample], phrases: list[list[str]]) -> list[list[KeyObject]]:
         import torch

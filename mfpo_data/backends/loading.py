@@ -165,3 +165,35 @@ def load_pretrained(
 def log_loaded(key: str, model_id: str, device: str, dtype) -> None:
     """One line per model a process loads: where it runs and in which precision (`dtype: auto` resolved)."""
     logger.info("%s: %s on %s in %s", key, model_id, device, str(dtype).removeprefix("torch."))
+
+
+def load_checkpoint_file(path: str, sha256_prefix: str | None, key: str) -> dict:
+    """The tensors of a `.pth` checkpoint file (the original Grounded-SAM packages' weights), read with
+    `torch.load(weights_only=True)`: tensors and plain containers only, never other pickled objects. With
+    `sha256_prefix` the file's sha256 must start with it. A missing, unreadable or mismatched file is one
+    `MissingModelError` line naming the recipe `key`."""
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MissingModelError(f"no checkpoint file at {path} ({key}): download the .pth file and point {key} at it")
+    if sha256_prefix:
+        digest = hashlib.sha256()
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        if not digest.hexdigest().startswith(sha256_prefix.lower()):
+            raise MissingModelError(f"{path} ({key}): its sha256 {digest.hexdigest()[:16]}... does not start with the "
+                                    f"revision {sha256_prefix!r}")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for other objects, RuntimeError for a file that is not a checkpoint
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise MissingModelError(f"cannot read {path} ({key}) as a checkpoint of tensors (torch.load weights_only): "
+                                f"{type(e).__name__}: {first[:200]}") from None
+    if not isinstance(state, dict):
+        raise MissingModelError(f"{path} ({key}) holds a {type(state).__name__}, not a dict of tensors")
+    return state

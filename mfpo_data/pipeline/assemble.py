@@ -1,5 +1,5 @@
 """Assemble the stage list of a recipe: source, keywords, grounding, segmentation, filters,
-perturbation, removal check, scoring, writer (the files of `stages/` in their listing order).
+perturbation, removal check, image reliance (optional), scoring, writer (the files of `stages/` in their listing order).
 
 This module and `config.py` are the only readers of recipes: stages and backends take flat keyword
 arguments and can be used from Python without YAML. Next: `run.py` runs the list on an executor.
@@ -17,8 +17,12 @@ from mfpo_data.stages.s3_segmentation import SegmentationStage
 from mfpo_data.stages.s4_filters import RegionFilter
 from mfpo_data.stages.s5_perturbation import PerturbationStage
 from mfpo_data.stages.s5_removal_check import RemovalCheck
+from mfpo_data.stages.s6_reliance import RelianceStage
 from mfpo_data.stages.s6_scoring import ScoringStage
 from mfpo_data.stages.s7_writer import ShardWriter
+
+
+OFF = "none"  # the backend of an optional stage that is left out (`reliance`)
 
 
 def make_backends(recipe: Recipe) -> dict:
@@ -58,15 +62,13 @@ def worker_modules(recipe: Recipe) -> list[str]:
 
 
 def checks_removal(recipe: Recipe) -> bool:
-    """Whether the build re-detects removed objects: a removing perturber and a grounder that detects."""
-    perturber = backends.resolve("perturbation", recipe.perturbation.backend)
-    grounder = backends.resolve("grounding", recipe.grounding.backend)
-    return getattr(perturber, "removes", False) and getattr(grounder, "detects", False)
+    """Whether the build re-detects the key object on m': its grounder detects from pixels (every perturbation)."""
+    return getattr(backends.resolve("grounding", recipe.grounding.backend), "detects", False)
 
 
 def build_pipeline(recipe: Recipe, source=None) -> list:
     """The stage list, in pipeline order: source, keywords, grounding, segmentation, filters,
-    perturbation, removal check (after a removal, with a detecting grounder), scoring, writer. With
+    perturbation, removal check (with a detecting grounder), scoring, writer. With
     `executor.overlap`, a `Prefetch` between each two stages runs each in its own thread (`overlap.py`)."""
     stages = _stages(recipe, source)
     for stage in stages:
@@ -93,9 +95,12 @@ def _stages(recipe: Recipe, source=None) -> list:
         PerturbationStage(b["perturbation"], kind=recipe.perturbation.backend, seed=recipe.seed,
                           batch_size=recipe.perturbation.batch_size, region=recipe.perturbation.region,
                           random_area=recipe.perturbation.random_area,
-                          presence_negative=recipe.perturbation.presence_negative),  # fmt: skip
+                          presence_negative=recipe.perturbation.presence_negative,
+                          region_shape=recipe.perturbation.region_shape,
+                          region_dilation=recipe.perturbation.region_dilation),  # fmt: skip
         *([RemovalCheck(b["grounding"], recipe.filters.max_removal_score, batch_size=recipe.grounding.batch_size)]
           if checks_removal(recipe) else []),
+        *([RelianceStage(b["reliance"], batch_size=recipe.reliance.batch_size)] if recipe.reliance.backend != OFF else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
         ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress,
                     encode_threads=recipe.output.encode_threads),  # fmt: skip
@@ -103,4 +108,5 @@ def _stages(recipe: Recipe, source=None) -> list:
 
 
 def describe_backends(recipe: Recipe) -> dict:
-    return {name: backend.describe() for name, backend in make_backends(recipe).items()}
+    """What stats.json and the card say about each backend; an optional stage that is off is left out."""
+    return {name: backend.describe() for name, backend in make_backends(recipe).items() if getattr(recipe, name).backend != OFF}

@@ -17,11 +17,12 @@ import yaml
 
 from mfpo_data.config import Recipe, load_recipe
 from mfpo_data.errors import MfpoError
-from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 from mfpo_data.pipeline.assemble import build_pipeline, check_models, make_source, worker_modules
 from mfpo_data.pipeline.executors import start_local_workers_early
 from mfpo_data.pipeline.outdir import (BuildLock, InputsChangedError, check_output_folder, check_same_inputs, output_root,
-                                       read_manifest, remove_build, remove_staging, sha256_file, write_manifest)  # fmt: skip
+                                       read_manifest, read_resolved_recipe, remove_build, remove_staging,
+                                       write_manifest)  # fmt: skip
 from mfpo_data.pipeline.run import forget_ranks_without_shards, run_executor
 
 
@@ -48,18 +49,18 @@ def _identity(resolved: dict) -> dict:
     where it writes (a relative, absolute or moved output folder holds the same build)."""
     out = json.loads(json.dumps(resolved, default=str))
     out.pop("versions", None)
-    out["executor"] = {"tasks": out.get("executor", {}).get("tasks", 1)}  # kind, workers, resources: how, not what
-    out.get("output", {}).pop("progress", None)
-    out.get("output", {}).pop("keep_staging", None)
-    out.get("output", {}).pop("encode_threads", None)
-    out.get("output", {}).pop("dir", None)
+    executor = out.get("executor") if isinstance(out.get("executor"), dict) else {}
+    out["executor"] = {"tasks": executor.get("tasks", 1)}  # kind, workers, resources: how, not what
+    output = out.get("output") if isinstance(out.get("output"), dict) else {}
+    for key in ("progress", "keep_staging", "encode_threads", "dir"):
+        output.pop(key, None)
     return out
 
 
 def _check_same_recipe(layout: OutputLayout, resolved: dict) -> None:
     if not layout.recipe_file.is_file():
         return
-    previous = yaml.safe_load(layout.recipe_file.read_text()) or {}
+    _, previous = read_resolved_recipe(layout)
     if _identity(previous) != _identity(resolved):
         raise MfpoError(
             f"{layout.root} holds a build of a different recipe; choose another output.dir, or rerun with --restart "

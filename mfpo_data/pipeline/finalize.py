@@ -130,6 +130,8 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
     atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
     files = {layout.final_shard(r, tasks): pq.ParquetFile(layout.final_shard(r, tasks)).metadata.num_rows for r in range(tasks)}
     files.update({layout.stats_file: None, layout.rejects_file: None})
+    if _merge_answers(layout, tasks):
+        files[layout.answers_file] = None
     manifest["files"] = {p.relative_to(layout.root).as_posix(): file_entry(p, rows) for p, rows in files.items()}
     write_manifest(layout, manifest)  # last: a manifest that lists files means finalize finished
     for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
@@ -162,6 +164,21 @@ def _merge_stats(layout: OutputLayout, tasks: int) -> dict:
             target = merged.setdefault(key, Counter())
             target.update(counts)
     return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in merged.items()}
+
+
+def _merge_answers(layout: OutputLayout, tasks: int) -> bool:
+    """An on-policy build's sampled answers (one file per rank) as one file sorted by key, the same for any
+    number of tasks. Returns whether there were any."""
+    parts = [layout.staging_answers(r) for r in range(tasks) if layout.staging_answers(r).is_file()]
+    if not parts:
+        return False
+    lines = []
+    for path in parts:
+        with open(path, encoding="utf-8") as f:
+            lines += [(json.loads(line)["key"], line if line.endswith("\n") else line + "\n") for line in f if line.strip()]
+    lines.sort(key=lambda kv: kv[0])
+    atomic_write(layout.answers_file, "".join(line for _, line in lines))
+    return True
 
 
 def _jsonable(options: dict) -> dict:

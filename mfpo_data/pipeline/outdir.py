@@ -1,12 +1,11 @@
 """The output folder of a build: which folders a build may write into, one build at a time, and the
 manifest of what the build wrote.
 
-- `output_root` expands `~` and makes the path absolute, so `out`, `./out/`, `$PWD/out` and `~/out`
-  name one folder.
 - `check_output_folder` refuses `/`, the home folder (and any folder above it), a path that is a
   file, and a non-empty folder that holds no mfpo build: a build never writes among a user's files.
 - `BuildLock` is an exclusive `flock` on `OUT/.mfpo.lock` for as long as the launcher runs; a second
-  build into the same folder gets one line naming the holder's pid.
+  build into the same folder gets one line naming the holder's pid. Both are `mfpo_data.folders`',
+  which `mfpo-eval run` and `mfpo-train` use too.
 - `manifest.json` marks the folder as an mfpo build from the moment it is claimed, records the
   fingerprint of the source index (inputs that change between a crash and the rerun are detected)
   and, after finalize, every final file with its size, rows and sha256: publish verifies those, and
@@ -15,37 +14,26 @@ manifest of what the build wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.layout import OutputLayout, atomic_write
+from mfpo_data.folders import LOCK_NAME, FolderLock, FolderLockedError, OutputFolderError, output_root  # noqa: F401
+from mfpo_data.folders import check_output_folder as check_folder
+from mfpo_data.layout import OutputLayout, atomic_write, sha256_file
 
 
 MANIFEST_FORMAT = "mfpo-build/1"
-LOCK_NAME = ".mfpo.lock"
-_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid)(\.tmp)?"
+_RANK_FILE = re.compile(r"\d{5}(\.arrow|\.rejects\.jsonl|\.stats\.json|\.pid|\.answers\.jsonl)(\.tmp)?"
                         r"|source_index(\.next)?\.jsonl(\.tmp)?|source_stats\.json(\.tmp)?")
 
 
-class OutputFolderError(MfpoError):
-    """An output folder that a build must not write into."""
-
-
-class BuildLockedError(MfpoError):
-    """Another build holds the output folder's lock."""
+BuildLockedError = FolderLockedError  # another build holds the output folder's lock
 
 
 class InputsChangedError(MfpoError):
     """The source's inputs differ from those of the interrupted build in the folder."""
-
-
-def output_root(path: str | Path) -> Path:
-    """`path` with `~` expanded, absolute and normalised (symlinks resolved)."""
-    return Path(path).expanduser().resolve()
 
 
 def is_mfpo_build(root: Path) -> bool:
@@ -56,47 +44,14 @@ def is_mfpo_build(root: Path) -> bool:
 
 def check_output_folder(root: Path) -> None:
     """Refuse a folder a build must not write into (see the module docstring); `root` is absolute."""
-    home = Path.home().resolve()
-    if root == Path(root.anchor) or root == home or root in home.parents:
-        raise OutputFolderError(f"output folder {root} is {'the home folder' if root == home else 'a system folder'}: "
-                                "choose a new folder for the build (output.dir or --output)")  # fmt: skip
-    if root.exists() and not root.is_dir():
-        raise OutputFolderError(f"output folder {root} is a file, not a folder")
-    if root.is_dir() and not is_mfpo_build(root):
-        first = next(iter(sorted(p.name for p in root.iterdir())), None)
-        if first is not None:
-            raise OutputFolderError(f"output folder {root} is not empty and holds no mfpo build (e.g. {first!r}); "
-                                    "choose a new or empty folder")  # fmt: skip
+    check_folder(root, is_mfpo_build, ours="mfpo build", choose="choose a new folder for the build (output.dir or --output)")
 
 
-class BuildLock:
-    """`with BuildLock(root):` one build at a time in `root` (an exclusive, non-blocking `flock`; the
-    kernel releases it when the process ends, however it ends)."""
+class BuildLock(FolderLock):
+    """`with BuildLock(root):` one build at a time in `root` (`folders.FolderLock`)."""
 
     def __init__(self, root: Path):
-        self.path = Path(root) / LOCK_NAME
-        self._fd: int | None = None
-
-    def __enter__(self) -> BuildLock:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise BuildLockedError(f"another build (pid {holder}) is writing to {self.path.parent}; "
-                                   "wait for it to end or choose another output folder") from None  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the lock; the file stays (removing it would race a waiter)
-            self._fd = None
+        super().__init__(root, "build")
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -104,22 +59,37 @@ class BuildLock:
 
 def read_manifest(layout: OutputLayout) -> dict:
     try:
-        data = json.loads(layout.manifest_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(layout.manifest_file.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError, RecursionError):  # not JSON, not UTF-8, nested too deeply
         return {"format": MANIFEST_FORMAT, "files": {}}
     return data if isinstance(data, dict) else {"format": MANIFEST_FORMAT, "files": {}}
 
 
+def read_resolved_recipe(layout: OutputLayout) -> tuple[str, dict]:
+    """(text, mapping) of the recipe.resolved.yaml a build wrote; a damaged one (not UTF-8, not YAML, not a
+    mapping) is one line that says how to go on."""
+    import yaml
+
+    from mfpo_data.textfile import RecordError, read_text
+
+    path = layout.recipe_file
+    fix = "rerun the build with --restart, or choose another output folder"
+    try:
+        text = read_text(path, "resolved recipe")
+        data = yaml.safe_load(text)
+    except RecordError as e:
+        raise MfpoError(f"{e}; the build folder is damaged: {fix}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise MfpoError(f"{path}: not valid YAML ({' '.join(str(e).split())[:120]}); the build folder is damaged: "
+                        f"{fix}") from None
+    if not isinstance(data, dict):
+        raise MfpoError(f"{path}: not a recipe (a mapping), got {type(data).__name__}; the build folder is damaged: "
+                        f"{fix}")
+    return text, data
+
+
 def write_manifest(layout: OutputLayout, manifest: dict) -> None:
     atomic_write(layout.manifest_file, json.dumps({**manifest, "format": MANIFEST_FORMAT}, indent=2, sort_keys=True))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: Path, rows: int | None = None) -> dict:

@@ -2,6 +2,8 @@
 
     base.py     the index, rank sharding, rejects and the one image reader, shared by all sources
     coco.py     `kind: coco`: COCO annotations and images; text pairs from `mfpo_data/coco_pairs.py`
+    on_policy.py `kind: on_policy`: COCO images, the model's own sampled answers, pairs labelled by CHAIR
+                (`mfpo_data/policy_pairs.py`)
     records.py  what `jsonl` and `hf` share: ready-made pairs, column presets, record validation
     jsonl.py    `kind: jsonl`: a JSON-lines file with image paths
     hf.py       `kind: hf`: a Hugging Face dataset (Hub id or local folder); a stream sharded by its files
@@ -15,6 +17,7 @@ from mfpo_data.registry import load, target
 
 SOURCES: dict[str, str] = {
     "coco": "mfpo_data.sources.coco:CocoSource",
+    "on_policy": "mfpo_data.sources.on_policy:OnPolicySource",
     "jsonl": "mfpo_data.sources.jsonl:JsonlSource",
     "hf": "mfpo_data.sources.hf:HfSource",
 }

@@ -204,15 +204,16 @@ class CocoSource(IndexedSource):
 
 def _with_ids(items: list, kind: str, reject) -> Iterator[tuple[int, dict, int | str]]:
     """`(position, record, id)` of the records that are objects with an id of the list's one id type
-    (that of its first id: int in COCO, str in some exports); each other record goes to `reject`."""
-    id_type = None
+    (the type most of its ids have, int on a tie: int in COCO, str in some exports), wherever the odd
+    records are in the list; each other record goes to `reject`."""
+    kinds = Counter(type(item["id"]) for item in items if isinstance(item, dict)
+                    and isinstance(item.get("id"), int | str) and not isinstance(item.get("id"), bool))
+    id_type = max((int, str), key=lambda t: (kinds[t], t is int)) if kinds else None
     for position, item in enumerate(items):
         if not isinstance(item, dict):
             reject(kind, None, position, f"bad_field: a {kind} is {type(item).__name__}, not an object")
             continue
         value = item.get("id")
-        if id_type is None and isinstance(value, int | str) and not isinstance(value, bool):
-            id_type = type(value)
         reason = check_id(value, "id", id_type or int) or (isinstance(value, str) and check_text(value, "id")) or check_depth(item, kind)
         if reason:
             nameable = isinstance(value, int | str) and not isinstance(value, bool) and not reason.startswith(("bad_text", "too_deep"))
@@ -231,6 +232,8 @@ def _read_json(path: Path) -> dict:
         raise MfpoError(f"source: {path} nests lists or objects too deeply to parse") from None
     except UnicodeDecodeError as e:
         raise MfpoError(f"source: {path} is not UTF-8 (byte {e.start})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise MfpoError(f"source: {path} is not valid JSON ({str(e).splitlines()[0][:100]})") from None
     if not isinstance(data, dict):
         raise MfpoError(f"source: {path} must hold a JSON object")
     return data

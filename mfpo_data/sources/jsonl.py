@@ -66,6 +66,9 @@ class JsonlSource(RecordSource):
                 except RecursionError:
                     yield number, f"too_deep: line {number} nests lists or objects too deeply to parse"
                     continue
+                except ValueError as e:  # an integer of more than 4300 digits
+                    yield number, f"bad_json: line {number}: {str(e).splitlines()[0][:80]}"
+                    continue
                 if not isinstance(record, dict):
                     yield number, f"bad_json: line {number} is a {type(record).__name__}, not an object"
                     continue

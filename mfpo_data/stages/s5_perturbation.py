@@ -3,7 +3,9 @@ region stay bit-identical to the original.
 
 The region is the key object (the method), a random box of `random_area` of the image, or the whole
 image (`region: key_object | random | global`, the paper's Table 8). With no key region the whole
-image is perturbed. A perturber may return the region it really changed (a dilated removal mask, an
+image is perturbed. The key region's shape (`region_shape`) is the object's mask (the paper's), the mask
+grown by `region_dilation` pixels (`dilated`), or the union of the key objects' boxes and the mask
+(`box`); a shape other than the mask is recorded in `perturbation_params`. A perturber may return the region it really changed (a dilated removal mask, an
 occluding box): that becomes the stored mask. A whole-image perturber (`random_crop`) changes everything.
 
 The stage also says whether the pair is valid for the image term: `L_image` prefers the chosen answer
@@ -16,7 +18,7 @@ drawn from), which makes the answer false there and the inserted object the key 
 from __future__ import annotations
 
 from mfpo_data.backends.base import PerturbDrop, Perturber
-from mfpo_data.imaging import box_mask, composite, mask_bbox
+from mfpo_data.imaging import box_mask, composite, dilate_mask, mask_bbox
 from mfpo_data.regions import insertion_box, random_box
 from mfpo_data.schema import KeyObject, Sample
 from mfpo_data.seeding import rng, sample_seed
@@ -33,10 +35,12 @@ class PerturbationStage(MapStage):
     name = "perturbation"
 
     def __init__(self, perturber: Perturber, kind: str, seed: int = 0, batch_size: int = 8,
-                 region: str = "key_object", random_area: float = 0.2, presence_negative: str = "none"):  # fmt: skip
+                 region: str = "key_object", random_area: float = 0.2, presence_negative: str = "none",
+                 region_shape: str = "mask", region_dilation: int = 8):  # fmt: skip
         super().__init__(perturber, batch_size)
         self.kind, self.seed = kind, seed
         self.region, self.random_area, self.presence_negative = region, random_area, presence_negative
+        self.region_shape, self.region_dilation = region_shape, region_dilation
 
     def process_batch(self, batch: list[Sample]) -> None:
         inserts = [s for s in batch if s.absent_object and self.presence_negative == "insert"]
@@ -78,7 +82,27 @@ class PerturbationStage(MapStage):
             x0, y0, x1, y1 = random_box(sample.height, sample.width, self.random_area, rng(self.seed, sample.id, "region"))
             sample.mask = box_mask((x0, y0, x1, y1), sample.height, sample.width)
             return {"region": "random", "random_box": [x0, y0, x1, y1], "random_area": self.random_area}
-        return {"region": "key_object" if sample.mask is not None else "whole_image"}
+        if sample.mask is None:
+            return {"region": "whole_image"}
+        if self.region_shape == "mask":
+            return {"region": "key_object"}
+        sample.mask = self._shaped(sample)
+        shape = {"region_shape": self.region_shape}
+        return {"region": "key_object", **shape, **({"region_dilation": self.region_dilation} if self.region_shape == "dilated" else {})}
+
+    def _shaped(self, sample: Sample):
+        """The key region in `region_shape`: the mask grown by `region_dilation` pixels, or the mask and the
+        key objects' boxes together (the mask's bounding box where no key object has a box)."""
+        if self.region_shape == "dilated":
+            return dilate_mask(sample.mask, self.region_dilation)
+        boxes = [k.box_xyxy for k in sample.key_objects if k.box_xyxy is not None]
+        region = sample.mask.copy()
+        if not boxes:
+            rows, cols = mask_bbox(sample.mask)
+            boxes = [(cols.start, rows.start, cols.stop, rows.stop)]
+        for box in boxes:
+            region |= box_mask(box, sample.height, sample.width)
+        return region
 
     def _place_insertion(self, sample: Sample) -> dict:
         """The absent object's box beside the present object it was drawn from; it becomes the key object."""
@@ -96,6 +120,6 @@ class PerturbationStage(MapStage):
         """The key region is the region the chosen answer's claim rests on: an absent object's is nowhere
         in m, so without an insertion m' leaves the answer as true as m."""
         if sample.absent_object and sample.perturbation_params.get("region") != "inserted":
-            sample.image_pair_invalid = (f"absent_object: the chosen answer says there is no {sample.absent_object}; "
-                                         "perturbing m cannot make that less true")  # fmt: skip
+            sample.image_pair_invalid = (f"absent_object: there is no {sample.absent_object} in the image, so perturbing m "
+                                         "cannot make the chosen answer less true")  # fmt: skip
             sample.metadata["image_pair_invalid"] = sample.image_pair_invalid

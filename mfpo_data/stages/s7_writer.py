@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mfpo_data.imaging import encode_png, rle_encode
 from mfpo_data.layout import OutputLayout
-from mfpo_data.schema import Sample, arrow_schema, to_row
+from mfpo_data.schema import Sample, arrow_schema, targets_key_object, to_row
 from mfpo_data.stages.base import Stage
 
 
@@ -45,6 +45,31 @@ def fault_point(where: int | str):
 
 def reason_code(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
+
+
+EVIDENCE_STATS = ("untargeted_negatives", "removal_checked", "removal_still_detected", "removal_unverified",
+                  "negated_key_objects")  # fmt: skip
+
+
+def negative_kind(sample: Sample) -> str:
+    """A row's kind of negative in the stats: the perturbation backend and the region it was applied to."""
+    return f"{sample.perturbation}/{sample.perturbation_params.get('region', '')}"
+
+
+def count_evidence(stats: dict, sample: Sample) -> None:
+    """What a kept row says about its negative: untargeted by construction (by region), re-detected on m' or not
+    (by kind), and whether the chosen answer negated the first key object (`stages/s1_keywords.py`)."""
+    if not targets_key_object(sample.perturbation_params):
+        stats["untargeted_negatives"][sample.perturbation_params.get("region", "")] += 1
+    kind = negative_kind(sample)
+    if sample.removal_score is not None:
+        stats["removal_checked"][kind] += 1
+        stats["removal_still_detected"][kind] += sample.removal_score[1] > 0
+    elif sample.key_objects and sample.perturbation_params.get("region") != "inserted":
+        stats["removal_unverified"][kind] += 1
+    negated = sample.metadata.get("negated_key_object")
+    if negated:
+        stats["negated_key_objects"]["no_asserted_object" if sample.absent_object else "replaced"] += 1
 
 
 class ShardWriter(Stage):
@@ -78,7 +103,8 @@ class ShardWriter(Stage):
         tmp = {p: p.with_name(p.name + ".tmp") for p in (shard, rejects_path, stats_path)}
         schema = arrow_schema()  # features() without importing datasets
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
-                 "invalid_image_pairs": Counter(), "dropped": Counter(), "dropped_by_stage": Counter()}  # fmt: skip
+                 "invalid_image_pairs": Counter(), "dropped": Counter(), "dropped_by_stage": Counter(),
+                 **{key: Counter() for key in EVIDENCE_STATS}}  # fmt: skip
         fault = fault_point(rank)  # crash-resume tests only; inert otherwise
         seen = 0
         bar = self._bar(layout, rank, world_size)
@@ -106,6 +132,7 @@ class ShardWriter(Stage):
                     stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1
                     if sample.image_pair_invalid:
                         stats["invalid_image_pairs"][reason_code(sample.image_pair_invalid)] += 1
+                    count_evidence(stats, sample)
                     if sample.key_objects:
                         stats["categories"][sample.key_objects[0].category or sample.key_objects[0].phrase] += 1
                     elif sample.target:

@@ -11,22 +11,26 @@ and their associations, else to its `hallu` objects; a noun that matches no trut
 hallucination. CHAIR = hallucinated nouns / nouns, Cover = truth objects mentioned / truth objects,
 Hal = % responses with a hallucinated noun, Cog = `hallu` objects mentioned / `hallu` objects.
 
-Differences from the reference, stated in `settings`:
-- nouns: the reference takes NLTK's NN* tags lemmatised by WordNet (both need NLTK data). Here a
-  token in AMBER's vocabulary is kept as written (the vocabulary has "people", "sunglasses"), any
-  other token is singularised and kept when that is in the vocabulary (`nouns: vocabulary`), so a
-  vocabulary word used as a verb or adjective also counts; the ambiguous ones (orange, light, sign,
-  line, ...) are AMBER's safe words and are skipped either way. Case is kept, as in the reference
-  ("Dog" at the start of a sentence is not in the vocabulary).
-- similarity: the reference also matches words whose `en_core_web_lg` vectors are more similar than
-  0.8. Without spaCy and a model, only exact matches count (`similarity: exact`); with them
-  (`similarity="spacy"`, or "auto" when one loads) the reference rule applies.
+How each step is done is recorded in `settings` (and shown beside the numbers):
+- nouns (`nouns`): the reference keeps the tokens `nltk.pos_tag` tags NN*, lemmatised by NLTK's
+  `WordNetLemmatizer`. The lemmatiser here is the same algorithm on WordNet 3.0 (`text.lemmatize`);
+  the tagger is NLTK's own when its data is installed (`nouns: nltk`, the reference), else the
+  averaged perceptron that ships in `textblob-aptagger` (`nouns: aptagger`), else rules that read the
+  common verb and modal uses of vocabulary words ("I can see", "about to ski", "people watch";
+  `nouns: rules`), see `tagging`. Case is kept, as in the reference ("Dog" at the start of a sentence
+  is not in the vocabulary).
+- similarity (`similarity`): the reference also matches words whose spaCy `en_core_web_lg` vectors are
+  more similar than 0.8. With spaCy and that model installed (`similarity="spacy"`, or "auto" when
+  it loads) the reference rule applies; without them "auto" falls back to exact matches only and the
+  result says `similarity: exact`, which the table prints next to the number.
 
 Kept from the reference: the counters start at 0.001 (`data/metrics.txt`), a truth word found among
 the associations of an earlier truth object marks that object, and precision/recall/F1 of the yes/no
 task take "No" as the positive class with F1 computed from the rounded P and R (+0.0001 in the
 denominator, +0.001 for existence). A yes/no response must be exactly "Yes" or "No"
-(`parser="exact"`); `parser="lenient"` reads the first word, case-insensitively.
+(`parser="exact"`); `parser="lenient"` reads the first word, case-insensitively. Responses read as
+neither are counted in `discriminative.overall.unparsed`. The attribute section sums the state, number
+and action counters as the reference does (each starting at 0.001).
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.io import read_json, read_records
-from mfpo_train.eval.results import make_result
-from mfpo_train.eval.text import singularize, tokenize
+from mfpo_data.scorers.io import (RecordError, id_field, numbered_records, read_answers, read_json, read_text,
+                                  refuse_duplicates, shown, text_field, where)
+from mfpo_data.scorers.results import make_result
+from mfpo_data.scorers.text import lemmatize, tokenize
+from mfpo_train.eval.tagging import noun_flags, resolve
 
 
 _START = 0.001  # AMBER's data/metrics.txt starts every denominator here
@@ -71,35 +78,49 @@ def load_amber(root: str | Path, *, annotations: str | Path | None = None) -> Am
     """Read `annotations.json`, `relation.json` and `safe_words.txt` from AMBER's `data/` folder."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MfpoError(f"--amber-root: folder not found: {root}")
-    ann = read_json(annotations or root / "annotations.json", "AMBER annotations file")
-    rel = read_json(root / "relation.json", "AMBER relation file")
-    safe_path = root / "safe_words.txt"
-    if not safe_path.is_file():
-        raise MfpoError(f"AMBER safe words file not found: {safe_path}")
-    if not isinstance(ann, list) or not isinstance(rel, dict):
-        raise MfpoError(f"{root}: annotations.json must be a list and relation.json an object")
-    by_id = {}
-    for i, item in enumerate(ann):
-        if not isinstance(item, dict) or "id" not in item or "type" not in item or "truth" not in item:
-            raise MfpoError(f"{root / 'annotations.json'}: item {i} needs 'id', 'type' and 'truth'")
-        by_id[item["id"]] = item
-    safe = [line.split("\n")[0] for line in safe_path.read_text(encoding="utf-8").splitlines(keepends=True)]
+        raise MfpoError(f"--amber-root: folder not found: {shown(root)}")
+    ann_path = Path(annotations) if annotations else root / "annotations.json"
+    by_id: dict[int, dict] = {}
+    lines: dict[int, int] = {}
+    for line, item in numbered_records(ann_path, ("id", "type", "truth"), "AMBER annotations file"):
+        item_id = id_field(item, "id", ann_path, line, text=False)
+        kind = text_field(item, ("type",), ann_path, line)
+        if kind == "generative":
+            for name in ("truth", "hallu"):
+                _words(item.get(name, []), f"field {name!r}", ann_path, line)
+        elif text_field(item, ("truth",), ann_path, line).strip().lower() not in ("yes", "no"):
+            raise RecordError(f"{where(ann_path, line)}: field 'truth' of a yes/no item must be yes or no, got "
+                              f"{item['truth']!r}", ann_path, line)
+        if item_id in by_id:
+            raise RecordError(f"{where(ann_path, line)}: id {item_id} appears again (first on line {lines[item_id]})",
+                              ann_path, line)
+        by_id[item_id], lines[item_id] = {**item, "id": item_id}, line
+    rel_path = root / "relation.json"
+    rel = read_json(rel_path, "AMBER relation file")
+    if not isinstance(rel, dict):
+        raise RecordError(f"{shown(rel_path)}: expected a JSON object (word -> associated words)", rel_path)
+    for word, values in rel.items():
+        _words(values, f"the entry {word!r}", rel_path, None)
+    safe = read_text(root / "safe_words.txt", "AMBER safe words file")
+    safe = safe.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as Python's text mode reads it
     return AmberData(by_id, rel, [w for w in safe if w])
 
 
-def read_amber_answers(path: str | Path) -> list[dict]:
-    """AMBER inference answers: `{"id", "response"}` (or `answer`) items, JSON list or JSON lines."""
-    rows = read_records(path, ("id",), "answers file")
-    out = []
-    for i, row in enumerate(rows):
-        text = row.get("response", row.get("answer"))
-        if not isinstance(text, str):
-            raise MfpoError(f"{path}: item {i + 1}: needs a string 'response' (or 'answer')")
-        out.append({"id": row["id"], "response": text})
-    return out
+def _words(value, what: str, path: Path, line: int | None) -> None:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise RecordError(f"{where(path, line)}: {what} must be a list of words", path, line)
 
 
+def read_amber_answers(path: str | Path, ids=None) -> list[dict]:
+    """AMBER inference answers: `{"id", "response"}` (or `answer`) items, JSON list or JSON lines.
+
+    With `ids` (the annotations' ids), an answer to an id outside them is refused (`io.read_answers`).
+    """
+    rows = read_answers(path, "id", ids=ids, benchmark="AMBER's annotations", text=("response", "answer"))
+    return [{"id": row["id"], "response": row["answer"]} for row in rows]
+
+
+@lru_cache(maxsize=2)
 def _spacy_similarity(model: str) -> Callable[[str, str], float] | None:
     try:
         import spacy
@@ -118,10 +139,29 @@ def _spacy_similarity(model: str) -> Callable[[str, str], float] | None:
     return sim
 
 
-def amber_nouns(text: str, vocabulary: set[str]) -> list[str]:
-    """The response's words in AMBER's vocabulary, singularised, in order (see the module notes)."""
-    words = (t if t in vocabulary else singularize(t) for t in tokenize(text))
-    return [w for w in words if w in vocabulary]
+def resolve_similarity(similarity: str = "auto", spacy_model: str = "en_core_web_lg") -> str:
+    """"spacy" or "exact": what `similarity` stands for here; "spacy" without spaCy's model is a one-line error."""
+    if similarity not in ("auto", "exact", "spacy"):
+        raise MfpoError(f"amber.similarity must be auto, exact or spacy, got {similarity!r}")
+    if similarity == "exact":
+        return "exact"
+    if _spacy_similarity(spacy_model) is None:
+        if similarity == "spacy":
+            raise MfpoError(f"amber: similarity 'spacy' needs spaCy and its model {spacy_model!r} installed "
+                            f"(pip install spacy && python -m spacy download {spacy_model})")
+        return "exact"
+    return "spacy"
+
+
+def amber_nouns(text: str, vocabulary: set[str], nouns: str = "auto") -> list[str]:
+    """The response's nouns (lemmatised) that are in AMBER's vocabulary, in order (see the module notes).
+
+    `nouns` is the tagger: "nltk", "aptagger", "rules" or "auto" (`tagging.resolve`).
+    """
+    tokens = tokenize(text)
+    flags = noun_flags(tokens, lambda t: lemmatize(t) in vocabulary, resolve(nouns))
+    lemmas = (lemmatize(t) for t, is_noun in zip(tokens, flags, strict=True) if is_noun)
+    return [w for w in lemmas if w in vocabulary]
 
 
 def _mark(flags: list, j: int, tail: int) -> None:
@@ -188,7 +228,7 @@ def _prf(c: Mapping[str, float], eps: float) -> dict[str, float]:
     precision = round(c["ans_no_score"] / c["ans_no_num"] * 100, 1)
     recall = round(c["no_score"] / c["no_num"] * 100, 1)
     f1 = round(2 * (precision / 100) * (recall / 100) / ((precision / 100) + (recall / 100) + eps) * 100, 1)
-    return {"Accuracy": acc, "Precision": precision, "Recall": recall, "F1": f1, "n": round(c["num"] - _START)}
+    return {"Accuracy": acc, "Precision": precision, "Recall": recall, "F1": f1, "n": int(c["num"])}
 
 
 def score_amber(
@@ -199,39 +239,39 @@ def score_amber(
     threshold: float = 0.8,
     spacy_model: str = "en_core_web_lg",
     parser: str = "exact",
+    nouns: str = "auto",
 ) -> dict:
     """AMBER's metrics for `answers` (`{"id", "response"}`), generative and discriminative parts.
 
-    Returns `make_result(...)` with `generative: {CHAIR, Cover, Hal, Cog, n}` (when there are
+    Returns `make_result(...)` with `generative: {CHAIR, Cover, Hal, Cog, n, unparsed (empty responses)}` (when there are
     generative answers) and `discriminative: {overall, existence, attribute, state, number, action,
     relation}`, each `{Accuracy, Precision, Recall, F1, n}` (sections without answers are left out).
-    Settings record `similarity` as "exact" or "spacy:<model>".
+    Settings record `similarity` as "exact" or "spacy:<model>" and `nouns` as the tagger used.
     """
-    if similarity not in ("auto", "exact", "spacy"):
-        raise MfpoError(f"amber.similarity must be auto, exact or spacy, got {similarity!r}")
     if parser not in ("exact", "lenient"):
         raise MfpoError(f"amber.parser must be exact or lenient, got {parser!r}")
-    sim = None if similarity == "exact" else _spacy_similarity(spacy_model)
-    if similarity == "spacy" and sim is None:
-        raise MfpoError(f"amber: similarity 'spacy' needs spaCy and its model {spacy_model!r} installed")
+    refuse_duplicates(answers, "id", "amber")
+    sim = _spacy_similarity(spacy_model) if resolve_similarity(similarity, spacy_model) == "spacy" else None
     similar = (lambda a, b: sim(a, b) > threshold) if sim else (lambda a, b: a == b)
+    tagger = resolve(nouns)
     vocabulary = data.vocabulary
     g = dict.fromkeys(("chair_score", "safe_cover_score", "hallu_cover_score", "non_hallu_score"), 0.0)
     g.update(dict.fromkeys(("chair_num", "safe_cover_num", "hallu_cover_num", "non_hallu_num"), _START))
-    sections = ("overall", "existence", "attribute", "state", "number", "action", "relation")
+    sections = ("overall", "existence", "state", "number", "action", "relation")
     d = {
         s: dict.fromkeys(("correct", "no_score", "ans_no_score"), 0.0)
         | dict.fromkeys(("num", "no_num", "ans_no_num"), _START)
         for s in sections
     }
     details = []
+    unparsed = g_empty = 0
     for row in answers:
         item = data.annotations.get(row["id"])
         if item is None:
             raise MfpoError(f"amber: answer id {row['id']!r} is not in annotations.json")
         if item["type"] == "generative":
-            nouns = amber_nouns(row["response"], vocabulary)
-            hallucinated, cover, cog = _generative(item, nouns, data, similar)
+            found = amber_nouns(row["response"], vocabulary, tagger)
+            hallucinated, cover, cog = _generative(item, found, data, similar)
             g["chair_score"] += sum(hallucinated)
             g["chair_num"] += len(hallucinated)
             g["safe_cover_score"] += sum(cover)
@@ -240,13 +280,14 @@ def score_amber(
             g["hallu_cover_num"] += len(cog)
             g["non_hallu_score"] += sum(hallucinated) == 0
             g["non_hallu_num"] += 1
-            details.append({"id": row["id"], "type": "generative", "nouns": nouns,
-                            "hallucinated": [n for n, h in zip(nouns, hallucinated, strict=True) if h]})  # fmt: skip
+            g_empty += not row["response"].strip()
+            details.append({"id": row["id"], "type": "generative", "nouns": found,
+                            "hallucinated": [n for n, h in zip(found, hallucinated, strict=True) if h]})  # fmt: skip
             continue
         section = SECTIONS.get(item["type"], "relation")
-        groups = ["overall", section] + (["attribute"] if section in ("state", "number", "action") else [])
         pred, truth = _yes_no(row["response"], parser), str(item["truth"]).lower()
-        for s in groups:
+        unparsed += pred is None
+        for s in ("overall", section):
             c = d[s]
             c["num"] += 1
             c["correct"] += pred == truth
@@ -265,15 +306,21 @@ def score_amber(
             "Hal": round(100 - g["non_hallu_score"] / g["non_hallu_num"] * 100, 1),
             "Cog": round(g["hallu_cover_score"] / g["hallu_cover_num"] * 100, 1),
             "n": round(g["non_hallu_num"] - _START),
+            "unparsed": g_empty,
         }
-    disc = {s: _prf(c, 0.001 if s == "existence" else 0.0001) for s, c in d.items() if c["num"] > _START}
+    parts = [d[s] for s in ("state", "number", "action")]  # the reference sums the three sections' counters
+    d["attribute"] = {k: sum(c[k] for c in parts) for k in parts[0]}
+    disc = {s: _prf(d[s], 0.001 if s == "existence" else 0.0001)
+            for s in ("overall", "existence", "attribute", "state", "number", "action", "relation")
+            if d[s]["num"] > _START * (3 if s == "attribute" else 1) + 1e-9}
     if disc:
+        disc["overall"]["unparsed"] = unparsed
         metrics["discriminative"] = disc
     metrics["n"] = len(answers)
     settings = {
         "similarity": f"spacy:{spacy_model}" if sim else "exact",
         "threshold": threshold,
-        "nouns": "vocabulary",
+        "nouns": tagger,
         "parser": parser,
     }
     return make_result("amber", metrics, ids=[r["id"] for r in answers], settings=settings, details=details)

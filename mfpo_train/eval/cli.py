@@ -6,6 +6,10 @@
     mfpo-eval pope-questions --coco-root coco --split val2014 --sampling adversarial --out pope_adv.jsonl
     mfpo-eval pope --questions pope_adv.jsonl --answers pope_adv_answers.jsonl --out pope.json
     mfpo-eval amber --amber-root AMBER/data --answers amber_answers.json --out amber.json
+    mfpo-eval mmhal --questions response_template.json --answers mmhal_answers.jsonl --judge Qwen/Qwen2.5-7B-Instruct
+
+Every command scores the reference protocol by default; each deviation is a named option, recorded in
+the result's settings and printed in the table title.
 
 Commands are thin: parse, call one scorer, print a table, write the result JSON (and the per-item
 details beside it). Known problems are one line on stderr, exit code 1. Nothing heavy is imported
@@ -21,6 +25,7 @@ from typing import Annotated
 import typer
 
 from mfpo_data.errors import MfpoError
+from mfpo_data.secrets import scrub
 
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
@@ -37,9 +42,28 @@ class Synonyms(str, Enum):
     refine = "refine"
 
 
-class PopeParser(str, Enum):
+class Protocol(str, Enum):
+    reference = "reference"
+    fixed = "fixed"
+
+
+class ObjhalScorer(str, Enum):
+    rlaifv = "rlaifv"
+    chair = "chair"
+
+
+class PopeConvention(str, Enum):
     pope = "pope"
-    strict = "strict"
+    llava = "llava"
+    lmms_eval = "lmms-eval"
+    vlmevalkit = "vlmevalkit"
+
+
+class Nouns(str, Enum):
+    auto = "auto"
+    nltk = "nltk"
+    aptagger = "aptagger"
+    rules = "rules"
 
 
 class Similarity(str, Enum):
@@ -64,13 +88,17 @@ OutOpt = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="Write the result JSON here (details in a .details.jsonl beside it)."),
 ]
-ExactOpt = Annotated[
+FixedOpt = Annotated[
     bool,
-    typer.Option("--reference-exact", help="Keep the reference's dead synonym entries and pattern's singular forms."),
+    typer.Option("--fixed-vocabulary", help="Count what the reference cannot (dead synonym entries, 'a bus', 'ties'); "
+                 "not the reference's numbers."),
 ]
 
 
 def _run(fn):
+    from mfpo_data.secrets import redact_logging
+
+    redact_logging()  # the scorer commands configure no logging: Python's last-resort handler prints warnings
     try:
         return fn()
     except MfpoError as e:
@@ -80,6 +108,12 @@ def _run(fn):
 
 def _split(root: Path | None, split: str | None) -> str:
     return split or ("val2014" if root else "sample")
+
+
+def _warn_unparsed(part: str, unparsed: int, n: int) -> None:
+    if n and unparsed / n > 0.05:
+        typer.secho(f"warning: {part}: {unparsed} of {n} answers ({100 * unparsed / n:.1f}%) could not be read",
+                    fg=typer.colors.YELLOW, err=True)
 
 
 def _table(title: str, rows: list[tuple[str, object]]) -> None:
@@ -93,28 +127,36 @@ def _table(title: str, rows: list[tuple[str, object]]) -> None:
     Console().print(table)
 
 
+def _check_out(out: Path | None) -> None:
+    """`--out` names a file: a folder there is one line (before anything is read or scored)."""
+    if out is not None and out.is_dir():
+        raise MfpoError(f"--out {out} is a folder; give the path of a file to write (e.g. {out / 'result.json'})")
+
+
 def _save(result: dict, out: Path | None) -> None:
     if out is None:
         return
-    from mfpo_train.eval.results import write_result
+    from mfpo_data.scorers.results import write_result
 
     json_path, details = write_result(result, out)
-    typer.echo(f"wrote {json_path} and {details}")
+    typer.echo(scrub(f"wrote {json_path} and {details}"))
 
 
-def _chair_like(
-    scorer: str, answers: Path, root: Path | None, split: str | None, synonyms: Synonyms, exact: bool, out: Path | None
-):
-    from mfpo_train.eval import chair, coco, objhal
-    from mfpo_train.eval.io import read_answers
+def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, vocab, out: Path | None):
+    from mfpo_data.scorers import chair, coco
+    from mfpo_data.scorers.io import read_answers
+    from mfpo_train.eval import objhal
 
-    rows = read_answers(answers, "image_id")
-    vocab = chair.load_vocabulary(synonyms.value, exact)
+    _check_out(out)
     ann = coco.read_coco(root, _split(root, split))
+    rows = read_answers(answers, "image_id", ids=ann.images, benchmark=f"COCO split {ann.split!r}",
+                        text=("text", "answer") if scorer == "objhal" else ("answer", "text"))  # RLAIF-V: text first
     truth = coco.chair_ground_truth(ann, vocab, {r["image_id"] for r in rows})
     result = objhal.score_objhal(rows, truth, vocab) if scorer == "objhal" else chair.score_chair(rows, truth, vocab)
-    keys = ("CHAIRs", "CHAIRi", "recall", "len", "n") + (("CHAIRs_refine",) if scorer == "objhal" else ())
-    _table(f"{scorer} ({synonyms.value}{', reference-exact' if exact else ''})", [(k, result[k]) for k in keys])
+    keys = ("CHAIRs", "CHAIRi", "recall", "len", "n", "unparsed") + (("CHAIRs_refine",) if scorer == "objhal" else ())
+    settings = vocab.settings
+    _table(f"{scorer} (synonyms {settings['synonyms']}, protocol {settings['protocol']})", [(k, result[k]) for k in keys])
+    _warn_unparsed(scorer, result["unparsed"], result["n"])
     _save(result, out)
 
 
@@ -127,23 +169,42 @@ def chair(
     synonyms: Annotated[
         Synonyms, typer.Option(help="Synonym list: the reference's (coco) or RLAIF-V's (refine).")
     ] = Synonyms.coco,
-    reference_exact: ExactOpt = False,
+    fixed_vocabulary: FixedOpt = False,
 ) -> None:
-    """CHAIRs / CHAIRi / recall of image descriptions against COCO instances and captions."""
-    _run(lambda: _chair_like("chair", answers, coco_root, split, synonyms, reference_exact, out))
+    """CHAIRs / CHAIRi / recall of image descriptions against COCO instances and captions (the reference chair.py)."""
+
+    def run():
+        from mfpo_data.scorers.chair import load_vocabulary
+
+        vocab = load_vocabulary(synonyms.value, "fixed" if fixed_vocabulary else "reference")
+        _chair_like("chair", answers, coco_root, split, vocab, out)
+
+    _run(run)
 
 
 @app.command()
 def objhal(
-    answers: Annotated[Path, typer.Option("--answers", "-a", help='JSON lines {"image_id": int, "answer": str}.')],
+    answers: Annotated[Path, typer.Option("--answers", "-a", help='JSON lines {"image_id": int, "text" or "answer": str}.')],
     coco_root: CocoRootOpt = None,
     split: SplitOpt = None,
     out: OutOpt = None,
-    synonyms: Annotated[Synonyms, typer.Option(help="Synonym list (RLAIF-V's refine by default).")] = Synonyms.refine,
-    reference_exact: ExactOpt = False,
+    scorer: Annotated[
+        ObjhalScorer, typer.Option(help="rlaifv: RLAIF-V's rule path (WordNet lemmas); chair: the reference CHAIR.")
+    ] = ObjhalScorer.rlaifv,
+    fixed_vocabulary: FixedOpt = False,
 ) -> None:
-    """Object HalBench, rule-based: CHAIR over answers to the 300 description prompts."""
-    _run(lambda: _chair_like("objhal", answers, coco_root, split, synonyms, reference_exact, out))
+    """Object HalBench, rule-based: CHAIR over answers to the 300 description prompts, RLAIF-V's refined synonyms."""
+
+    def run():
+        from mfpo_data.scorers.chair import load_vocabulary
+        from mfpo_train.eval.objhal import objhal_vocabulary
+
+        vocab = objhal_vocabulary(scorer.value)
+        if fixed_vocabulary:
+            vocab = load_vocabulary("refine", "fixed")
+        _chair_like("objhal", answers, coco_root, split, vocab, out)
+
+    _run(run)
 
 
 @app.command("objhal-questions")
@@ -160,9 +221,11 @@ def objhal_questions(
     """The Object HalBench questions: the shipped 300, RLAIF-V's file, or a seeded set from a COCO folder."""
 
     def run():
-        from mfpo_train.eval import coco, objhal
-        from mfpo_train.eval.io import write_jsonl
+        from mfpo_data.scorers import coco
+        from mfpo_data.scorers.io import write_jsonl
+        from mfpo_train.eval import objhal
 
+        _check_out(out)
         if questions is not None:
             rows = objhal.read_objhal_questions(questions)
         elif coco_root is not None:
@@ -172,7 +235,7 @@ def objhal_questions(
         else:
             rows = objhal.objhal_questions()
         write_jsonl(rows, out)
-        typer.echo(f"wrote {len(rows)} questions to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions to {out}"))
 
     _run(run)
 
@@ -191,14 +254,15 @@ def pope_questions(
     """Build POPE questions from a COCO folder's instances."""
 
     def run():
-        from mfpo_train.eval import coco, pope
+        from mfpo_data.scorers import coco, pope
 
+        _check_out(out)
         ann = coco.read_coco(coco_root, _split(coco_root, split), captions=False)
         rows = pope.build_pope_questions(
             ann, sampling.value, images=images, min_objects=min_objects, per_image=per_image, seed=seed
         )
         pope.write_pope_questions(rows, out)
-        typer.echo(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}")
+        typer.echo(scrub(f"wrote {len(rows)} questions ({len(rows) // 2} yes, {len(rows) // 2} no) to {out}"))
 
     _run(run)
 
@@ -213,43 +277,56 @@ def pope_score(
         typer.Option("--answers", "-a", help='JSON lines {"question_id", "answer"} (same order as --questions).'),
     ],
     out: OutOpt = None,
-    parser: Annotated[
-        PopeParser, typer.Option(help="Yes/no reading: POPE's evaluate.py (pope) or the first word (strict).")
-    ] = PopeParser.pope,
+    convention: Annotated[
+        PopeConvention,
+        typer.Option(help="Whose scoring: POPE's evaluate.py, LLaVA's eval_pope.py, lmms-eval's, VLMEvalKit's."),
+    ] = PopeConvention.pope,
 ) -> None:
-    """Accuracy, precision, recall, F1 and yes-ratio per POPE split, and their mean."""
+    """Accuracy, precision, recall, F1 and yes-ratio per POPE split, their mean and the pooled F1."""
 
     def run():
-        from mfpo_train.eval import pope
-        from mfpo_train.eval.io import read_answers
-        from mfpo_train.eval.results import make_result
+        from mfpo_data.scorers import pope
+        from mfpo_data.scorers.io import read_answers, shown
+        from mfpo_data.scorers.results import make_result
 
+        _check_out(out)
         if len(questions) != len(answers):
             raise MfpoError(
                 f"pope: {len(questions)} --questions but {len(answers)} --answers; give one answers file per questions file"
             )
-        results = {}
+        conv = pope.convention(convention.value)
+        results, given_q, given_a, hashes = {}, {}, {}, {}
         for q, a in zip(questions, answers, strict=True):
             name = pope.split_name(q)
             if name in results:
                 raise MfpoError(f"pope: split {name!r} given twice")
-            results[name] = pope.score_pope(
-                pope.read_pope_questions(q), read_answers(a, "question_id"), parser=parser.value, split=name
-            )
+            given_q[name] = pope.read_pope_questions(q)
+            given_a[name] = read_answers(a, "question_id", ids=[x["question_id"] for x in given_q[name]],
+                                         benchmark=shown(q))
+            results[name] = pope.score_pope(given_q[name], given_a[name], parser=conv.parser, split=name)
+            sha = pope.file_sha256(q)
+            hashes[name] = {"sha256": sha, "official": sha == pope.OFFICIAL_SHA256.get(name)}
+            results[name]["meta"]["settings"].update(convention=conv.name, questions_sha256=sha,
+                                                     official=hashes[name]["official"])
         keys = ("accuracy", "precision", "recall", "f1", "yes_ratio", "n", "unparsed")
         for name, r in results.items():
-            _table(f"POPE {name} ({parser.value})", [(k, r[k]) for k in keys])
+            official = "official file" if hashes[name]["official"] else "not the official file"
+            _table(f"POPE {name} (convention {conv.name}, {official})", [(k, r[k]) for k in keys])
+            _warn_unparsed(f"pope {name}", r["unparsed"], r["n"])
         if len(results) == 1:
             _save(next(iter(results.values())), out)
             return
         mean = pope.mean_over_splits(results)
-        _table("POPE mean over splits", list(mean.items()))
+        pooled = pope.pooled_over_splits(given_q, given_a, conv.parser)
+        _table("POPE mean over splits" + (" (the headline)" if conv.headline == "mean" else ""), list(mean.items()))
+        _table("POPE pooled over splits" + (" (the headline)" if conv.headline == "pooled" else ""),
+               [(k, pooled[k]) for k in keys])
         splits = {name: {k: v for k, v in r.items() if k != "details"} for name, r in results.items()}
         details = [{"split": name, **d} for name, r in results.items() for d in r["details"]]
         ids = [f"{name}:{d['question_id']}" for name, r in results.items() for d in r["details"]]
-        combined = make_result(
-            "pope", {"mean": mean, "splits": splits}, ids=ids, settings={"parser": parser.value}, details=details
-        )
+        settings = {"parser": conv.parser, "convention": conv.name, "headline": conv.headline, "files": hashes}
+        combined = make_result("pope", {"mean": mean, "pooled": pooled, "splits": splits}, ids=ids, settings=settings,
+                               details=details)
         _save(combined, out)
 
     _run(run)
@@ -273,31 +350,72 @@ def amber(
     parser: Annotated[
         AmberParser, typer.Option(help="Yes/no reading: exactly 'Yes'/'No' (AMBER) or the first word (lenient).")
     ] = AmberParser.exact,
+    nouns: Annotated[
+        Nouns, typer.Option(help="Noun tagger: nltk (the reference's, needs its data), aptagger, rules, or auto.")
+    ] = Nouns.auto,
 ) -> None:
     """AMBER: generative CHAIR / Cover / Hal / Cog and yes/no accuracy, precision, recall, F1."""
 
     def run():
         from mfpo_train.eval import amber as amber_mod
 
+        _check_out(out)
         data = amber_mod.load_amber(amber_root)
         result = amber_mod.score_amber(
-            amber_mod.read_amber_answers(answers),
+            amber_mod.read_amber_answers(answers, ids=data.annotations),
             data,
             similarity=similarity.value,
             threshold=threshold,
             parser=parser.value,
+            nouns=nouns.value,
         )
+        settings = result["meta"]["settings"]
         if "generative" in result:
-            _table(
-                f"AMBER generative (similarity: {result['meta']['settings']['similarity']})",
-                list(result["generative"].items()),
-            )
+            sim = settings["similarity"]
+            how = "exact match, not the reference's 0.8 similarity" if sim == "exact" else f"{sim} > {threshold}"
+            _table(f"AMBER generative (nouns: {settings['nouns']}; {how})", list(result["generative"].items()))
+            _warn_unparsed("amber generative", result["generative"]["unparsed"], result["generative"]["n"])
         for name, m in result.get("discriminative", {}).items():
             _table(f"AMBER discriminative: {name}", list(m.items()))
+        if "discriminative" in result:
+            overall = result["discriminative"]["overall"]
+            _warn_unparsed("amber yes/no", overall["unparsed"], overall["n"])
         _save(result, out)
 
     _run(run)
 
+
+
+@app.command()
+def mmhal(
+    questions: Annotated[Path, typer.Option("--questions", "-q", help="MMHal-Bench's response_template.json.")],
+    answers: Annotated[
+        Path,
+        typer.Option("--answers", "-a", help="The template with 'model_answer' filled (JSON), or JSON lines with "
+                     "'answer'/'text' in the questions' order (RLAIF-V's format)."),
+    ],
+    judge: Annotated[str, typer.Option("--judge", help="A local causal LM (Hub id or folder), or a model name at --judge-url.")],
+    judge_url: Annotated[str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint (…/v1).")] = None,
+    judge_key_env: Annotated[str, typer.Option("--judge-key-env", help="Environment variable with the endpoint's key.")] = "OPENAI_API_KEY",
+    max_new_tokens: Annotated[int, typer.Option("--judge-max-new-tokens", help="Longest review, in tokens.")] = 512,
+    out: OutOpt = None,
+) -> None:
+    """MMHal-Bench: a judge rates each answer 0-6 with the reference template; score and hallucination rate."""
+
+    def run():
+        from mfpo_train.eval import mmhal as mmhal_mod
+
+        qs = mmhal_mod.read_mmhal_questions(questions)
+        rows = mmhal_mod.read_mmhal_answers(answers, len(qs))
+        info = mmhal_mod.judge_info(judge, judge_url)
+        scorer = mmhal_mod.make_judge(judge, judge_url, key_env=judge_key_env, max_new_tokens=max_new_tokens)
+        result = mmhal_mod.score_mmhal(qs, rows, mmhal_mod.review_all(scorer, qs, rows), info)
+        _table(f"MMHal-Bench (judge: {info['label']}; the paper's judge is {mmhal_mod.REFERENCE_JUDGE})",
+               [(k, result[k]) for k in ("score", "hallucination_rate", "n", "unparsed")])
+        _warn_unparsed("mmhal judge reviews", result["unparsed"], result["n"])
+        _save(result, out)
+
+    _run(run)
 
 
 # `mfpo-eval run` (generation + scoring + probes) lives in its own module; registered here.

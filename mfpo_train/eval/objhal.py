@@ -5,10 +5,17 @@ The image ids and prompts are RLAIF-V's `eval/data/obj_halbench_300_with_image.j
 `read_objhal_questions` reads RLAIF-V's file itself (its base64 images are ignored), and
 `build_objhal_questions` draws the same kind of set from any COCO folder with a seed.
 
-Scoring is rule-based CHAIR with RLAIF-V's refined synonym list (`chair.load_vocabulary("refine")`),
-reporting CHAIRs, CHAIRi, CHAIRs_refine (over answers that mention an object) and recall
-(RLAIF-V's `obj_rec`). RLAIF-V's published tables extract the objects with gpt-3.5-turbo first;
-these numbers are labelled `objects: rules` and are not comparable with GPT-judged tables.
+Scoring is rule-based CHAIR with RLAIF-V's refined synonym list, reporting CHAIRs, CHAIRi,
+CHAIRs_refine (over answers that mention an object) and recall (RLAIF-V's `obj_rec`). Two scorers
+(`SCORERS`, recorded in the result):
+- `"rlaifv"` (default): RLAIF-V's `eval/eval_gpt_obj_halbench.py` run without `--use_gpt`: NLTK's
+  WordNet lemmatiser, every multi-word entry merged (`chair` protocol "rlaifv");
+- `"chair"`: the reference CHAIR pipeline (`pattern` singular forms) on the same refined list.
+RLAIF-V's published tables extract the objects with gpt-3.5-turbo first; these numbers are labelled
+`objects: rules` and are not comparable with GPT-judged tables.
+
+Answers are read the way RLAIF-V's loader reads them (`objhal_answer`): its `text` field when there is
+one, else `answer`, with every "Assistant:" removed and the ends stripped.
 """
 
 from __future__ import annotations
@@ -19,15 +26,17 @@ from pathlib import Path
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.eval_ids import EVAL_IDS_DIR, EVAL_SETS
-from mfpo_train.eval.chair import ChairVocabulary, load_vocabulary, score_chair
-from mfpo_train.eval.coco import CocoAnnotations
-from mfpo_train.eval.io import read_jsonl
+from mfpo_data.scorers.chair import ChairVocabulary, load_vocabulary, score_chair
+
+
+SCORERS = {"rlaifv": "rlaifv", "chair": "reference"}  # --objhal-scorer -> the CHAIR protocol it runs
+from mfpo_data.scorers.coco import CocoAnnotations
+from mfpo_data.scorers.io import id_field, numbered_records, text_field
 
 
 def objhal_questions() -> list[dict]:
     """The shipped 300 `{"image_id", "question"}` items, in RLAIF-V's order."""
-    rows = read_jsonl(EVAL_IDS_DIR / EVAL_SETS["objhal"], ("image_id", "question"), "Object HalBench id list")
-    return [{"image_id": int(r["image_id"]), "question": r["question"]} for r in rows]
+    return _questions(EVAL_IDS_DIR / EVAL_SETS["objhal"], "Object HalBench id list")
 
 
 def objhal_prompts() -> list[str]:
@@ -37,8 +46,14 @@ def objhal_prompts() -> list[str]:
 
 def read_objhal_questions(path: str | Path) -> list[dict]:
     """RLAIF-V's question file (`image_id`, `question`; other keys such as `image` are ignored)."""
-    rows = read_jsonl(path, ("image_id", "question"), "Object HalBench questions file")
-    return [{"image_id": int(r["image_id"]), "question": r["question"]} for r in rows]
+    return _questions(path, "Object HalBench questions file")
+
+
+def _questions(path: str | Path, what: str) -> list[dict]:
+    path = Path(path)
+    return [{"image_id": id_field(row, "image_id", path, line, text=False),
+             "question": text_field(row, ("question",), path, line)}
+            for line, row in numbered_records(path, ("image_id", "question"), what)]
 
 
 def build_objhal_questions(
@@ -62,10 +77,24 @@ def build_objhal_questions(
     return [{"image_id": i, "question": rng.choice(prompts)} for i in chosen]
 
 
+def objhal_vocabulary(scorer: str = "rlaifv") -> ChairVocabulary:
+    """The vocabulary of an Object HalBench scorer ("rlaifv" or "chair"; see the module notes)."""
+    if scorer not in SCORERS:
+        raise MfpoError(f"--objhal-scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    return load_vocabulary("refine", SCORERS[scorer])
+
+
+def objhal_answer(row: Mapping) -> str:
+    """An answer as RLAIF-V's `load_generated_captions` reads it: `text` before `answer`, "Assistant:" removed."""
+    text = row["text"] if isinstance(row.get("text"), str) else row["answer"]
+    return text.replace("Assistant:", "").strip()
+
+
 def score_objhal(
     answers: Sequence[Mapping], ground_truth: Mapping[int, Iterable[str]], vocab: ChairVocabulary | None = None
 ) -> dict:
-    """CHAIR over Object HalBench answers (`{"image_id", "answer"}`), RLAIF-V's refined synonyms by default."""
-    result = score_chair(answers, ground_truth, vocab or load_vocabulary("refine"), scorer="objhal")
+    """CHAIR over Object HalBench answers (`{"image_id", "answer"}` or `text`), RLAIF-V's rule path by default."""
+    rows = [{"image_id": r["image_id"], "answer": objhal_answer(r)} for r in answers]
+    result = score_chair(rows, ground_truth, vocab or objhal_vocabulary(), scorer="objhal")
     result["meta"]["settings"]["objects"] = "rules"
     return result

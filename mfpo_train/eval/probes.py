@@ -65,7 +65,7 @@ def row_logps(model, processor, rows: Sequence[dict], *, max_length: int | None 
     import torch
 
     from mfpo_train.collator import MFPOCollator
-    from mfpo_train.eval.runner import to_model
+    from mfpo_data.backends.vlm import to_model
     from mfpo_train.model import sequence_logps
 
     variants = []

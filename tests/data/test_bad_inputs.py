@@ -72,6 +72,9 @@ def _images(root: Path) -> None:
     Image.new("RGB", (200, 200), RED).save(img / "big.png")  # 40,000 pixels > the limit set below
     (root.parent / "outside.jpg").write_bytes(jpg)  # a real file next to the image root
     (img / "link.jpg").symlink_to(root.parent / "outside.jpg")
+    (img / "loop_a.jpg").symlink_to("loop_b.jpg")  # a symlink loop: a reject, the build goes on
+    (img / "loop_b.jpg").symlink_to("loop_a.jpg")
+    (img / "dangling.jpg").symlink_to("gone.jpg")
 
 
 # (image, expected reason code or None for kept); the id is the file's stem
@@ -94,6 +97,8 @@ IMAGE_CASES = {
     "escape_link": ("img/link.jpg", "path_escapes_root"),
     "missing": ("img/nope.jpg", "missing_file"),
     "directory": ("img", "missing_file"),
+    "symlink_loop": ("img/loop_a.jpg", "unreadable_file"),
+    "dangling_link": ("img/dangling.jpg", "missing_file"),
 }
 
 
@@ -138,6 +143,8 @@ def _corpus(root: Path) -> tuple[Path, dict[str, str | None], dict]:
     expected[f"jsonl:line:{len(lines)}"] = "bad_json"
     lines.append(b'["a", "list"]')
     expected[f"jsonl:line:{len(lines)}"] = "bad_json"
+    lines.append(b'{"id": ' + b"7" * 5000 + b', "question": "Q?", "chosen": "A.", "rejected": "B.", "image": "x"}')
+    expected[f"jsonl:line:{len(lines)}"] = "bad_json"  # more digits than Python turns into an int
     path = root / "data" / "pairs.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     facts.update(bad_encoding_line=bad_encoding_line, records=len(lines) - 1)

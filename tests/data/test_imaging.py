@@ -110,5 +110,15 @@ def test_composite_keeps_outside_bit_identical():
         composite(a, b, np.zeros((4, 4), bool))
 
 
+def test_composite_follows_a_non_rectangular_mask_not_its_box():
+    """A disc: the corners of its bounding box are outside the mask and must keep the original pixels."""
+    a, b = np.zeros((21, 21, 3), np.uint8), np.full((21, 21, 3), 255, np.uint8)
+    yy, xx = np.mgrid[:21, :21]
+    disc = (yy - 10) ** 2 + (xx - 10) ** 2 <= 36  # box rows/cols 4..16
+    out = composite(a, b, disc)
+    assert np.array_equal(out[disc], b[disc]) and np.array_equal(out[~disc], a[~disc])
+    assert (out[4:17, 4:17] == 0).any()  # box pixels outside the disc stayed original
+
+
 def test_cxcywh_conversion():
     assert cxcywh_norm_to_xyxy_px((0.5, 0.5, 0.5, 1.0), 100, 50) == (25.0, 0.0, 75.0, 50.0)

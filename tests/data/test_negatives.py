@@ -154,22 +154,43 @@ def test_insert_needs_a_backend_that_paints():
 def test_negatives_are_identical_for_one_and_three_tasks(tmp_path, overrides):
     root = make_coco_folder(tmp_path / "coco", n_images=5)
     common = [f"source.root={root}", "source.split=val2017", "output.progress=false", *overrides]
-    one = rows_by_id(build_dataset(_recipe([*common, f"output.dir={tmp_path / 'one'}"])))
+    layout = build_dataset(_recipe([*common, f"output.dir={tmp_path / 'one'}"]))
+    one = rows_by_id(layout)
     three = rows_by_id(build_dataset(_recipe([*common, "executor.tasks=3", f"output.dir={tmp_path / 'three'}"])))
     assert one.keys() == three.keys() and len(one) > 0
+    untargeted = {}
     for key, row in one.items():
         assert row == three[key], key
         params = json.loads(row["perturbation_params"])
+        assert row["targets_key_object"] is (params["region"] in ("key_object", "inserted")), key
+        assert row["removal_score"] is None  # ground-truth regions, no detector: not verified
+        if not row["targets_key_object"]:
+            untargeted[params["region"]] = untargeted.get(params["region"], 0) + 1
         if "random_area" in params:
             assert rle_decode(row["mask"]).mean() == pytest.approx(0.3, abs=0.03)
         if params["kind"] == "random_crop":
             assert row["mask"] is None and row["mask_area_ratio"] == 1.0 and "crop_box" in params
+    stats = layout.read_stats()
+    assert stats["untargeted_negatives"] == untargeted
+    if overrides[0].startswith("perturbation.region") or "random_crop" in overrides[0]:  # the ablations aim nowhere
+        assert sum(untargeted.values()) == len(one)
+    else:  # box occlusion aims at the key object; only the whole-image fallback does not
+        assert set(untargeted) <= {"whole_image"} and sum(untargeted.values()) < len(one)
+    with_key = sum(1 for r in one.values() if r["key_objects"] and json.loads(r["perturbation_params"])["region"] != "inserted")
+    assert sum(stats["removal_unverified"].values()) == with_key > 0 and stats["removal_checked"] == {}
 
 
 def test_inspect_labels_the_negative():
     from mfpo_data.inspect import negative_label
 
     crop = {"perturbation": "random_crop", "perturbation_params": json.dumps({"region": "global", "crop_area": 0.12, "seed": 1})}
-    assert negative_label(crop) == "random_crop crop_area=0.12 on global"
+    assert negative_label({**crop, "targets_key_object": False}) == "random_crop crop_area=0.12 on global (does not target the key object)"
     rnd = {"perturbation": "diffusion_noise", "perturbation_params": json.dumps({"region": "random", "t": 500, "random_area": 0.2})}
-    assert negative_label(rnd) == "diffusion_noise t=500 random_area=0.2 on random"
+    assert negative_label({**rnd, "targets_key_object": True}) == "diffusion_noise t=500 random_area=0.2 on random"
+    # a row of a dataset built before the column: what its parameters say
+    assert negative_label(rnd).endswith("on random (does not target the key object)")
+    assert negative_label(crop).endswith("on global (does not target the key object)")
+    assert negative_label({**rnd, "perturbation_params": json.dumps({"region": "key_object", "t": 500})}) == "diffusion_noise t=500 on key_object"
+    key = {"perturbation": "blur", "targets_key_object": True,
+           "perturbation_params": json.dumps({"region": "key_object", "sigma": 15.0, "region_shape": "box"})}
+    assert negative_label(key) == "blur sigma=15.0 region_shape=box on key_object"

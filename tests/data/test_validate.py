@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -141,3 +143,30 @@ def test_revision_reaches_load_dataset_for_a_hub_id(monkeypatch):
 def test_revision_with_a_local_path_is_refused(build):
     with pytest.raises(DatasetLoadError, match="local path: revision='v1' applies to Hub datasets only"):
         load_and_validate(build.root, revision="v1")
+
+
+def test_a_dataset_built_before_the_later_columns_loads_with_their_old_meaning(tmp_path):
+    """targets_key_object and image_reliance came later: without them a dataset still loads (and trains), a
+    negative targets the key object unless its parameters say a random box, the whole image or a crop."""
+    from mfpo_data.schema import LATER_COLUMNS
+    from tests.fixtures.fake_build import fake_rows
+
+    rows = fake_rows(6)
+    negatives = [("diffusion_noise", "key_object"), ("diffusion_noise", "random"), ("diffusion_noise", "global"),
+                 ("diffusion_noise", "whole_image"), ("sd_inpaint", "inserted"), ("random_crop", "global")]
+    for row, (kind, region) in zip(rows, negatives, strict=True):
+        row["perturbation_params"] = json.dumps({"kind": kind, "region": region, "seed": 1})
+    old = datasets.Dataset.from_list(rows, features=features()).remove_columns(list(LATER_COLUMNS))
+    path = tmp_path / "old.parquet"
+    old.to_parquet(str(path))
+    ds = load_and_validate(path, split="train")
+    assert ds.features == features()
+    assert ds["targets_key_object"] == [True, False, False, False, True, False]
+    assert ds["image_reliance"] == [None] * 6
+    assert ds["id"] == [r["id"] for r in rows]
+    with pytest.raises(SchemaError, match="missing columns: targets_key_object, image_reliance$"):
+        load_and_validate(path, strict=True)  # publish: the full schema
+    rows[2]["perturbation_params"] = "not json"
+    datasets.Dataset.from_list(rows, features=features()).remove_columns(list(LATER_COLUMNS)).to_parquet(str(path))
+    with pytest.raises(SchemaError, match=r"old.parquet split 'train' row 2: perturbation_params is not a JSON object"):
+        load_and_validate(path)

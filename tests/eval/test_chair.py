@@ -3,7 +3,7 @@
 import pytest
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval import chair, coco
+from mfpo_data.scorers import chair, coco
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_ground_truth_includes_objects_named_only_in_captions(sample):
 
 
 def test_chair_hand_computed(sample):
-    vocab = chair.load_vocabulary()
+    vocab = chair.load_vocabulary("coco", "fixed")  # counts "a bus"; the reference below does not
     gt = coco.chair_ground_truth(sample, vocab, {a["image_id"] for a in ANSWERS})
     r = chair.score_chair(ANSWERS, gt, vocab)
     # 4 of 6 answers hallucinate; 5 of 15 mentions are hallucinated (the repeated dog counts twice)
@@ -56,15 +56,28 @@ def test_chair_hand_computed(sample):
     assert d["mentioned"] == ["cat", "couch", "cat"] and d["hallucinated"] == [["sofa", "couch"]]
     assert r["details"][3]["hallucinated"] == [["dog", "dog"], ["dog", "dog"]]
     assert r["meta"]["scorer"] == "chair" and r["meta"]["n"] == 6 and len(r["meta"]["ids_sha256"]) == 64
-    assert r["meta"]["settings"] == {"synonyms": "coco", "reference_exact": False}
+    assert r["meta"]["settings"] == {"synonyms": "coco", "protocol": "fixed"}
+    assert r["unparsed"] == 0
 
 
-def test_reference_exact_never_counts_a_singular_bus(sample):
-    vocab = chair.load_vocabulary("coco", reference_exact=True)
+def test_the_default_is_the_reference_which_never_counts_a_singular_bus(sample):
+    vocab = chair.load_vocabulary()
     gt = coco.chair_ground_truth(sample, vocab, {a["image_id"] for a in ANSWERS})
     r = chair.score_chair(ANSWERS, gt, vocab)
     # "a bus" -> pattern's "bu": answer 2 has no hallucination left, 14 mentions of which 4 hallucinated
     assert (r["CHAIRs"], r["CHAIRi"]) == (50.0, 28.6)
+    assert r["meta"]["settings"] == {"synonyms": "coco", "protocol": "reference"}
+
+
+def test_every_chair_metric_has_its_own_formula(sample):
+    # CHAIRs counts answers, CHAIRi mentions (with repeats), CHAIRs_refine only answers naming an object,
+    # recall distinct ground-truth objects: a slip between any two changes a number here.
+    vocab = chair.load_vocabulary()
+    rows = [{"image_id": 15, "answer": "A dog, a dog and a dog near a man."}, {"image_id": 3, "answer": "   "},
+            {"image_id": 2, "answer": "A cup and a spoon."}]
+    r = chair.score_chair(rows, coco.chair_ground_truth(sample, vocab, [15, 3, 2]), vocab)
+    assert (r["CHAIRs"], r["CHAIRs_refine"], r["CHAIRi"], r["recall"]) == (33.3, 50.0, 50.0, 42.9)
+    assert r["unparsed"] == 1 and r["len"] == round((10 + 1 + 5) / 3, 1)
 
 
 def test_toilet_seat_is_not_a_chair():

@@ -44,7 +44,7 @@ def test_missing_file_and_malformed_line_are_one_line_errors(tmp_path):
     assert res.exit_code == 1 and f"{bad}:2: not valid JSON" in res.output
     bad.write_text('{"image_id": 1}\n')
     res = runner.invoke(app, ["chair", "--answers", str(bad)])
-    assert res.exit_code == 1 and f"{bad}: item 1: needs a string 'answer' (or 'text')" in res.output
+    assert res.exit_code == 1 and f"{bad}:1: missing field 'answer' or 'text'" in res.output
 
 
 def test_pope_questions_then_score_two_splits(tmp_path):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval import coco, pope
+from mfpo_data.scorers import coco, pope
 from tests.fixtures.eval_coco import IMAGES, make_pope_coco
 
 
@@ -103,12 +103,48 @@ def test_pope_scores_hand_computed():
     assert r["unparsed"] == 1  # "I think so": neither word, POPE's parser calls it yes
 
 
-def test_strict_parser_counts_unclear_answers_wrong():
+def test_exact_and_yorn_parsers_count_unclear_answers_wrong():
     qs, ans = _qa()
-    r = pope.score_pope(qs, ans, parser="strict")
-    # parsed: q1 yes, q2 no, q4 yes; unparsed q3, q5, q6 -> correct q1, q2 -> accuracy 2/6
-    assert (r["TP"], r["FP"], r["TN"], r["FN"], r["unparsed"]) == (1, 1, 1, 0, 3)
-    assert (r["accuracy"], r["precision"], r["recall"], r["f1"], r["yes_ratio"]) == (33.3, 50.0, 100.0, 66.7, 33.3)
+    r = pope.score_pope(qs, ans, parser="exact")
+    # lmms-eval: nothing here is exactly "yes"/"no" after lower().strip() -> 6 unparsed, every rate 0
+    assert (r["TP"], r["FP"], r["TN"], r["FN"], r["unparsed"]) == (0, 0, 0, 0, 6)
+    assert (r["accuracy"], r["precision"], r["recall"], r["f1"], r["yes_ratio"]) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    r = pope.score_pope(qs, ans, parser="yorn")
+    # VLMEvalKit: "yes" without "no" is yes, "no" without "yes" is no: q5 "I think so" is Unknown (wrong, and
+    # "no" in precision/recall: FN), q6 "not really. Yes" is yes ("not" is not "no")
+    assert [d["pred"] for d in r["details"]] == ["yes", "no", "no", "yes", None, "yes"]
+    assert (r["TP"], r["FP"], r["TN"], r["FN"], r["unparsed"]) == (1, 2, 1, 2, 1)
+    assert (r["accuracy"], r["precision"], r["recall"], r["f1"], r["yes_ratio"]) == (33.3, 33.3, 33.3, 33.3, 50.0)
+
+
+def test_yes_ratio_is_the_models_not_the_labels():
+    qs, _ = _qa()
+    r = pope.score_pope(qs, [{"question_id": q["question_id"], "answer": "Yes"} for q in qs])
+    # labels are half yes; the model says yes to all: yes-ratio 100, precision 50, recall 100, F1 66.7, accuracy 50
+    assert (r["yes_ratio"], r["precision"], r["recall"], r["f1"], r["accuracy"]) == (100.0, 50.0, 100.0, 66.7, 50.0)
+
+
+def test_official_files_ship_and_are_checked():
+    for split in pope.SAMPLINGS:
+        qs = pope.official_questions(split)
+        assert len(qs) == 3000 and sum(q["label"] == "yes" for q in qs) == 1500
+    assert pope.official_questions("random")[0] == {"question_id": 1, "image": "COCO_val2014_000000310196.jpg",
+                                                    "text": "Is there a snowboard in the image?", "label": "yes"}
+    images = {q["image"] for q in pope.official_questions("adversarial")}
+    from mfpo_data.eval_ids import eval_image_ids
+
+    assert {int(i[-16:-4]) for i in images} == eval_image_ids("pope_coco")  # the ids a build leaves out
+
+
+def test_repope_files_must_be_the_official_questions(tmp_path):
+    qs = pope.official_questions("popular")[:4]
+    kept = [dict(qs[0], label="no"), qs[2]]
+    path = tmp_path / "coco_repope_popular.json"
+    path.write_text("".join(json.dumps(q) + "\n" for q in kept))
+    assert pope.read_repope_questions(path, "popular") == kept
+    path.write_text(json.dumps(dict(qs[1], text="Is there a unicorn in the image?")) + "\n")
+    with pytest.raises(MfpoError, match="question_id 2 is not POPE's popular question of that id"):
+        pope.read_repope_questions(path, "popular")
 
 
 def test_reference_parser_quirks():
@@ -129,6 +165,8 @@ def test_missing_or_repeated_answers_are_errors():
 def test_mean_over_splits():
     assert pope.mean_over_splits({"random": {"f1": 90.0, "accuracy": 80.0}, "popular": {"f1": 85.0, "accuracy": 70.0},
                                   "adversarial": {"f1": 82.8, "accuracy": 60.0}})["f1"] == 85.9  # fmt: skip
+    with pytest.raises(MfpoError, match="--pope-convention must be one of pope, llava, lmms-eval, vlmevalkit"):
+        pope.convention("strict")
 
 
 def test_reads_the_official_file_format(tmp_path):
@@ -141,5 +179,5 @@ def test_reads_the_official_file_format(tmp_path):
     (tmp_path / "coco_pope_adversarial.json").write_text(
         json.dumps(line) + "\n" + json.dumps({**line, "question_id": 2, "label": "maybe"}) + "\n"
     )
-    with pytest.raises(MfpoError, match="question 2: label must be yes or no"):
+    with pytest.raises(MfpoError, match="coco_pope_adversarial.json:2: label must be yes or no"):
         pope.read_pope_questions(tmp_path / "coco_pope_adversarial.json")

@@ -27,9 +27,9 @@ def _logps(model, processor, rows, images):
 
 
 def test_probes_equal_hand_computed_comparisons(tiny_models, rows, tmp_path):
-    from mfpo_train.eval.runner import load_for_eval
+    from mfpo_data.backends.vlm import load_vlm
 
-    model, processor = load_for_eval(tiny_models["llava"])
+    model, processor = load_vlm(tiny_models["llava"])
     got = probes.run_probes(model, processor, rows, batch_size=4, records_file=tmp_path / "p.jsonl", progress=False)
 
     cw, cl = _logps(model, processor, rows, [r["images"][0] for r in rows])
@@ -78,9 +78,9 @@ def test_noise_image_is_mfpo_diffusion_noise_over_the_whole_image(rows):
 
 
 def test_rows_that_do_not_fit_are_dropped_and_counted(tiny_models, rows):
-    from mfpo_train.eval.runner import load_for_eval
+    from mfpo_data.backends.vlm import load_vlm
 
-    model, processor = load_for_eval(tiny_models["llava"])
+    model, processor = load_vlm(tiny_models["llava"])
     got = probes.run_probes(model, processor, rows[:2], max_length=4, progress=False)
     assert got["n"] == 0 and got["dropped"] == 2 and got["preference_accuracy"] is None
 

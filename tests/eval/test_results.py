@@ -1,7 +1,7 @@
 """Result metadata: what must match before two numbers are compared."""
 
+from mfpo_data.scorers.results import comparable, ids_sha256, make_result
 from mfpo_train.eval.objhal import objhal_prompts, objhal_questions
-from mfpo_train.eval.results import comparable, ids_sha256, make_result
 
 
 def test_ids_hash_ignores_order_and_repeats_but_not_content():

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from mfpo_train.eval import runner
+from mfpo_data.backends import vlm
 from mfpo_train.eval.cli import app
 
 
@@ -28,9 +28,9 @@ def _lines(path):
 
 def _rescored(out, role="model"):
     """The scorers run by hand on the answers files the run wrote."""
-    from mfpo_train.eval import io, objhal, pope
-    from mfpo_train.eval.chair import load_vocabulary
-    from mfpo_train.eval.coco import chair_ground_truth, read_coco
+    from mfpo_data.scorers import io, pope
+    from mfpo_data.scorers.coco import chair_ground_truth, read_coco
+    from mfpo_train.eval import objhal
 
     folder = out / role
     scores = {}
@@ -38,7 +38,7 @@ def _rescored(out, role="model"):
         questions = pope.read_pope_questions(out / "benchmarks" / f"coco_pope_{split}.json")
         scores[split] = pope.score_pope(questions, io.read_answers(folder / f"pope-{split}.answers.jsonl", "question_id"),
                                         split=split)
-    vocab = load_vocabulary("refine")
+    vocab = objhal.objhal_vocabulary()  # the default Object HalBench scorer: RLAIF-V's rule path
     answers = io.read_answers(folder / "objhal.answers.jsonl", "image_id")
     truth = chair_ground_truth(read_coco(None, "sample"), vocab, [a["image_id"] for a in answers])
     scores["objhal"] = objhal.score_objhal(answers, truth, vocab)
@@ -76,9 +76,17 @@ def test_run_writes_answers_results_and_table(tiny_models, fresh_build, tmp_path
     assert len(_lines(out / "model" / "probes.jsonl")) == 6
 
     table = (out / "results.md").read_text()
-    assert "| Model | ObjHal CHAIRs↓ | ObjHal CHAIRi↓ | POPE rand F1↑" in table and "Pref acc↑" in table
+    # the bundled sample has no val2014 images: POPE's questions are seeded, and every POPE column says so
+    assert "| Model | ObjHal CHAIRs↓ | ObjHal CHAIRi↓ | POPE rand F1↑ (seeded) | pop F1↑ (seeded)" in table
+    assert "Pref acc↑" in table and "pooled" not in table.split("\n\n", 1)[1]
     assert table.count(f"| {tiny_models[family].name} |") == 1 and "difference" not in table
-    assert "Object HalBench: rule-based CHAIR" in table
+    assert "Object HalBench: RLAIF-V's rule path (WordNet lemmas)" in table
+    assert "POPE: seeded questions built from COCO split sample (not POPE's files); convention 'pope'" in table
+    # every answer and its unparsed count is in results.json and results.md
+    assert model["unparsed"]["objhal"]["n"] == 15 and model["unparsed"]["pope-random"]["n"] == 30
+    assert f"| objhal {model['unparsed']['objhal']['unparsed']}/15, pope-random " in table
+    assert report["settings"]["benchmarks"]["pope"]["convention"] == "pope"
+    assert report["settings"]["benchmarks"]["objhal"]["protocol"] == "rlaifv"
     assert table.split("\n\n", 1)[1] in result.output  # the table is printed too
 
 
@@ -106,7 +114,7 @@ def test_base_adds_the_base_row_and_the_difference_row(tiny_models, trained_adap
 
 
 def _rescored_pope_f1(out, role):
-    from mfpo_train.eval import io, pope
+    from mfpo_data.scorers import io, pope
 
     questions = pope.read_pope_questions(out / "benchmarks" / "coco_pope_random.json")
     return pope.score_pope(questions, io.read_answers(out / role / "pope-random.answers.jsonl", "question_id"))["f1"]
@@ -119,17 +127,17 @@ def test_scores_follow_the_answers(tiny_models, tmp_path, monkeypatch):
         return ["A man sitting on a chair next to a dog." if "Is there" not in it["prompt"] else
                 ("No." if int(it["key"]) % 3 == 0 else "Yes, there is.") for it in items]
 
-    monkeypatch.setattr(runner, "generate_batch", fake_generate)
+    monkeypatch.setattr(vlm, "generate_batch", fake_generate)
     out = tmp_path / "eval"
     _ok("--model", tiny_models["llava"], "--benchmarks", "objhal,pope", "--out", out)
     results = json.loads((out / "results.json").read_text())["models"][0]["results"]
     rescored = _rescored(out)
     assert results["objhal"] == rescored["objhal"]
     # "man" (person), "chair" and "dog" mentioned in all 15 answers; the sample has 1 dog, 1 chair, 6 person images
-    from mfpo_train.eval.chair import load_vocabulary
-    from mfpo_train.eval.coco import chair_ground_truth, read_coco
+    from mfpo_data.scorers.coco import chair_ground_truth, read_coco
+    from mfpo_train.eval.objhal import objhal_vocabulary
 
-    truth = chair_ground_truth(read_coco(None, "sample"), load_vocabulary("refine"))
+    truth = chair_ground_truth(read_coco(None, "sample"), objhal_vocabulary())
     named = {"person", "chair", "dog"}  # "man" is a person
     hallucinated = [len(named - truth[i]) for i in truth]
     assert 0 < sum(hallucinated) < 45  # some of the three objects are in some images
@@ -147,8 +155,8 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_models, fresh_build, 
     _ok(*args)
     first = (out / "model" / "pope-random.answers.jsonl").read_bytes()
     calls = []
-    real = runner.generate_batch
-    monkeypatch.setattr(runner, "generate_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = vlm.generate_batch
+    monkeypatch.setattr(vlm, "generate_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
     _ok(*args, "--batch-size", 3)  # the batch size does not change greedy answers: a resume
     assert calls == [] and (out / "model" / "pope-random.answers.jsonl").read_bytes() == first
     _ok(*args[:3], "pope,probes", "--probe-data", fresh_build, "--probe-max-samples", 2, *args[4:])  # probes added
@@ -177,13 +185,13 @@ def test_missing_data_is_one_line_before_any_model_loads(tmp_path, args, message
 
 def test_notebook_api_returns_the_results_of_the_run(tiny_models, fresh_build, tmp_path):
     from mfpo_train.eval import evaluate
-    from mfpo_train.eval.runner import load_for_eval
+    from mfpo_data.backends.vlm import load_vlm
 
     out = tmp_path / "eval"
     _ok("--model", tiny_models["idefics3"], "--benchmarks", "pope,probes", "--probe-data", fresh_build,
         "--probe-max-samples", 4, "--max-new-tokens", 4, "--out", out)
     from_cli = json.loads((out / "results.json").read_text())["models"][0]["results"]
-    model, processor = load_for_eval(tiny_models["idefics3"])
+    model, processor = load_vlm(tiny_models["idefics3"])
     results = evaluate(model, processor, benchmark=["pope", "probes"], probe_data=str(fresh_build), probe_max_samples=4,
                        max_new_tokens=4, progress=False)
     assert json.loads(json.dumps(results)) == from_cli

@@ -75,7 +75,7 @@ def test_known_errors_are_one_line_with_exit_code_1(tmp_path):
     out = _cli("--config", str(DEBUG_TRAIN_RECIPE), "--set", "loss.bogus=1")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == ["error: unknown key 'loss.bogus' (allowed: beta, text_weight, "
-                                               "image_weight, margin_weight, eta)"]
+                                               "image_weight, margin_weight, eta, token_weighting)"]
     missing = _cli("--config", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr
 

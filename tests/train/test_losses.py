@@ -50,6 +50,19 @@ def test_image_preference_loss_hand_computed():
     assert worse.item() > got.item()
 
 
+def test_image_preference_loss_pairs_each_reference_with_its_own_image():
+    # unequal references: ref(y_w|m) = -11, ref(y_w|m') = -13. logits = (-10 + 11) - (-12 + 13) = 1 - 1 = 0.
+    # With the two references swapped it would be (-10 + 13) - (-12 + 11) = 4.
+    got = image_preference_loss(t(-10.0), t(-12.0), t(-11.0), t(-13.0), beta=0.5)
+    assert got.item() == pytest.approx(math.log(2.0), abs=1e-12)
+    swapped = image_preference_loss(t(-10.0), t(-12.0), t(-13.0), t(-11.0), beta=0.5)
+    assert swapped.item() == pytest.approx(softplus(2.0), abs=1e-12)
+    # through mfpo_loss: the perturbed sequence's reference is ref.perturbed, not ref.chosen
+    out = mfpo_loss(SequenceLogps(t(-10.0), t(-20.0), t(-12.0)), SequenceLogps(t(-11.0), t(-20.0), t(-13.0)),
+                    beta=0.5, text_weight=0.0, margin_weight=0.0)
+    assert out.loss.item() == pytest.approx(math.log(2.0), abs=1e-12)
+
+
 def test_margin_loss_hand_computed_with_eta():
     # -log s(beta * r(y_w|m) - eta) with r = -4 - (-5) = 1, beta 0.5, eta 0.2 -> -log s(0.3)
     got = margin_loss(t(-4.0), t(-5.0), beta=0.5, eta=0.2)

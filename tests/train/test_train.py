@@ -93,6 +93,7 @@ def test_curriculum_order_and_exact_resume(tiny_llava, synthetic_data, make_conf
 
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(ckpt, resumed_dir / "checkpoints" / ckpt.name)
+    shutil.copy(tmp_path / "full" / "config.json", resumed_dir)  # a run folder: a checkpoint alone is not one
     resumed = train(make_config(tiny_llava, synthetic_data, *opts, output_dir=resumed_dir), resume=True)
     assert [h["step"] for h in resumed.history] == [4, 5, 6]
     assert [h["stage"] for h in resumed.history] == ["medium", "hard", "hard"]
@@ -166,6 +167,20 @@ def test_dataset_without_mfpo_columns_is_refused_before_loading_a_model(make_con
     assert "\n" not in message
     for column in ("rejected_images", "key_objects", "mask", "difficulty", "difficulty_bucket"):
         assert column in message
+
+
+def test_a_dataset_built_before_targets_key_object_and_image_reliance_trains(tiny_llava, make_config, tmp_path):
+    from mfpo_data.schema import LATER_COLUMNS
+    from mfpo_train.errors import TrainingError
+    from mfpo_train.synthetic import synthetic_dataset
+
+    (tmp_path / "old" / "data").mkdir(parents=True)
+    old = synthetic_dataset(4).remove_columns(list(LATER_COLUMNS))
+    old.to_parquet(str(tmp_path / "old" / "data" / "train-00000-of-00001.parquet"))
+    result = train(make_config(tiny_llava, tmp_path / "old", "train.max_steps=1", "curriculum=none"))
+    assert result.state.global_step == 1 and math.isfinite(result.history[0]["loss/image"])
+    with pytest.raises(TrainingError, match="4 rows of .* have no image_reliance .*the `reliance` stage"):
+        train(make_config(tiny_llava, tmp_path / "old", "loss.token_weighting=image_reliance", output_dir=tmp_path / "w"))
 
 
 def test_image_term_is_masked_for_rows_without_a_valid_image_pair(tiny_llava, built_dataset, make_config, monkeypatch):

@@ -226,8 +226,12 @@ def test_backend_modules_import_without_torch():
          "transformers", "segment"),
         (lambda: __import__("mfpo_data.backends.entropy", fromlist=["x"]).EntropyDifficulty("m").score([_sample(0)]),
          "transformers", "score"),
+        (lambda: __import__("mfpo_data.backends.sam_pth", fromlist=["x"]).SegmentAnythingSegmenter()
+         .segment([_with_boxes(0, [(1, 1, 9, 9)])]), "segment_anything", "grounded-sam"),
+        (lambda: __import__("mfpo_data.backends.groundingdino_pth", fromlist=["x"]).GroundingDinoPthGrounder()
+         .ground([_sample(0)], [["cat"]]), "groundingdino", "grounded-sam"),
     ],
-    ids=["sd_inpaint", "grounding_dino", "sam", "entropy"],
+    ids=["sd_inpaint", "grounding_dino", "sam", "entropy", "segment_anything", "groundingdino"],
 )
 def test_missing_extra_is_one_line_with_the_pip_command(monkeypatch, make, missing, extra):
     monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now raises ImportError
@@ -235,6 +239,18 @@ def test_missing_extra_is_one_line_with_the_pip_command(monkeypatch, make, missi
         make()
     msg = str(e.value)
     assert "\n" not in msg and f'pip install "mfpo[{extra}]"' in msg and missing in msg
+
+
+def test_an_installed_library_that_fails_to_import_is_named_with_its_error(tmp_path, monkeypatch):
+    """torchvision from PyPI beside a CPU torch imports with a RuntimeError, not an ImportError."""
+    from mfpo_data._deps import require
+
+    (tmp_path / "mfpo_broken_lib.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingExtraError) as e:
+        require("mfpo_broken_lib", extra="grounded-sam", feature="segmentation backend 'segment_anything'")
+    assert str(e.value) == ("segmentation backend 'segment_anything' needs mfpo_broken_lib (installed, but importing it "
+                            "fails: RuntimeError: operator torchvision::nms does not exist): pip install \"mfpo[grounded-sam]\"")
 
 
 def test_sd_inpaint_crops_the_context_at_model_resolution_and_inserts_from_a_prompt(tiny_sd):

@@ -2,7 +2,7 @@
 
 The algorithm of the reference `utils/chair.py` (LisaAnne/Hallucination), step by step:
 
-1. lower-case, tokenise, singularise every token (`mfpo_train.eval.text`);
+1. lower-case, tokenise, singularise every token (`mfpo_data.scorers.text`);
 2. merge the two-word phrases of the synonym list, left to right ("hot dog", "teddy bear"), with the
    reference's special cases: "baby/adult <animal>" -> the animal, "passenger jet/train" -> jet/train,
    "bow tie" -> tie, "toilet seat" -> toilet, "wine glas" -> wine glass;
@@ -10,18 +10,26 @@ The algorithm of the reference `utils/chair.py` (LisaAnne/Hallucination), step b
 4. every remaining word on the synonym list is a mention of its category (repeats count).
 
 An image's ground truth is its instance categories plus the objects its human captions mention
-(`mfpo_train.eval.coco.chair_ground_truth`). CHAIRs = answers with at least one hallucinated
+(`mfpo_data.scorers.coco.chair_ground_truth`). CHAIRs = answers with at least one hallucinated
 mention / answers; CHAIRi = hallucinated mentions / mentions; recall = distinct ground-truth
 objects mentioned / ground-truth objects (summed over answers); len = mean words per answer.
 All are x100 with one decimal, as papers print them.
 
-Switches (`load_vocabulary`):
-- `synonyms="coco"` the reference list; `"refine"` RLAIF-V's Object HalBench edits (adds brother,
-  pedestrian, coffee table, remote control; every multi-word entry is a phrase to merge).
-- `reference_exact=False` (default) fixes what can never match in the reference: the entries
-  " motor bike" and " cheesecake" (a double space in `synonyms.txt`), "iPhone" (capitalised against
-  lower-cased text), and `pattern`'s singularisation mistakes ("a bus" is never counted, "tennis
-  racket" is never merged). `reference_exact=True` keeps all of them, for the reference's numbers.
+Protocols (`load_vocabulary(synonyms, protocol)`), recorded in the result's settings:
+- `"reference"` (default): LisaAnne/Hallucination `chair.py` exactly. The synonym list is parsed as
+  it does (`line.strip().split(', ')`), so its dead entries stay dead: " motor bike" and " cheesecake"
+  (a double space in `synonyms.txt`) and "iPhone" (capitalised, against lower-cased text) never
+  match; tokens are singularised by `pattern.en.singularize` with its mistakes ("a bus" is never
+  counted, "tennis racket" is never merged, "ties" is not a tie).
+- `"rlaifv"`: RLAIF-V's `eval_gpt_obj_halbench.py` without `--use_gpt` (its rule path): the refined
+  list with every entry stripped (so "motor bike" and "cheesecake" match; "iPhone" still does not),
+  tokens lemmatised by NLTK's `WordNetLemmatizer` (`text.lemmatize`), every multi-word entry merged.
+- `"fixed"`: what the reference cannot match is fixed: entries stripped and lower-cased, tokens
+  singularised by `inflect` (so "a bus", "tennis racket", "ties" and "iPhone" count). Not the
+  reference's numbers: results say `protocol: fixed`.
+
+`synonyms="coco"` is the reference list; `"refine"` is RLAIF-V's `synonyms_refine.txt`: the reference
+list with its entries stripped, plus brother, pedestrian, coffee table and remote control.
 """
 
 from __future__ import annotations
@@ -32,8 +40,9 @@ from functools import lru_cache
 from importlib import resources
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.results import make_result, pct
-from mfpo_train.eval.text import singularize, tokenize
+from mfpo_data.scorers.io import refuse_duplicates
+from mfpo_data.scorers.results import make_result, pct
+from mfpo_data.scorers.text import lemmatize, singularize, tokenize
 
 
 # The reference's list of two-word objects (chair.py, `coco_double_words`), in its order.
@@ -64,23 +73,40 @@ class ChairVocabulary:
     settings: Mapping[str, object] = field(default_factory=dict)
 
     @property
-    def reference_singular(self) -> bool:
-        return bool(self.settings.get("reference_exact"))
+    def protocol(self) -> str:
+        return str(self.settings.get("protocol", "reference"))
+
+    def normalise(self, token: str) -> str:
+        """A lower-cased token as the protocol reads it: pattern's singular, WordNet's lemma or inflect's."""
+        if self.protocol == "rlaifv":
+            return lemmatize(token)
+        return singularize(token, reference=self.protocol == "reference")
+
+
+PROTOCOLS = ("reference", "rlaifv", "fixed")
 
 
 @lru_cache(maxsize=8)
-def load_vocabulary(synonyms: str = "coco", reference_exact: bool = False) -> ChairVocabulary:
-    """The CHAIR vocabulary: `synonyms` is "coco" (the reference list) or "refine" (RLAIF-V's)."""
+def load_vocabulary(synonyms: str = "coco", protocol: str = "reference") -> ChairVocabulary:
+    """The CHAIR vocabulary: `synonyms` is "coco" (the reference list) or "refine" (RLAIF-V's);
+    `protocol` is "reference", "rlaifv" or "fixed" (module notes)."""
     if synonyms not in ("coco", "refine"):
         raise MfpoError(f"chair.synonyms must be 'coco' or 'refine', got {synonyms!r}")
-    text = resources.files("mfpo_train.eval").joinpath("data/synonyms.txt").read_text(encoding="utf-8")
+    if protocol not in PROTOCOLS:
+        raise MfpoError(f"chair protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "rlaifv" and synonyms != "refine":
+        raise MfpoError("chair protocol 'rlaifv' uses RLAIF-V's refined synonyms: synonyms='refine'")
+    text = resources.files("mfpo_data.scorers").joinpath("data/synonyms.txt").read_text(encoding="utf-8")
     rows = []
     for line in text.splitlines():
         # The reference parses with `line.strip().split(', ')`: an entry after a double space keeps
-        # its leading space and never matches. The fixed parse strips and lower-cases every entry.
+        # its leading space and never matches. RLAIF-V's refined file has the entries stripped; the
+        # fixed parse also lower-cases them.
         entries = line.strip().split(", ")
-        if not reference_exact:
-            entries = [e.strip().lower() for e in entries]
+        if synonyms == "refine" or protocol == "fixed":
+            entries = [e.strip() for e in entries]
+        if protocol == "fixed":
+            entries = [e.lower() for e in entries]
         rows.append(entries)
     if synonyms == "refine":
         for row in rows:
@@ -102,7 +128,7 @@ def load_vocabulary(synonyms: str = "coco", reference_exact: bool = False) -> Ch
     double_words["bow tie"] = "tie"
     double_words["toilet seat"] = "toilet"
     double_words["wine glas"] = "wine glass"
-    settings = {"synonyms": synonyms, "reference_exact": reference_exact}
+    settings = {"synonyms": synonyms, "protocol": protocol}
     return ChairVocabulary(words, double_words, tuple(r[0] for r in rows), settings)
 
 
@@ -116,7 +142,7 @@ class Mention:
 
 def caption_words(text: str, vocab: ChairVocabulary) -> list[str]:
     """Tokens after singularising and merging two-word phrases (step 1-3 of the module notes)."""
-    words = [singularize(w, vocab.reference_singular) for w in tokenize(text.lower())]
+    words = [vocab.normalise(w) for w in tokenize(text.lower())]
     merged, i = [], 0
     while i < len(words):
         pair = " ".join(words[i : i + 2])
@@ -149,16 +175,19 @@ def score_chair(
     metrics `CHAIRs`, `CHAIRi`, `recall`, `len` (x100, one decimal; len in words), `CHAIRs_refine`
     (RLAIF-V's: over the answers that mention at least one object), `n`, and the raw counts
     (`answers_hallucinated`, `answers_with_objects`, `mentions`, `mentions_hallucinated`,
-    `gt_objects`, `gt_objects_mentioned`, `words`). One detail per answer: `image_id`, `mentioned`
+    `gt_objects`, `gt_objects_mentioned`, `words`), and `unparsed` (empty answers, which score as
+    describing nothing). One detail per answer: `image_id`, `mentioned`
     (categories in order, repeats included), `hallucinated` (`[word, category]` pairs), `ground_truth`
     (sorted), `words`.
     """
     vocab = vocab or load_vocabulary()
     if not answers:
         raise MfpoError("chair: no answers to score")
+    refuse_duplicates(answers, "image_id", scorer)
     counts = dict.fromkeys(
         ("answers_hallucinated", "answers_with_objects", "mentions", "mentions_hallucinated", "gt_objects",
          "gt_objects_mentioned", "words"), 0)  # fmt: skip
+    unparsed = 0
     details = []
     for i, row in enumerate(answers):
         image_id = row["image_id"]
@@ -166,6 +195,7 @@ def score_chair(
             raise MfpoError(f"chair: answer {i + 1} is about image_id {image_id!r}, which has no ground truth")
         gt = set(ground_truth[image_id])
         answer = row["answer"]
+        unparsed += not answer.strip()
         mentions = find_mentions(answer, vocab)
         hallucinated = [(m.word, m.category) for m in mentions if m.category not in gt]
         covered = {m.category for m in mentions if m.category in gt}
@@ -194,6 +224,7 @@ def score_chair(
         "len": round(counts["words"] / n, 1),
         "CHAIRs_refine": pct(counts["answers_hallucinated"], counts["answers_with_objects"]),
         "n": n,
+        "unparsed": unparsed,
         "counts": counts,
     }
     return make_result(

@@ -8,14 +8,15 @@ per-image index.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mfpo_data.errors import MfpoError
-from mfpo_train.eval.chair import ChairVocabulary, find_mentions
-from mfpo_train.eval.io import read_json
+from mfpo_data.scorers.chair import ChairVocabulary, find_mentions
+from mfpo_data.scorers.io import read_json, shown
 
 
 def bundled_coco_root() -> Path:
@@ -46,31 +47,57 @@ def read_coco(
     """Read a split's instances (and captions); a missing or malformed file is one `MfpoError` line."""
     root = Path(root).expanduser() if root else bundled_coco_root()
     if not root.is_dir():
-        raise MfpoError(f"--coco-root: COCO folder not found: {root}")
+        raise MfpoError(f"--coco-root: COCO folder not found: {shown(root)}")
     inst_path = Path(instances_file) if instances_file else root / "annotations" / f"instances_{split}.json"
-    instances = read_json(inst_path, "COCO instances file")
-    if not isinstance(instances, dict):
-        raise MfpoError(f"{inst_path}: expected a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(instances.get(key), list):
-            raise MfpoError(f"{inst_path}: no '{key}' list")
-    names = {c["id"]: c["name"] for c in instances["categories"]}
-    images = {img["id"]: img.get("file_name", "") for img in instances["images"]}
+    instances = _lists(inst_path, "COCO instances file", ("images", "annotations", "categories"))
+    names = {_int(c, "id", inst_path, "categories", i): _text(c, "name", inst_path, "categories", i)
+             for i, c in enumerate(instances["categories"])}
+    images: dict[int, str] = {}
+    for i, img in enumerate(instances["images"]):
+        image_id = _int(img, "id", inst_path, "images", i)
+        if image_id in images:
+            raise MfpoError(f"{shown(inst_path)}: images[{i}]: image id {image_id} appears twice")
+        images[image_id] = _text(img, "file_name", inst_path, "images", i)
     objects: dict[int, list[str]] = {i: [] for i in images}
-    for ann in instances["annotations"]:
-        image_id, category = ann.get("image_id"), names.get(ann.get("category_id"))
+    for i, ann in enumerate(instances["annotations"]):
+        image_id = _int(ann, "image_id", inst_path, "annotations", i)
+        category = names.get(_int(ann, "category_id", inst_path, "annotations", i))
         if image_id in objects and category is not None:
             objects[image_id].append(category)
     caps: dict[int, list[str]] = {i: [] for i in images}
     if captions:
         cap_path = Path(captions_file) if captions_file else root / "annotations" / f"captions_{split}.json"
-        data = read_json(cap_path, "COCO captions file")
-        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-            raise MfpoError(f"{cap_path}: no 'annotations' list")
-        for cap in data["annotations"]:
-            if cap.get("image_id") in caps:
-                caps[cap["image_id"]].append(cap.get("caption") or "")
+        for i, cap in enumerate(_lists(cap_path, "COCO captions file", ("annotations",))["annotations"]):
+            image_id = _int(cap, "image_id", cap_path, "annotations", i)
+            if image_id in caps:
+                caps[image_id].append(_text(cap, "caption", cap_path, "annotations", i))
     return CocoAnnotations(split, images, objects, caps, list(names.values()))
+
+
+def _lists(path: Path, what: str, keys: tuple[str, ...]) -> dict:
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise MfpoError(f"{shown(path)}: expected a JSON object")
+    for key in keys:
+        if not isinstance(data.get(key), list):
+            raise MfpoError(f"{shown(path)}: no '{key}' list")
+    return data
+
+
+def _field(record, key: str, kind, path: Path, section: str, i: int):
+    value = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise MfpoError(f"{shown(path)}: {section}[{i}]: '{key}' must be {'an integer' if kind is int else 'a string'}, "
+                        f"got {json.dumps(value)[:40] if isinstance(record, dict) else 'no object'}")
+    return value
+
+
+def _int(record, key: str, path: Path, section: str, i: int) -> int:
+    return _field(record, key, int, path, section, i)
+
+
+def _text(record, key: str, path: Path, section: str, i: int) -> str:
+    return _field(record, key, str, path, section, i)
 
 
 def chair_ground_truth(

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mfpo_train.eval.io import write_json, write_jsonl
+from mfpo_data.scorers.io import write_json, write_jsonl
 
 
 # Bump a scorer's version whenever its numbers can change for the same input.
-SCORER_VERSIONS = {"chair": "1", "objhal": "1", "pope": "1", "amber": "1"}
+SCORER_VERSIONS = {"chair": "2", "objhal": "2", "pope": "2", "amber": "2", "mmhal": "1"}
 
 
 def ids_sha256(ids: Iterable) -> str:
