@@ -3,8 +3,8 @@
 Per seed: a tiny LLaVA learns to describe scenes of coloured shapes from biased data (each shape has a usual
 colour and a usual companion), then preference training by `mfpo_train.train.train` on RLHF-V-style
 corrections whose rejected answer is a prior-driven hallucination (the shortcut regime) runs every arm from
-the same SFT checkpoint. Each arm is scored on a balanced held-out set by `mfpo_train.eval.chair` (CHAIR_i,
-CHAIR_s, recall), `mfpo_train.eval.pope` and MFPO's probes. Validity gates come first; each claim is then
+the same SFT checkpoint. Each arm is scored on a balanced held-out set by `mfpo_data.scorers.chair` (CHAIR_i,
+CHAIR_s, recall), `mfpo_data.scorers.pope` and MFPO's probes. Validity gates come first; each claim is then
 decided by the rule in `rule.py` on its one primary metric.
 
     python -m benchmarks.efficacy.efficacy --tables 4 --out runs/t4     # one table: one invocation (README)

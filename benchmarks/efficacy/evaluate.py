@@ -6,11 +6,11 @@ learned "never say the prior" instead of looking is wrong on the prior-coloured 
 "never add the companion" misses the companions that are there: over-correction costs as much as the
 hallucination it replaces.
 
-* **CHAIR** (`mfpo_train.eval.chair.score_chair`, unchanged) on greedy descriptions of the clean images, with a
+* **CHAIR** (`mfpo_data.scorers.chair.score_chair`, unchanged) on greedy descriptions of the clean images, with a
   vocabulary of the 16 colour-shape phrases: CHAIR_i = mentions of a colour-shape the image does not hold /
   mentions; CHAIR_s = descriptions with at least one such mention / descriptions; recall = objects named with
   their right colour / objects. Values in points (x100), from the scorer's raw counts.
-* **POPE-style yes/no** (`mfpo_train.eval.pope.score_pope`, its "pope" parser): two questions per scene,
+* **POPE-style yes/no** (`mfpo_data.scorers.pope.score_pope`, its "pope" parser): two questions per scene,
   "Is there a {colour shape} in the image?", one present object (yes) and one adversarial absent one (no): the
   prior-coloured version of an off-prior object, else the missing companion in its usual colour, else another
   absent phrase.
@@ -67,17 +67,17 @@ IN_DIST = ("CHAIRi", "recall", "colour_acc_off")  # read on training-distributio
 @lru_cache(maxsize=1)
 def chair_vocabulary():
     """The CHAIR vocabulary of the toy: each colour-shape phrase is its own category, merged as a two-word phrase."""
-    from mfpo_train.eval.chair import ChairVocabulary
+    from mfpo_data.scorers.chair import ChairVocabulary
 
     phrases = tuple(f"{c} {s}" for s in scenes.SHAPES for c in scenes.COLORS)
     table = {p: p for p in phrases}
     return ChairVocabulary(synonyms=table, double_words=table, categories=phrases,
-                           settings={"synonyms": "toy colour-shape phrases", "reference_exact": False})
+                           settings={"synonyms": "toy colour-shape phrases", "protocol": "fixed"})
 
 
 def chair(answers: list[str], truth: list[tuple[str, ...]]) -> dict:
     """score_chair over descriptions and each scene's phrases; returns the scorer's result (counts in `counts`)."""
-    from mfpo_train.eval.chair import score_chair
+    from mfpo_data.scorers.chair import score_chair
 
     return score_chair([{"image_id": i, "answer": a} for i, a in enumerate(answers)],
                        {i: set(t) for i, t in enumerate(truth)}, chair_vocabulary())
@@ -217,7 +217,7 @@ def evaluate(model, processor, ev: dict, full: bool = True, with_answers: bool =
     """The metrics of `METRICS` for one model on the seed's held-out set: the description metrics always, POPE
     and the probes only when `full` (a run reads them at its last checkpoint); with `in_dist`, also `IN_DIST`
     on scenes from the training distribution."""
-    from mfpo_train.eval.pope import score_pope
+    from mfpo_data.scorers.pope import score_pope
     from mfpo_train.eval.probes import run_probes
 
     model.eval()
