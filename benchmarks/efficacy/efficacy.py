@@ -218,6 +218,11 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def recorded_cpu(result: dict) -> float:
+    """The CPU seconds a task's result says it took when it ran (a run keeps them under "timing")."""
+    return float(result["timing"]["cpu_s"] if "timing" in result else result["cpu_s"])
+
+
 # -- main ----------------------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -250,10 +255,14 @@ def _main(args, command: str) -> dict:
     results: dict = {}
     infos: dict = {}
     task_cpu: dict[str, float] = {}
+    reused = {"tasks": 0, "cpu_s": 0.0}  # tasks an earlier invocation on this --out ran, and what they cost then
 
     def on_done(task, result, wall, cpu):
         kind, seed, what = task[1:4]
         task_cpu[kind] = task_cpu.get(kind, 0.0) + cpu
+        if result.get("reused"):
+            reused["tasks"] += 1
+            reused["cpu_s"] += recorded_cpu(result)
         if kind == "run":
             results.setdefault(what, {})[seed] = result
             m = result["checkpoints"][-1]
@@ -271,6 +280,7 @@ def _main(args, command: str) -> dict:
         wall, cpu, load_end = time.perf_counter() - start, cpu_seconds() - cpu_start, os.getloadavg()
         determinism = next(v for k, v in infos.items() if k.startswith("determinism:"))
         run_info = {"command": command.strip(), "wall_s": wall, "cpu_s": cpu, "task_cpu_s": task_cpu,
+                    "reused_tasks": reused["tasks"], "reused_cpu_s": reused["cpu_s"], "table_cpu_s": cpu + reused["cpu_s"],
                     "loadavg_start": load_start, "loadavg_end": load_end, "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "transformers": transformers.__version__}
         summary = summarize(args, results, determinism, infos, run_info)

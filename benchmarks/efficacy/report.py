@@ -136,12 +136,16 @@ def gate_rows(summary: dict) -> list[str]:
 
 
 def cost_line(summary: dict) -> str:
+    """The table's cost in CPU seconds: this invocation's, plus what the tasks it reused from `--out` recorded."""
     r = summary["run"]
     parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["task_cpu_s"].items()))
-    within = "within" if r["cpu_s"] <= BUDGET_CPU_S else "OVER"
-    return (f"{r['cpu_s']:.0f} CPU-seconds ({within} the {BUDGET_CPU_S} budget; tasks: {parts}), {r['wall_s']:.0f} s "
-            f"wall on {r['cpu_count']} CPUs, load average {r['loadavg_start'][0]:.2f} at the start and "
-            f"{r['loadavg_end'][0]:.2f} at the end; torch {r['torch']}, transformers {r['transformers']}")
+    within = "within" if r["table_cpu_s"] <= BUDGET_CPU_S else "OVER"
+    reused = (f"; {r['cpu_s']:.0f} in this invocation (tasks: {parts}) and {r['reused_cpu_s']:.0f} recorded by the "
+              f"{r['reused_tasks']} tasks it reused from earlier invocations on the same --out" if r["reused_tasks"]
+              else f"; tasks: {parts}")
+    return (f"{r['table_cpu_s']:.0f} CPU-seconds ({within} the {BUDGET_CPU_S} budget{reused}), {r['wall_s']:.0f} s "
+            f"wall for this invocation on {r['cpu_count']} CPUs, load average {r['loadavg_start'][0]:.2f} at the start "
+            f"and {r['loadavg_end'][0]:.2f} at the end; torch {r['torch']}, transformers {r['transformers']}")
 
 
 def settings_line(args: dict) -> str:
@@ -151,6 +155,17 @@ def settings_line(args: dict) -> str:
             f"= {args['steps']} steps, lr {args['lr']}, beta {args['beta']}, clip {args['max_grad_norm'] or 'off'}, "
             f"prior fraction {args['prior_fraction']}; checkpoints every {args['save_every']} steps, the last "
             f"{args['checkpoints']} averaged; {args['n_eval']} held-out scenes, {args['n_probe']} probe pairs per seed")
+
+
+def readme_block(summary: dict, default_seeds: int) -> list[str]:
+    """What the README quotes for one invocation: its size, cost, gates, verdicts and the negative control."""
+    tid, n = summary["args"]["tables"][0], summary["args"]["seeds"]
+    size = f"{n} seeds" if n == default_seeds else f"{n} seeds, not the default {default_seeds}"
+    c = summary["control"]["decision"]
+    return [f"### {TABLES[tid].title} ({size})", "", f"`{summary['run']['command']}`", "", cost_line(summary) + ".", "",
+            *gate_rows(summary), "", *verdict_rows(summary), "",
+            f"Negative control, {summary['control']['worse']} − {summary['control']['better']}: {fmt_decision(c)}: "
+            f"{c['verdict']}."]
 
 
 def runs_table(summary: dict, names) -> list[str]:

@@ -9,9 +9,9 @@
                            checkpoint, evaluated at its last checkpoints
   determinism(seed)        the same short run at 1 and at 2 torch threads, twice   OUT/seed{S}/determinism.json
 
-A task whose output exists with the same key is not redone, so one invocation reuses the SFT checkpoint and
-the reference log-probs of a seed across all tables, and a rerun with the same `--out` picks up where a killed
-one stopped. Keys cover every setting that changes the output, the torch thread count among them.
+A task whose output exists with the same key is not redone (its result comes back with `"reused": true` and
+the CPU seconds it recorded when it ran), so one invocation reuses the SFT checkpoint and the reference
+log-probs of a seed across all tables, and a rerun with the same `--out` picks up where a killed one stopped. Keys cover every setting that changes the output, the torch thread count among them.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def task_sft(args) -> dict:
     final = sft_dir(args)
     info = final / "sft_info.json"
     if info.is_file():
-        return json.loads(info.read_text())
+        return {**json.loads(info.read_text()), "reused": True}
     t0 = time.process_time()
     tmp = _fresh(final.with_name(final.name + ".tmp"))
     result = {**sft(args, args.sft_seed, tmp), "cpu_s": time.process_time() - t0}
@@ -170,7 +170,7 @@ def task_data(args, seed: int, what: tuple[str, str]) -> dict:
     final = data_dir(args, seed, regime, region)
     info = final / "data_info.json"
     if info.is_file():
-        return json.loads(info.read_text())
+        return {**json.loads(info.read_text()), "reused": True}
     t0 = time.process_time()
     tmp = _fresh(final.with_name(final.name + ".tmp"))
     model = sft_dir(args)
@@ -230,7 +230,7 @@ def task_run(args, seed: int, name: str) -> dict:
     key = run_key(args, seed, name)
     cached = cached_json(run_file(args, seed, name), key)
     if cached is not None:
-        return cached
+        return {**cached, "reused": True}
     from safetensors.torch import load_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
