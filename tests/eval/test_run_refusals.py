@@ -97,8 +97,8 @@ def test_a_foreign_out_folder(tiny_models, tmp_path, loads):
     assert loads == [] and tree(out) == {"notes.txt": b"do not delete\n"}
 
 
-@pytest.mark.parametrize("benchmark", ["pope", "mmhal", "objhal"])
-def test_a_missing_question_file(tiny_models, tmp_path, loads, benchmark):
+@pytest.mark.parametrize("bench", ["pope", "mmhal", "objhal"])
+def test_a_missing_question_file(tiny_models, tmp_path, loads, bench):
     missing = tmp_path / "nowhere.json"
     (tmp_path / "images").mkdir()
     args, expected = {
@@ -107,7 +107,7 @@ def test_a_missing_question_file(tiny_models, tmp_path, loads, benchmark):
         "mmhal": (["--mmhal-questions", missing, "--mmhal-images", tmp_path / "images", "--judge", "j"],
                   f"error: MMHal-Bench question file (response_template.json) not found: {missing}"),
         "objhal": (["--objhal-questions", missing], f"error: Object HalBench questions file not found: {missing}"),
-    }[benchmark]
-    line = _refused("--model", tiny_models["llava"], "--benchmarks", benchmark, *args, "--out", tmp_path / "eval")
+    }[bench]
+    line = _refused("--model", tiny_models["llava"], "--benchmarks", bench, *args, "--out", tmp_path / "eval")
     assert line.startswith(expected)
     assert loads == [] and not (tmp_path / "eval").exists()
