@@ -128,6 +128,13 @@ def verdict_rows(summary: dict) -> list[str]:
     return rows
 
 
+def summary_row(claim: dict) -> str:
+    """One claim in the README's overview table."""
+    d = claim["decision"]
+    return (f"| Table {claim['table']}: {claim['text']} | {d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] "
+            f"({d['level']:.2%}) | {claim['verdict']} |")
+
+
 def gate_rows(summary: dict) -> list[str]:
     rows = ["| gate | measured | required | outcome |", "|---|---|---|---|"]
     for g in summary["gates"]:
