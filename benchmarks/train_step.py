@@ -19,7 +19,10 @@ Variants (`--variants`), each against TRL's `DPOTrainer` step in the same run:
   * mfpo_online_packed: the shared prefix as packed `[prompt, y_w, y_l]` rows (what gradient checkpointing uses);
   * mfpo_online_today: `train.shared_prefix=false, train.logps_chunk_size=0`: one row per sequence, logits from
     the first answer position (the scoring before the fast paths);
-  * mfpo_online_chunks3: gradient caching (`train.sequence_chunks=3`), one row per sequence, chunked LM head.
+  * mfpo_online_chunks3: gradient caching (`train.sequence_chunks=3`), one row per sequence, chunked LM head;
+  * mfpo_online_rows: the shared-prefix fallback: one row per sequence with the chunked LM head, what a family
+    the shared prefix does not cover runs (Gemma 3, InternVL's tiles; mfpo_train/shared_prefix.py). The report
+    gives its CPU time over mfpo_online's: the fallback's cost.
 TRL 1.16 always scores with its own chunked ("fused") LM head, so both sides hold no full logits.
 
 **Time, one process.** Batches are collated once, before timing. A step is, on both sides, the same scope:
@@ -70,6 +73,7 @@ VARIANTS = {  # name: (side, precomputed reference, sequence_chunks, scoring)
     "mfpo_precomputed": ("mfpo", True, 1, FAST),
     "mfpo_online_packed": ("mfpo", False, 1, dict(FAST, packed=True)),
     "mfpo_online_today": ("mfpo", False, 1, TODAY),
+    "mfpo_online_rows": ("mfpo", False, 1, dict(FAST, shared_prefix=False)),
     "mfpo_online_chunks3": ("mfpo", False, 3, FAST),
 }
 TARGETS = {"mfpo_online": (1.05, 1.0), "mfpo_precomputed": (0.8, None)}  # (time, memory) ratios to TRL's
@@ -323,11 +327,14 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _timed(fn) -> float:
+def _timed(fn, cpu: list | None = None) -> float:
+    """Wall seconds of `fn()`; its process CPU seconds are appended to `cpu` when given."""
     _sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     _sync()
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
@@ -335,12 +342,15 @@ def timing(args) -> dict:
     sides = _make(args, args.variants)
     names = list(sides)
     steps = {n: [] for n in names}
+    cpu = {n: [] for n in names}
     for r in range(args.warmup + args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
-            t = _timed(sides[n].step)
+            spent: list = []
+            t = _timed(sides[n].step, spent)
             if r >= args.warmup:
                 steps[n].append(t)
+                cpu[n].append(spent[0])
     collate = {n: [] for n in ("trl_dpo_sigmoid", "mfpo_online") if n in sides}
     for r in range(args.warmup + args.rounds):
         for n in (list(collate) if r % 2 == 0 else list(collate)[::-1]):
@@ -349,7 +359,7 @@ def timing(args) -> dict:
                 collate[n].append(t)
     shapes = {n: tuple(s.batch["input_ids"].shape) for n, s in sides.items()}
     answer = {n: int(s.batch["completion_mask"].sum()) for n, s in sides.items()}
-    return {"steps": steps, "collate": collate, "input_ids": shapes, "tokens": {n: s.tokens for n, s in sides.items()},
+    return {"steps": steps, "cpu": cpu, "collate": collate, "input_ids": shapes, "tokens": {n: s.tokens for n, s in sides.items()},
             "answer_tokens": answer}
 
 
@@ -419,6 +429,13 @@ def _report(args, t: dict, mem: dict) -> None:
         else:
             line += f" {'-':>12} | {'-':>6} | {'-':>10} |"
         print(line + f" {', '.join(verdicts)} |")
+    if {"mfpo_online", "mfpo_online_rows"} <= set(t["cpu"]):
+        cpu_med, cpu_lo, cpu_hi = _summary([a / b for a, b in zip(t["cpu"]["mfpo_online_rows"], t["cpu"]["mfpo_online"],
+                                                                   strict=True)])
+        wall = statistics.median(a / b for a, b in zip(t["steps"]["mfpo_online_rows"], t["steps"]["mfpo_online"],
+                                                       strict=True))
+        print(f"shared-prefix fallback (mfpo_online_rows / mfpo_online, same rounds): CPU time {cpu_med:.2f}x "
+              f"[{cpu_lo:.2f}-{cpu_hi:.2f}], wall {wall:.2f}x")
     c = t["collate"]
     if len(c) == 2:
         med, lo, hi = _summary([a / b for a, b in zip(c["mfpo_online"], c["trl_dpo_sigmoid"], strict=True)])

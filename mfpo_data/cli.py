@@ -1,4 +1,4 @@
-"""`mfpo-data`: build, validate, list recipes, inspect and publish MFPO image-preference datasets.
+"""`mfpo-data`: build, validate, list recipes, inspect, publish and export MFPO image-preference datasets.
 
 Commands are thin: parse, call one library function, print a one-line message for known problems
 (exit code 1). Heavy imports happen inside the commands so `--help` is instant.
@@ -124,6 +124,39 @@ def inspect(
 
 
 app.command("publish")(publish_command)
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Option("--from", help="A build folder, a published or dry-run folder, or a Hub id.",
+                                        show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New or empty folder for the JSONL and the images.",
+                                         show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="swift: ms-swift's DPO rows (swift rlhf --rlhf_type dpo).")] = "swift",
+    split: Annotated[str | None, typer.Option("--split", help="Only this split (default: every split).")] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="A Hub dataset's branch, tag or commit.")] = None,
+    relative_paths: Annotated[bool, typer.Option("--relative-paths", help="Name images relative to the output "
+                                                 "folder (run ms-swift with ROOT_IMAGE_DIR=OUTPUT).")] = False,
+    by_bucket: Annotated[bool, typer.Option("--by-bucket", help="One file per difficulty bucket (a staged "
+                                            "curriculum), SPLIT-easy.jsonl ...")] = False,
+) -> None:
+    """Write the dataset in another trainer's format, with its own images: each row as a text pair (rejected
+    answer) and an image pair (perturbed image, where valid)."""
+    from mfpo_data.export import export_dataset
+    from mfpo_data.secrets import redact_logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    redact_logging()
+
+    try:
+        result = export_dataset(source, output.expanduser(), fmt, split=split, revision=revision,
+                                relative_paths=relative_paths, by_bucket=by_bucket)
+    except _known_errors() as e:
+        raise _fail(str(e)) from None
+    skipped = sum(result.skipped.values())
+    typer.echo(scrub(f"wrote {sum(result.files.values())} pairs ({', '.join(f'{k} {v}' for k, v in sorted(result.pairs.items()))}) "
+                     f"from {result.rows} rows{f' ({skipped} skipped, see export.json)' if skipped else ''} and "
+                     f"{result.images} images to {result.folder}: {', '.join(result.files)}"))
 
 
 if __name__ == "__main__":

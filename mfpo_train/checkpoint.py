@@ -56,6 +56,17 @@ class TrainState:
     dropped_rows: int = 0  # prompt with image tokens >= max_length
     undecodable_rows: int = 0  # image bytes that cannot be decoded
     invalid_rows: int = 0  # rows data.row_problem refuses: empty answers, images that do not match
+    world_size: int = 1  # the processes that trained the last steps (checkpoints before it was recorded: 1)
+
+
+def saved_world_size(path: Path) -> int:
+    """The number of processes a checkpoint was written by, read before `read_state` checks the rest (1 when the
+    state does not say; a damaged state is refused by `read_state`)."""
+    try:
+        value = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8")).get("world_size", 1)
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -184,8 +195,8 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, reference_
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    for stale in tmp.glob("random_states_*.pkl"):  # accelerate's pickled RNG states: ours replace them
-        stale.unlink()
+    # accelerate's pickled RNG state, which ours replaces; each process removes its own (another's may be gone already)
+    (tmp / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)
     _save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -232,6 +243,8 @@ def read_state(path: Path, steps_per_epoch: list[int], epochs_per_stage: int) ->
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise TrainingError(f"{file}: {name} must be a whole number >= 0, got {value!r}")
     state = TrainState(**data)
+    if state.world_size < 1:
+        raise TrainingError(f"{file}: world_size must be >= 1, got {state.world_size}")
     stages = len(steps_per_epoch)
 
     def refuse(why: str) -> TrainingError:
@@ -280,9 +293,13 @@ def check_same_shapes(path: Path, lora) -> None:
                                 "settings, or set train.output_dir to a new folder")
 
 
-def load_checkpoint(accelerator, path: Path, state: TrainState, reference_model=None, *, scheduler=None) -> TrainState:
+def load_checkpoint(accelerator, path: Path, state: TrainState, reference_model=None, *, scheduler=None,
+                    restore_rng: bool = True) -> TrainState:
     """Load a checkpoint whose state `read_state` checked: the scheduler's state is checked against the
-    scheduler's own before it is loaded, and whatever accelerate or safetensors cannot read is one line."""
+    scheduler's own before it is loaded, and whatever accelerate or safetensors cannot read is one line.
+
+    `restore_rng=False` (another number of processes than the checkpoint's, allowed only without dropout):
+    the per-process random states are not restored."""
     path = Path(path)
     saved_scheduler = _scheduler_state(path, scheduler, state.global_step) if scheduler is not None else None
     try:
@@ -297,7 +314,8 @@ def load_checkpoint(accelerator, path: Path, state: TrainState, reference_model=
                             "from another model or config") from None
     if saved_scheduler is not None:
         scheduler.load_state_dict(saved_scheduler)
-    _load_rng_state(path, accelerator.process_index)
+    if restore_rng:
+        _load_rng_state(path, accelerator.process_index)
     logger.info("resumed from %s at step %d", path, state.global_step)
     return state
 

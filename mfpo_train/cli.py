@@ -35,17 +35,24 @@ BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default
 
 
 def _run(fn, interrupted: str = "interrupted"):
+    """Run a command: its known errors are one line (exit code 1). Under several processes (torchrun, accelerate
+    launch) only the main one prints them; the others log warnings only, each line naming its rank."""
     from mfpo_data.secrets import redact_logging
+    from mfpo_train.processes import launch_rank, quiet_other_ranks
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact_logging()
+    quiet_other_ranks()
+    main = launch_rank() == 0
     try:
         return fn()
     except MfpoError as e:
-        typer.echo(f"error: {e}", err=True)
+        if main:  # every process meets the same refusal; the main one says it
+            typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo(f"\n{interrupted}", err=True)
+        if main:
+            typer.echo(f"\n{interrupted}", err=True)
         raise typer.Exit(130) from None
 
 
@@ -86,7 +93,8 @@ def main(
         from mfpo_train.train import train
 
         result = train(cfg, resume=resume_from or resume)
-        typer.echo(format_summary(result))
+        if result.main_process:
+            typer.echo(format_summary(result))
 
     _run(run, interrupted="interrupted: rerun the same command with --resume to continue from the last checkpoint "
                           "(train.save_every sets how often one is written)")
@@ -128,13 +136,14 @@ def configs() -> None:
         typer.echo(f"{name:<20} {header}  ({path})")
 
 
-FAMILIES = ("llava", "idefics3")
+FAMILIES = ("llava", "idefics3", "qwen2_5_vl", "internvl", "gemma3")
 
 
 @app.command("make-tiny-model")
 def make_tiny_model(
     output: Path = typer.Argument(..., help="Empty or new folder to write the model and processor into."),
-    family: str = typer.Option("llava", "--family", help="llava (LlavaForConditionalGeneration) or idefics3."),
+    family: str = typer.Option("llava", "--family", help="llava (LlavaForConditionalGeneration), idefics3, qwen2_5_vl, "
+                                                         "internvl or gemma3."),
 ):
     """Write a tiny randomly initialised vision-language model (no download) for the debug config and tests."""
 

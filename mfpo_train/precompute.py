@@ -42,6 +42,12 @@ def precompute_reference(cfg: TrainConfig, output_dir: str | Path, batch_size: i
 
     from mfpo_data.folders import check_output_folder, output_root
 
+    from mfpo_train.errors import TrainingError
+    from mfpo_train.processes import launch_world_size
+
+    if launch_world_size() > 1:  # each process would score every row and write the same copy
+        raise TrainingError("precompute-ref runs as one process: start it with mfpo-train (or python -m "
+                            "mfpo_train.cli), not torchrun or accelerate launch with several processes")
     output_dir = output_root(output_dir)
     check_output_folder(output_dir, lambda root: (root / "reference.json").is_file(),
                         ours="copy written by precompute-ref (reference.json)", choose="choose a new --output folder")

@@ -112,8 +112,12 @@ def sum_token_logps(model, hidden: torch.Tensor, targets, out_index, out_size: i
 
 def hidden_path_available(model) -> bool:
     base = transformers_model(model)
-    return (type(base) not in _no_hidden_path and accepts(model, "logits_to_keep")
-            and base.get_output_embeddings() is not None)
+    head = base.get_output_embeddings()
+    if head is not None and any(hasattr(p, "ds_id") for p in head.parameters()):
+        # DeepSpeed ZeRO-3 partitions the head's weight; it is whole only inside the model's own forward
+        log_once(type(base).__name__, "the LM head is partitioned (DeepSpeed ZeRO-3); scoring from full logits")
+        return False
+    return type(base) not in _no_hidden_path and accepts(model, "logits_to_keep") and head is not None
 
 
 def final_hidden_states(model, inputs: dict, use_cache: bool = False):

@@ -14,10 +14,14 @@ both answers.
   causal mask in which l does not see w; a second forward runs the y_w|m' rows. Attention runs over the
   longer packed row, so it costs more than the cache on long answers.
 
-Exact for a family when its language model takes a custom 4D attention mask and 1D `position_ids` (plain
-RoPE decoders with eager or SDPA attention) and its image inputs have one entry per row: `SUPPORTED`.
-Qwen2-VL's 3D rope positions, Gemma 3's bidirectional image attention and flash-attention (which ignores a
-4D mask) are not; those batches are scored one row per sequence (`scoring.sequence_logps`), logged once.
+Exact for a family when its language model takes a custom 4D attention mask and explicit `position_ids` (plain
+RoPE decoders with eager or SDPA attention) and its image inputs have one entry per row: `SUPPORTED`. The Qwen2-VL
+family (Qwen2-VL, Qwen2.5-VL) places tokens with 3D rope positions (temporal, height, width) and flattens the
+patches of all images into one `pixel_values`: each row's positions are the model's own `get_rope_index` of that
+row (for y_l's tokens: of the rejected row, so they continue its prompt as they do there), and a row's patches are
+found through `image_grid_thw` (one image per row). Gemma 3's bidirectional image attention, InternVL's tiles
+(several per image) and flash-attention (which ignores a 4D mask) are not covered; those batches are scored one row
+per sequence (`scoring.sequence_logps`), logged once.
 Two forwards before one backward is fine for DDP with `find_unused_parameters=False` (accelerate's default).
 """
 
@@ -41,7 +45,9 @@ from mfpo_train.scoring import (
 
 # model_type of the vision-language model -> model_types of its language model the packing is exact for
 # (each pair covered by tests/train/test_shared_prefix.py).
-SUPPORTED = {"llava": {"llama", "mistral", "qwen2"}, "idefics3": {"llama", "mistral"}}
+SUPPORTED = {"llava": {"llama", "mistral", "qwen2"}, "idefics3": {"llama", "mistral"},
+             "qwen2_vl": {"qwen2_vl_text"}, "qwen2_5_vl": {"qwen2_5_vl_text"}}
+MROPE = ("qwen2_vl", "qwen2_5_vl")  # 3D rope positions from the model's get_rope_index
 _ATTENTION = ("sdpa", "eager")
 # True: packed rows even where the cache could be used (benchmarks/train_step.py compares the two methods).
 PREFER_PACKED = False
@@ -91,16 +97,16 @@ def shared_prefix_logps(model, batch: dict, sequences: tuple[str, ...],
 def packed_logps(model, batch: dict, sequences: tuple[str, ...], n: int, chunk_size: int) -> torch.Tensor:
     """The packed-row method: a forward over the n `[p, w, l]` rows, one over the n y_w|m' rows."""
     out = []
-    packed, plan = pack_pairs(batch, n, _attention_kind(model), _mask_dtype(model))
+    device = batch["input_ids"].device
+    rope = rope_positions(model, batch, torch.arange(2 * n, device=device))  # y_w|m and y_l|m rows: (3, 2n, L)
+    packed, plan = pack_pairs(batch, n, _attention_kind(model), _mask_dtype(model), rope=rope)
     flat = score_positions(model, packed, *plan, out_size=2 * n, chunk_size=chunk_size,
                            fallback=lambda: _logits_at(model, packed, *plan, out_size=2 * n))
     out.append(flat)
     if "perturbed" in sequences:
-        rows = slice(2 * n, 3 * n)
-        perturbed = {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in batch.items()}
-        r, s = answer_positions(perturbed["completion_mask"])
-        t = perturbed["input_ids"][r, s + 1]
-        inputs = model_inputs(perturbed)
+        inputs = take_rows(batch, torch.arange(2 * n, 3 * n, device=device))
+        r, s = answer_positions(batch["completion_mask"][2 * n : 3 * n])
+        t = inputs["input_ids"][r, s + 1]
         out.append(score_positions(model, inputs, r, s, t, r, n, chunk_size,
                                    fallback=lambda: _logits_at(model, inputs, r, s, t, r, out_size=n)))
     return torch.cat(out)
@@ -166,8 +172,10 @@ def cached_prefix_logps(model, batch: dict, sequences: tuple[str, ...], n: int, 
         steps = torch.arange(b_max, device=device)
         take = (prompt[:, None] + steps).clamp(max=ids.shape[1] - 1)
         valid = steps[None] < answer[:, None]
+        rope = rope_positions(model, batch, torch.arange(n, 2 * n, device=device))  # the rejected rows' own
+        positions = prompt[:, None] + steps if rope is None else rope.gather(2, take[None].expand(3, -1, -1))
         inputs_b = {"input_ids": torch.where(valid, ids[n:2 * n].gather(1, take), 0),
-                    "position_ids": prompt[:, None] + steps, _cache_argument(model): cache}
+                    "position_ids": positions, _cache_argument(model): cache}
         for key, value in model_inputs(batch).items():  # per-token inputs (token types): the answer's
             if key not in _PER_TOKEN_SKIP and torch.is_tensor(value) and value.shape == ids.shape:
                 inputs_b[key] = torch.where(valid, value[n:2 * n].gather(1, take), 0)
@@ -189,14 +197,50 @@ def cached_prefix_logps(model, batch: dict, sequences: tuple[str, ...], n: int, 
 def _select_rows(batch: dict, blocks: list[slice], length: int) -> dict:
     """Model inputs of the rows in `blocks`, per-token tensors cut to `length` positions."""
     ids = batch["input_ids"]
+    index = torch.cat([torch.arange(b.start, b.stop, device=ids.device) for b in blocks])
+    out = take_rows(batch, index)
+    return {k: (v[:, :length] if torch.is_tensor(v) and v.dim() == 2 and v.shape[1:] == ids.shape[1:] else v)
+            for k, v in out.items()}
+
+
+def take_rows(batch: dict, index: torch.Tensor) -> dict:
+    """The model inputs of rows `index`: row-shaped tensors indexed, and the flattened patches of the Qwen2-VL
+    family (`pixel_values`, one image per row as `image_grid_thw` says) cut per row."""
+    ids = batch["input_ids"]
+    patches = _patch_slices(batch)
     out = {}
     for key, value in model_inputs(batch).items():
-        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == ids.shape[0]:
-            value = torch.cat([value[b] for b in blocks]) if len(blocks) > 1 else value[blocks[0]]
-            out[key] = value[:, :length] if value.shape[1:] == ids.shape[1:] and value.dim() == 2 else value
+        if key == "pixel_values" and patches is not None:
+            out[key] = torch.cat([value[patches[i]:patches[i + 1]] for i in index.tolist()])
+        elif torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == ids.shape[0]:
+            out[key] = value[index]
         else:
             out[key] = value
     return out
+
+
+def _patch_slices(batch: dict) -> list[int] | None:
+    """Row i's patches are pixel_values[s[i]:s[i + 1]] when the patches of all rows are flattened (one image per
+    row, `image_grid_thw`); None for image inputs that have one entry per row."""
+    grid, pixels = batch.get("image_grid_thw"), batch.get("pixel_values")
+    if not torch.is_tensor(grid) or not torch.is_tensor(pixels) or grid.shape[0] != batch["input_ids"].shape[0]:
+        return None
+    counts = grid.prod(-1)
+    if int(counts.sum()) != pixels.shape[0]:
+        return None
+    return [0, *torch.cumsum(counts, 0).tolist()]
+
+
+def rope_positions(model, batch: dict, index: torch.Tensor) -> torch.Tensor | None:
+    """(3, rows, L) 3D rope positions of rows `index` as the model computes them (the Qwen2-VL family), else None."""
+    base = transformers_model(model)
+    if base.config.model_type not in MROPE:
+        return None
+    rows = take_rows(batch, index)
+    positions, _ = base.model.get_rope_index(rows["input_ids"], mm_token_type_ids=rows["mm_token_type_ids"],
+                                             image_grid_thw=rows.get("image_grid_thw"),
+                                             attention_mask=rows["attention_mask"])
+    return positions.to(batch["input_ids"].device)
 
 
 def _as_mask(allowed: torch.Tensor, model) -> torch.Tensor:
@@ -212,8 +256,10 @@ def _batch_reason(batch: dict, num_sequences: int) -> str | None:
     shape = batch["input_ids"].shape
     if rows % num_sequences:
         return f"{rows} rows are not {num_sequences} blocks"
+    patches = _patch_slices(batch)
     for key, value in model_inputs(batch).items():
-        if torch.is_tensor(value) and value.dim() > 0 and value.shape != shape and value.shape[0] != rows:
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape != shape and value.shape[0] != rows and not (
+                key == "pixel_values" and patches is not None):
             return f"the batch's {key!r} is not one entry per row"
     n = rows // num_sequences
     prompt = batch["attention_mask"].bool() & ~batch["completion_mask"].bool()
@@ -222,18 +268,22 @@ def _batch_reason(batch: dict, num_sequences: int) -> str | None:
         if not torch.equal(prompt[w], prompt[r]) or not torch.equal(batch["input_ids"][w][prompt[w]],
                                                                     batch["input_ids"][r][prompt[r]]):
             return "the chosen and rejected rows of a pair have different prompts"
-    for key, value in model_inputs(batch).items():
-        if torch.is_tensor(value) and value.dim() > 0 and value.shape != shape and not torch.equal(
-                value[:n], value[n : 2 * n]):
+    chosen = take_rows(batch, torch.arange(n, device=batch["input_ids"].device))
+    rejected = take_rows(batch, torch.arange(n, 2 * n, device=batch["input_ids"].device))
+    for key, value in chosen.items():
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[1:] != shape[1:] and not torch.equal(
+                value, rejected[key]):
             return f"the chosen and rejected rows of a pair have different {key!r}"
     return None
 
 
-def pack_pairs(batch: dict, n: int, attention: str = "sdpa", mask_dtype=torch.float32):
+def pack_pairs(batch: dict, n: int, attention: str = "sdpa", mask_dtype=torch.float32, rope=None):
     """The packed `[p, w, l]` rows of the first two blocks of a collated batch and their scoring plan.
 
     Returns (inputs, (rows, sources, targets, out_index)): model inputs for n packed rows, and for every answer
     token its packed row, the position predicting it, its id and its index in the (2n,) [chosen; rejected] output.
+    `rope`: the (3, 2n, L) 3D positions of the chosen and rejected rows (the Qwen2-VL family), which the packed rows
+    then take: w's from its row, l's from its own row.
     """
     ids, am, cm = batch["input_ids"], batch["attention_mask"].bool(), batch["completion_mask"].bool()
     per_token = [k for k, v in model_inputs(batch).items()
@@ -268,9 +318,15 @@ def pack_pairs(batch: dict, n: int, attention: str = "sdpa", mask_dtype=torch.fl
         sources.append(src[: a + b])
         target_pos.append(torch.arange(p, p + a + b))
         out_index.append(torch.cat([torch.full((a,), i), torch.full((b,), n + i)]))
-    for key, value in model_inputs(batch).items():
+    for key, value in take_rows(batch, torch.arange(n, device=device)).items():
         if key not in out and key not in _PER_TOKEN_SKIP and torch.is_tensor(value) and value.dim() > 0:
-            out[key] = value[:n]  # image inputs: the chosen rows' (the rejected rows' are the same)
+            out[key] = value  # image inputs: the chosen rows' (the rejected rows' are the same)
+    if rope is not None:
+        position_ids = position_ids[None].repeat(3, 1, 1)
+        for i in range(n):
+            p, a, b = prompt_lens[i], answer_lens[i], answer_lens[n + i]
+            position_ids[:, i, : p + a] = rope[:, i, : p + a]
+            position_ids[:, i, p + a : p + a + b] = rope[:, n + i, p : p + b]
     out["position_ids"] = position_ids
     mask = allowed[:, None]
     if attention != "sdpa":  # eager adds the mask to the scores

@@ -28,7 +28,8 @@ def format_summary(result) -> str:
         lines.append(f"eval probes ({int(m.get('eval/n', 0))} rows): "
                      + "  ".join(f"{k} {m['eval/' + k]:.3f}" for k in _PROBES if f"eval/{k}" in m))
     if result.final_dir is not None:
-        lines.append(f"weights: {result.final_dir}  (evaluate: mfpo-eval run --adapter {result.final_dir} ...)")
+        flag = "--adapter" if (result.final_dir / "adapter_config.json").is_file() else "--model"  # full fine-tuning
+        lines.append(f"weights: {result.final_dir}  (evaluate: mfpo-eval run {flag} {result.final_dir} ...)")
     else:
         lines.append(f"stopped before the end (train.max_steps); checkpoints in {result.output_dir / 'checkpoints'}")
     return "\n".join(lines)

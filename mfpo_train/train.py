@@ -29,6 +29,7 @@ from mfpo_train.checkpoint import (
     load_checkpoint,
     read_state,
     register_hooks,
+    saved_world_size,
     resolve_resume,
     save_checkpoint,
     trim_metrics,
@@ -51,7 +52,8 @@ from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
 from mfpo_data.scorers.io import write_text
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
-from mfpo_train.rundir import CONFIG_FILE, check_run_folder, check_same_run, claim_run_folder
+from mfpo_train.processes import make_accelerator
+from mfpo_train.rundir import CONFIG_FILE, check_processes, check_same_run, claim_run_folder
 
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class TrainResult:
     eval_metrics: dict = field(default_factory=dict)  # the last probes on the eval split (eval/*), if any
     elapsed_s: float = 0.0
     finished_before: bool = False  # --resume found the run finished: nothing was trained or written
+    main_process: bool = True  # False on the other processes of a multi-process run (they print nothing)
 
 
 def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
@@ -78,25 +81,22 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     The folder is checked and locked first (`rundir`); on resume the checkpoint's state, the run's config and
     its metrics are checked before anything is loaded or written.
     """
-    from accelerate import PartialState
+    trackers = _trackers(cfg.train.report_to)
+    # First the processes: with several, only the main one checks and locks the folder; the others wait for it.
+    accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
+                                   project_dir=str(cfg.output_dir))
+    with claim_run_folder(cfg.output_dir, bool(resume), accelerator):
+        return _train(cfg, resume, accelerator, trackers)
 
-    root = check_run_folder(cfg.output_dir, bool(resume))
-    with claim_run_folder(root, PartialState().is_main_process):
-        return _train(cfg, resume)
 
-
-def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
-    from accelerate import Accelerator
+def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: list[str]) -> TrainResult:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    # 1. Accelerator, seed -----------------------------------------------------------------------
+    # 1. Seed ----------------------------------------------------------------------------------------
     started = time.monotonic()
     output_dir = cfg.output_dir
-    trackers = _trackers(cfg.train.report_to)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with=trackers or None,
-                              project_dir=str(output_dir))
     set_seed(cfg.train.seed)
 
     # 2. Data: validated before any model is loaded, so a wrong dataset fails in seconds ---------
@@ -124,19 +124,25 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     total_steps = sum(steps_per_epoch) * cfg.epochs_per_stage
 
     # 3. Resume: the checkpoint, the run's config and metrics are checked before anything is written --
-    state = TrainState()
+    state = TrainState(world_size=world)
     checkpoint = resolve_resume(resume, output_dir)
     if resume:
         check_same_run(output_dir, config_to_dict(cfg))
         check_metrics(output_dir / METRICS_FILE)
+    saved_world = world
     if checkpoint is not None:
+        saved_world = saved_world_size(checkpoint)
+        check_processes(output_dir, saved_world, world, cfg.train, cfg.lora.dropout if cfg.lora.enabled else 0.0,
+                        [len(rows) for _, rows in stages])
         state = read_state(checkpoint, steps_per_epoch, cfg.epochs_per_stage)
+        state.world_size = world  # the checkpoints written from here on are this run's
         check_same_shapes(checkpoint, cfg.lora)
         done = _finished(cfg, state, len(stages), output_dir)
         if done:
             logger.info("%s", done)
             return TrainResult(output_dir=output_dir, final_dir=output_dir / "final" if state.stage_index >= len(stages)
-                               else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True)
+                               else None, state=state, elapsed_s=time.monotonic() - started, finished_before=True,
+                               main_process=accelerator.is_main_process)
     eval_rows = load_eval_split(cfg)
 
     # 4. Policy, processor, reference ------------------------------------------------------------
@@ -155,10 +161,12 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     scheduler = get_scheduler("constant_with_warmup" if cfg.optim.scheduler == "constant" else cfg.optim.scheduler,
                               optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    if accelerator.distributed_type == "DEEPSPEED":
+        if cfg.train.sequence_chunks > 1:
+            raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
+                                "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
+        _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.train.sequence_chunks > 1 and accelerator.distributed_type == "DEEPSPEED":
-        raise TrainingError("train.sequence_chunks > 1 calls backward once per chunk, which DeepSpeed's engine "
-                            "treats as one optimizer step each; use sequence_chunks: 1 with DeepSpeed")
     register_hooks(accelerator)
     reference = Reference(accelerator.unwrap_model(model), ref_model=ref_model, precomputed=precomputed,
                           shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
@@ -168,7 +176,8 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
 
     # 6. Load the checkpoint; the folder is written from here on ---------------------------------
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, state, reference_model=ref_model, scheduler=scheduler)
+        state = load_checkpoint(accelerator, checkpoint, state, reference_model=ref_model, scheduler=scheduler,
+                                restore_rng=saved_world == world)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(config_to_dict(cfg), indent=2), output_dir / CONFIG_FILE)  # marks the folder as a run
@@ -181,10 +190,11 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
 
     # 7. Loop: stages -> epochs -> optimizer steps -----------------------------------------------
     history: list[dict] = []
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
+    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process,
                desc="mfpo")
     max_steps = cfg.train.max_steps
     stopped = False  # set when train.max_steps is reached; the counters then stay where the run stopped
+    stand_in: dict = {}  # several processes: the last trainable micro-batch of this one (see _step)
     while state.stage_index < len(stages) and not stopped:
         stage, rows = stages[state.stage_index]
         if state.epoch == 0 and state.step_in_epoch == 0 and state.stage_index > 0 and cfg.refresh_reference:
@@ -196,7 +206,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
                     stopped = True
                     break
                 metrics = _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences,
-                                loss_kwargs, cfg, state, shared_prefix)
+                                loss_kwargs, cfg, state, shared_prefix, stand_in=stand_in)
                 state.step_in_epoch += 1
                 state.global_step += 1
                 metrics.update(step=state.global_step, stage=stage, stage_index=state.stage_index,
@@ -211,7 +221,9 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
                     _log(accelerator, output_dir, metrics, trackers)
                 bar.update(1)
                 bar.set_postfix({short: f"{metrics[k]:.3f}" for k, short in _BAR_METRICS.items() if k in metrics})
-                if cfg.train.save_every and state.global_step % cfg.train.save_every == 0:
+                ends_stage = (state.step_in_epoch == steps_per_epoch[state.stage_index]
+                              and state.epoch == cfg.epochs_per_stage - 1)  # the stage's own checkpoint follows
+                if cfg.train.save_every and state.global_step % cfg.train.save_every == 0 and not ends_stage:
                     save_checkpoint(accelerator, output_dir, state, _saved_reference(cfg, ref_model),
                                     scheduler=scheduler, keep=cfg.train.save_total_limit)
             if not stopped:  # the epoch ran to its end
@@ -232,10 +244,11 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
     if state.stage_index >= len(stages):
         final_dir = output_dir / "final"
         accelerator.wait_for_everyone()
+        weights = accelerator.get_state_dict(model)  # every process: FSDP and ZeRO-3 gather their shards here
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             kwargs = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
-            unwrapped.save_pretrained(final_dir, **kwargs)
+            unwrapped.save_pretrained(final_dir, state_dict=weights, **kwargs)
             processor.save_pretrained(final_dir)
     if trackers:
         accelerator.end_training()
@@ -251,7 +264,7 @@ def _train(cfg: TrainConfig, resume: bool | str | Path) -> TrainResult:
         logger.info("L_image was masked for %d rows whose image pair is not valid (image_pair_valid: false)", masked)
     return TrainResult(output_dir=output_dir, final_dir=final_dir, state=state, history=history,
                        model=accelerator.unwrap_model(model), eval_metrics=eval_metrics,
-                       elapsed_s=time.monotonic() - started)
+                       elapsed_s=time.monotonic() - started, main_process=accelerator.is_main_process)
 
 
 def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path) -> str | None:
@@ -266,19 +279,42 @@ def _finished(cfg: TrainConfig, state: TrainState, stages: int, output_dir: Path
 
 
 def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, sequences, loss_kwargs, cfg,
-          state: TrainState, shared_prefix: bool = True) -> dict:
-    """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches)."""
+          state: TrainState, shared_prefix: bool = True, stand_in: dict | None = None) -> dict:
+    """One optimizer step over `micro_batches`; returns the step's metrics (means over micro-batches).
+
+    With several processes every one runs as many forwards and backwards (DDP's, FSDP's and DeepSpeed's
+    collectives wait for each): a micro-batch without a trainable row (all dropped or skipped) is replaced by this
+    process's last trainable one (`stand_in` keeps it across steps) with weight 0, and the metrics are the means
+    over the micro-batches of all processes.
+    """
     sums: dict[str, float] = defaultdict(float)
-    n = 0
     finite = True
-    usable = [b for b in micro_batches if b["num_pairs"] > 0]
     masked = 0  # rows whose image pair is not valid: L_image is masked for them
-    state.dropped_rows += sum(b["num_dropped"] for b in micro_batches)
-    state.undecodable_rows += sum(b.pop("num_undecodable", 0) for b in micro_batches)
-    state.invalid_rows += sum(b.pop("num_invalid", 0) for b in micro_batches)
-    for i, batch in enumerate(usable):
+    several = accelerator.num_processes > 1
+    counts = [sum(b["num_dropped"] for b in micro_batches), sum(b.pop("num_undecodable", 0) for b in micro_batches),
+              sum(b.pop("num_invalid", 0) for b in micro_batches)]
+    if several:  # the run's counts, the same on every process
+        counts = [int(c) for c in accelerator.reduce(torch.tensor(counts, device=accelerator.device), "sum").tolist()]
+    state.dropped_rows += counts[0]
+    state.undecodable_rows += counts[1]
+    state.invalid_rows += counts[2]
+    usable = [b for b in micro_batches if b["num_pairs"] > 0]
+    runs = [(b, True) for b in usable]
+    if several:
+        stand_in = {} if stand_in is None else stand_in
+        if usable:
+            stand_in["batch"] = usable[-1]
+        runs = [(b, True) if b["num_pairs"] > 0 else (stand_in.get("batch"), False) for b in micro_batches]
+        missing = torch.tensor([float(any(b is None for b, _ in runs))], device=accelerator.device)
+        if accelerator.reduce(missing, "max").item():
+            raise TrainingError(f"step {state.global_step + 1}: a process has no trainable row in its share of the "
+                                "step and none before to keep the processes in step; check the data with "
+                                "mfpo-train --dry-run")
+    n = sum(real for _, real in runs)
+    deepspeed = accelerator.distributed_type == "DEEPSPEED"
+    for i, (batch, real) in enumerate(runs):
         batch = _to_device(batch, accelerator.device)
-        sync = i == len(usable) - 1
+        sync = i == len(runs) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
             policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
                                   shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
@@ -287,22 +323,30 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         if not _all_finite(accelerator, out.loss):
             finite = False
             break
-        policy.backward(out.loss / len(usable), accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
-        sums["loss"] += out.loss.item()
-        for k, v in out.metrics.items():
-            sums[k] += v.item()
-        n += 1
-        masked += int((batch["image_pair_mask"] == 0).sum()) if "image" in out.terms and "image_pair_mask" in batch else 0
-    if finite and n:
-        grad_norm = None
+        scale = 1.0 / n if real else 0.0
+        if deepspeed:  # its engine divides by its accumulation steps and steps where accelerate says to sync
+            scale *= cfg.train.gradient_accumulation_steps
+            accelerator.gradient_state._set_sync_gradients(sync)
+        policy.backward(out.loss * scale, accelerator, sync=sync)  # chunked: re-forwards chunk by chunk
+        for k, v in {"loss": out.loss, **out.metrics}.items():
+            sums[k] += v.item() if real else 0.0
+        masked += int((batch["image_pair_mask"] == 0).sum()) if real and "image" in out.terms and "image_pair_mask" in batch else 0
+    counted = n
+    if several and finite:  # means over every process's micro-batches
+        keys = sorted(sums)
+        total = accelerator.reduce(torch.tensor([float(n), *(sums[k] for k in keys)], device=accelerator.device,
+                                                dtype=torch.float64), "sum").tolist()
+        counted, sums = int(total[0]), defaultdict(float, zip(keys, total[1:], strict=True))
+    grad_norm = None
+    if finite and counted:
         if cfg.optim.max_grad_norm is not None:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
         if grad_norm is not None and not torch.isfinite(torch.as_tensor(grad_norm)).all():
             finite = False
         else:
             optimizer.step()
-            if grad_norm is not None:
-                sums["grad_norm"] = float(grad_norm) * n
+    if deepspeed:
+        accelerator.gradient_state._set_sync_gradients(True)
     scheduler.step()  # the schedule advances with the step count, skipped steps included (resume stays exact)
     optimizer.zero_grad(set_to_none=True)
     if not finite:
@@ -313,14 +357,22 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
             raise TrainingError(f"{state.nonfinite_steps} steps had a non-finite loss or gradient "
                                 f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); stopping")
         return {"skipped": 1}
-    metrics = {k: v / max(n, 1) for k, v in sums.items()}
-    if accelerator.num_processes > 1 and metrics:
-        keys = sorted(metrics)
-        t = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
-        metrics = dict(zip(keys, t.tolist(), strict=True))
+    metrics = {k: v / max(counted, 1) for k, v in sums.items()}
+    if grad_norm is not None:
+        metrics["grad_norm"] = float(grad_norm)
     metrics["skipped"] = 0
     metrics["image_masked_rows"] = masked  # this rank's count, not averaged
     return metrics
+
+
+def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed's engine accumulates and clips itself: give it the run's micro-batch, accumulation and clipping
+    (the shipped configs say "auto" for them), so that it steps where mfpo-train's optimizer step ends."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    accum = cfg.train.gradient_accumulation_steps
+    config.update(train_micro_batch_size_per_gpu=cfg.train.batch_size, gradient_accumulation_steps=accum,
+                  train_batch_size=cfg.train.batch_size * accum * accelerator.num_processes,
+                  gradient_clipping=cfg.optim.max_grad_norm or 0.0)
 
 
 def _all_finite(accelerator, loss: torch.Tensor) -> bool:

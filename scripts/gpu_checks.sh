@@ -17,6 +17,13 @@ WHEELS=(datasets==5.2.0 datatrove==0.10.1 diffusers==0.42.1 trl==1.16.0 pycocoto
 part=${1:-}
 out=${2:-${OUT:-gpu-results}}
 
+# -- sharded: FSDP and DeepSpeed ZeRO-2 / ZeRO-3 on one GPU, bf16, against the same run without them -----------
+#   scripts/gpu_checks.sh sharded-fetch      # on a machine with PyPI: deepspeed's sdist and wheels into .whl/ds/
+#   scripts/gpu_checks.sh sharded [OUTDIR]   # on the GPU machine: about 4-6 min; prints one line per config
+if [ "$part" = sharded ] || [ "$part" = sharded-fetch ]; then
+  exec bash "$(dirname "$0")/gpu_check_sharded.sh" "$part" "$out"
+fi
+
 case "$part" in
   fetch)
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -73,8 +73,42 @@ def from_pretrained(name_or_path: str, *, revision: str | None = None, dtype: st
         kwargs["attn_implementation"] = attn_implementation
     with loading_model(name_or_path, key):
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
-        processor = AutoProcessor.from_pretrained(name_or_path, **common)
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path, **common)
+        except (ImportError, AttributeError, OSError) as e:  # a video processor without torchvision (Qwen2-VL, ...)
+            processor = _processor_without_video(name_or_path, model.config.model_type, common, e)
     return model, processor
+
+
+def image_only(processor_class):
+    """`processor_class` without its video processor: a subclass of the same name whose only parts are the image
+    processor and the tokenizer. Qwen2-VL's, Qwen2.5-VL's, InternVL's (...) video processors need torchvision, and
+    transformers builds none of these processors without it; mfpo passes images only, which this processes as the
+    full processor does. `mfpo_train.tiny` builds its Qwen2.5-VL and InternVL processors with it too."""
+    parts = [a for a in processor_class.get_attributes() if a != "video_processor"]
+
+    class ImageOnly(processor_class):
+        @classmethod
+        def get_attributes(cls):
+            return list(parts)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_class.__name__
+    return ImageOnly
+
+
+def _processor_without_video(name_or_path: str, model_type: str, common: dict, error: Exception):
+    """The model's processor loaded without its video processor when that is what failed (torchvision missing)."""
+    import importlib.util
+
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "", None)
+    if importlib.util.find_spec("torchvision") is not None or cls is None or "video_processor" not in cls.get_attributes():
+        raise error
+    logger.info("%s: %s without its video processor (it needs torchvision, which is not installed; mfpo passes "
+                "images only)", name_or_path, cls.__name__)
+    return image_only(cls).from_pretrained(name_or_path, **common)
 
 
 def load_vlm(model: str | Path | None, adapter: str | Path | None = None, *, merge: bool = False,

@@ -1,12 +1,14 @@
 """The probes inside `mfpo-train`: on the eval split every `train.eval_steps` and at the end, as `eval/*`.
 
 Each process probes its share of the rows (`index % world_size == rank`); counts and sums are reduced
-across processes before the means are taken, so 1 and N processes log the same values.
+across processes before the means are taken, so 1 and N processes log the same values. Every process runs the
+same number of forwards (FSDP and DeepSpeed ZeRO-3 need each of them on every process).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -69,14 +71,19 @@ class TrainProbes:
 
     def __call__(self, model) -> dict[str, float]:
         acc = self.accelerator
-        mine = range(acc.process_index, len(self.dataset), acc.num_processes)
+        mine = list(range(acc.process_index, len(self.dataset), acc.num_processes))
+        # Every process runs as many forwards (FSDP and ZeRO-3 gather weights in each): a shorter share is padded
+        # with its first row again (or the split's first row, for a process with none), whose values are not counted.
+        padded = mine + (mine[:1] or [0]) * (math.ceil(len(self.dataset) / acc.num_processes) - len(mine))
         records = []
         with _eval_mode(model), acc.autocast():
-            for start in range(0, len(mine), self.batch_size):
-                rows = [self.dataset[i] for i in mine[start:start + self.batch_size]]
+            for start in range(0, len(padded), self.batch_size):
+                index = padded[start:start + self.batch_size]
+                rows = [self.dataset[i] for i in index]
                 values = probes.row_logps(model, self.processor, rows, max_length=self.max_length, seed=self.seed)
                 records += [{"difficulty_bucket": r.get("difficulty_bucket"), **v}
-                            for r, v in zip(rows, values, strict=True) if v is not None]
+                            for k, (r, v) in enumerate(zip(rows, values, strict=True))
+                            if v is not None and start + k < len(mine)]
         sums = probes.accumulate(records)
         keys = [(g, m) for g in _GROUPS for m in ("n", *probes.METRICS)]
         flat = torch.tensor([sums.get(g, {}).get(m, 0.0) for g, m in keys], dtype=torch.float64, device=acc.device)

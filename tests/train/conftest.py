@@ -15,6 +15,20 @@ def tiny_idefics3(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2_5_vl(tmp_path_factory):
+    from mfpo_train.tiny import make_tiny_qwen2_5_vl
+
+    return make_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory):
+    from mfpo_train.tiny import make_tiny_gemma3
+
+    return make_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"))
+
+
+@pytest.fixture(scope="session")
 def built_dataset(tmp_path_factory):
     """The default recipe built once from the bundled COCO sample by mfpo-data (about 10 s)."""
     from mfpo_data.pipeline.build import build_dataset

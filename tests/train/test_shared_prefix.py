@@ -56,7 +56,8 @@ def _batch(processor, n=3):
     return MFPOCollator(processor)(rows)
 
 
-@pytest.mark.parametrize("family,attn", [("llava", "sdpa"), ("llava", "eager"), ("idefics3", "sdpa")])
+@pytest.mark.parametrize("family,attn", [("llava", "sdpa"), ("llava", "eager"), ("idefics3", "sdpa"),
+                                         ("qwen2_5_vl", "sdpa"), ("qwen2_5_vl", "eager")])
 def test_shared_prefix_and_chunked_logps_equal_todays(request, family, attn, method, caplog):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"), attn)
     batch = _batch(processor)
@@ -84,17 +85,20 @@ def test_dpo_only_and_no_rejected_sequences(tiny_llava, method):
 def _vision_calls(model):
     """Images through the vision tower, counted by a forward hook."""
     seen = []
-    tower = next(m for n, m in model.named_modules() if n.endswith(("vision_tower", "vision_model")))
+    tower = next(m for n, m in model.named_modules() if n.endswith(("vision_tower", "vision_model", "visual")))
     tower.register_forward_hook(lambda mod, args, kwargs, out: seen.append(_images(args, kwargs)), with_kwargs=True)
     return seen
 
 
 def _images(args, kwargs):
+    grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)  # Qwen2-VL: patches of all images flattened
+    if grid is not None:
+        return grid.shape[0]
     pixels = args[0] if args else kwargs["pixel_values"]
     return pixels.shape[0]
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "qwen2_5_vl"])
 def test_each_distinct_image_is_encoded_once(request, family, method):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"))
     batch = _batch(processor, n=2)
@@ -117,7 +121,7 @@ def _step(model, batch, scoring: dict):
     return out.loss.item(), policy.detach(), grads
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "qwen2_5_vl"])
 def test_lora_gradients_equal_todays(request, family, method):
     model, processor = _load(request.getfixturevalue(f"tiny_{family}"), lora=True)
     model.train()
@@ -148,15 +152,44 @@ def test_gradient_checkpointing_uses_packed_rows(tiny_llava, caplog):
         torch.testing.assert_close(fast_grads[n], g, atol=1e-5, rtol=1e-4, msg=n)
 
 
-def test_unsupported_family_falls_back_logged_once(qwen2vl_batch, caplog):
-    model, batch = qwen2vl_batch  # 3D rope positions and patches flattened across rows: no packing
+def test_qwen2_vl_pairs_of_different_image_sizes_pack_exactly(qwen2vl_batch, method):
+    """Qwen2-VL: 3D rope positions, every row's patches flattened into one pixel_values, and two pairs whose images
+    differ in size (so in image tokens and patches). The fixture's rejected rows get their chosen row's prompt and
+    image, as the collator makes them."""
+    model, batch = qwen2vl_batch
+    n = 2  # rows: chosen 0-1, rejected 2-3, perturbed 4-5
+    batch = {k: v.clone() for k, v in batch.items()}
+    starts = [0, *torch.cumsum(batch["image_grid_thw"].prod(-1), 0).tolist()]
+    pixels = [batch["pixel_values"][starts[i]:starts[i + 1]] for i in range(3 * n)]
+    for w in range(n):
+        r = n + w
+        prompt = int((batch["attention_mask"][w].bool() & ~batch["completion_mask"][w].bool()).sum())
+        answer = batch["input_ids"][r][batch["completion_mask"][r].bool()]
+        for key in ("input_ids", "attention_mask", "completion_mask", "mm_token_type_ids"):
+            batch[key][r] = 0
+            batch[key][r, :prompt] = batch[key][w, :prompt]
+        batch["input_ids"][r, prompt:prompt + len(answer)] = answer
+        batch["attention_mask"][r, :prompt + len(answer)] = 1
+        batch["completion_mask"][r, prompt:prompt + len(answer)] = 1
+        pixels[r], batch["image_grid_thw"][r] = pixels[w], batch["image_grid_thw"][w]
+    batch["pixel_values"] = torch.cat(pixels)
+    assert batch["image_grid_thw"][0].tolist() != batch["image_grid_thw"][1].tolist()
+    assert shared_prefix_logps(model, batch, SEQS, chunk_size=3) is not None  # packed, not one row per sequence
+    torch.testing.assert_close(batch_logps(model, batch, SEQS, **FAST), logits_sequence_logps(model, batch),
+                               atol=1e-5, rtol=1e-6)
+
+
+def test_unsupported_family_falls_back_logged_once(tiny_gemma3, caplog):
+    model, processor = _load(tiny_gemma3)  # its image tokens attend to each other both ways: no packing
+    batch = _batch(processor)
     with caplog.at_level(logging.INFO, logger="mfpo_train.scoring"):
         got = [batch_logps(model, batch, SEQS, **FAST) for _ in range(2)]
     today = logits_sequence_logps(model, batch)
     for g in got:
         torch.testing.assert_close(g, today, atol=1e-5, rtol=1e-6)
     said = [r.getMessage() for r in caplog.records if "one row per sequence" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith("Qwen2VLForConditionalGeneration: ") and "qwen2_vl" in said[0]
+    assert said == ["Gemma3ForConditionalGeneration: one row per sequence (model type 'gemma3' is not one the packed "
+                    "rows are exact for)"]
 
 
 def test_batch_whose_pairs_do_not_share_an_image_is_not_packed(tiny_llava, caplog):
