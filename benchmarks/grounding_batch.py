@@ -9,7 +9,7 @@ one image per call. Models load (and warm up) before timing. Prints per-image ti
                                                               # (grounding-dino-tiny / sam-vit-base shapes)
 
 Full-size configs are for a GPU: on a CPU a Grounding DINO forward takes ~8 s and randomly
-initialised SAM is very slow on zero-padded inputs (denormals), see research/offline-stack.md.
+initialised SAM is very slow on zero-padded inputs (its random weights give denormal floats there).
 """
 
 from __future__ import annotations

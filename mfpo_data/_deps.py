@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 
-from mfpo_data.errors import MissingExtraError
+from mfpo_data.errors import MissingExtraError, install_hint
 
 
 def require(*modules: str, extra: str, feature: str | None = None) -> None:
-    """Raise `MissingExtraError` naming `pip install "mfpo[extra]"` unless every module imports."""
+    """Raise `MissingExtraError` naming `pip install -e ".[extra]"` unless every module imports."""
     missing = []
     for name in modules:
         try:
@@ -22,7 +22,7 @@ def require(*modules: str, extra: str, feature: str | None = None) -> None:
     if missing:
         what = feature or f"the '{extra}' backends"
         raise MissingExtraError(
-            f"{what} need{'s' if feature else ''} {', '.join(missing)}: pip install \"mfpo[{extra}]\""
+            f"{what} need{'s' if feature else ''} {', '.join(missing)}: {install_hint(extra)}"
         )
 
 

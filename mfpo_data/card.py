@@ -88,7 +88,7 @@ PAPER_URL = "https://arxiv.org/abs/2410.15334"
 # How to train on the published dataset with mfpo's own trainer (image-side preference, curriculum).
 MFPO_TRAIN_COMMAND = (
     "accelerate launch --num_processes 1 --mixed_precision bf16 -m mfpo_train.cli \\\n"
-    "  --config recipes/train/llava15_7b_lora.yaml --set data.dataset={repo_id}"
+    "  --config llava15_7b_lora --set data.dataset={repo_id}"
 )
 
 
@@ -195,6 +195,22 @@ def _per_split_table(title: str, splits: list[SplitSummary], attr: str) -> str:
         keys += [k for k in getattr(s, attr) if k not in keys]
     rows = [(k, *(getattr(s, attr).get(k, 0) for s in splits)) for k in keys]
     return _table((title, *(s.name for s in splits)), rows)
+
+
+def _one_split_categories(splits: list[SplitSummary]) -> str:
+    """Where the categories fall: the split is by image, so a small split misses some. A category only in `test`
+    is never trained on; one only in `train` is never measured."""
+    if len(splits) < 2:
+        return ""
+    parts = []
+    for s in splits:
+        others = set().union(*(o.categories for o in splits if o is not s))
+        only = [f"{c} ({n})" for c, n in s.categories.items() if c not in others]
+        if only:
+            parts.append(f"only in `{s.name}`: {', '.join(only)}")
+    if not parts:
+        return "Every category is in every split."
+    return f"The split is by image, so a category can fall in one split only (rows): {'; '.join(parts)}."
 
 
 def _demote(markdown: str) -> str:
@@ -338,6 +354,7 @@ def render_card(
             if isinstance(edges, list | tuple) and len(edges) == 2 else ""
         ),
         categories_table=_per_split_table("category", splits, "categories"),
+        category_splits=_block(_one_split_categories(splits)),
         dropped=(
             _table(("reason", "samples"), sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
             + f"\n\n{sum(dropped.values())} samples dropped in all; the build's `rejects.jsonl` lists each with its reason."

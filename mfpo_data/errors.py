@@ -22,6 +22,11 @@ class MissingExtraError(MfpoError, ImportError):
     """A backend was asked for whose optional dependencies are not installed."""
 
 
+def install_hint(extra: str) -> str:
+    """How to install an extra, in every command's wording: mfpo is installed from a checkout (`pip install -e`)."""
+    return f'pip install -e ".[{extra}]" in the mfpo checkout'
+
+
 class SchemaError(MfpoError):
     """A dataset whose columns do not match `mfpo_data.schema.features()`."""
 

@@ -256,7 +256,8 @@ def write_folder(
     from mfpo_data.card import find_datasheet, render_card, summarize_split, validate_card
 
     train_idx, test_idx = split_by_image(list(ds["image_id"]), test_size, seed)
-    splits = {"train": ds.select(train_idx), "test": ds.select(test_idx)}
+    # Each split's own table (a selection alone keeps the whole table: its bytes would be the dataset's).
+    splits = {"train": ds.select(train_idx).flatten_indices(), "test": ds.select(test_idx).flatten_indices()}
     files, summaries = [], []
     for name, part in splits.items():
         summary = summarize_split(name, part)

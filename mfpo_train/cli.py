@@ -34,9 +34,15 @@ OUTPUT = typer.Option(..., "--output", "-o", help="Folder for the copy with ref_
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Pairs per forward (default train.batch_size).")
 
 
-def _run(fn, interrupted: str = "interrupted"):
+# What each command imports, named in one line with the extra that brings it when one is missing.
+TRAINING = ("torch", "transformers", "accelerate", "peft")
+MODEL = ("torch", "transformers")
+
+
+def _run(fn, interrupted: str = "interrupted", needs: tuple[str, ...] = (), command: str = "mfpo-train"):
     """Run a command: its known errors are one line (exit code 1). Under several processes (torchrun, accelerate
-    launch) only the main one prints them; the others log warnings only, each line naming its rank."""
+    launch) only the main one prints them; the others log warnings only, each line naming its rank. `needs`: the
+    libraries the command imports, refused in one line naming the extra when one is missing."""
     from mfpo_data.secrets import redact_logging
     from mfpo_train.processes import launch_rank, quiet_other_ranks
 
@@ -45,6 +51,10 @@ def _run(fn, interrupted: str = "interrupted"):
     quiet_other_ranks()
     main = launch_rank() == 0
     try:
+        if needs:
+            from mfpo_data._deps import require
+
+            require(*needs, extra="train", feature=command)
         return fn()
     except MfpoError as e:
         if main:  # every process meets the same refusal; the main one says it
@@ -97,7 +107,7 @@ def main(
             typer.echo(format_summary(result))
 
     _run(run, interrupted="interrupted: rerun the same command with --resume to continue from the last checkpoint "
-                          "(train.save_every sets how often one is written)")
+                          "(train.save_every sets how often one is written)", needs=() if print_config else TRAINING)
 
 
 @app.command("precompute-ref")
@@ -124,7 +134,7 @@ def precompute_ref(
         out = precompute_reference(load_config(config, overrides), output, batch_size=batch_size)
         typer.echo(scrub(f"wrote {out}; train on it with --set data.dataset={out}"))
 
-    _run(run)
+    _run(run, needs=TRAINING, command="mfpo-train precompute-ref")
 
 
 @app.command("configs")
@@ -160,7 +170,7 @@ def make_tiny_model(
         path = getattr(tiny, f"make_tiny_{family}")(target)
         typer.echo(f"wrote a tiny random {family} model to {path}; use it with --set model.name_or_path={path}")
 
-    _run(run)
+    _run(run, needs=MODEL, command="mfpo-train make-tiny-model")
 
 
 @app.command("merge-adapter")
@@ -193,7 +203,7 @@ def merge_adapter(
         typer.echo(f"wrote {base} + {adapter} merged ({chosen}) to {target}; use it with --set model.name_or_path={target} "
                    f"or --set source.model={target}")
 
-    _run(run)
+    _run(run, needs=(*MODEL, "peft"), command="mfpo-train merge-adapter")
 
 
 def _checkpoint_dtype(model: str) -> str:

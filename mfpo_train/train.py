@@ -51,6 +51,7 @@ from mfpo_train.eval.during_training import TrainProbes, load_eval_split
 from mfpo_train.gradcache import policy_logps
 from mfpo_train.losses import mfpo_loss, needed_sequences
 from mfpo_data.scorers.io import write_text
+from mfpo_data.backends.vlm import check_model
 from mfpo_train.model import Reference, add_lora, load_model_and_processor, make_reference_copy
 from mfpo_train.processes import make_accelerator
 from mfpo_train.rundir import CONFIG_FILE, check_processes, check_same_run, claim_run_folder
@@ -79,7 +80,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
     """Train (or, with `resume`, continue) the run `cfg` describes in `cfg.output_dir` (see the module notes).
 
     The folder is checked and locked first (`rundir`); on resume the checkpoint's state, the run's config and
-    its metrics are checked before anything is loaded or written.
+    its metrics are checked, and the model's config is read, before anything is loaded or written.
     """
     trackers = _trackers(cfg.train.report_to)
     # First the processes: with several, only the main one checks and locks the folder; the others wait for it.
@@ -145,7 +146,9 @@ def _train(cfg: TrainConfig, resume: bool | str | Path, accelerator, trackers: l
                                main_process=accelerator.is_main_process)
     eval_rows = load_eval_split(cfg)
 
-    # 4. Policy, processor, reference ------------------------------------------------------------
+    # 4. Policy, processor, reference: a model whose config cannot be read is refused before any weights load --
+    check_model(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code,
+                model_key="model.name_or_path")
     model, processor = load_model_and_processor(cfg.model)
     ref_model = None
     if cfg.lora.enabled:

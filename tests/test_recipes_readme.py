@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import typer
@@ -114,3 +115,34 @@ def test_the_paper_recipes_hold_the_paper_choices_and_name_their_unknowns():
     header = (REPO / "recipes" / "train" / "llava15_7b_mfpo.yaml").read_text().split("\nmodel:")[0]
     for unknown in ("beta", "lr", "epochs_per_stage", "refresh_reference", "LoRA"):
         assert unknown in header, f"the header does not say what was chosen for {unknown}"
+
+
+# Where the project's own files may not send a reader: folders outside the repository (the developers' notes).
+OUTSIDE = ("../shared", "/work/shared", "shared/research", "research/paper.md", "research/offline-stack", "offline-stack.md")
+TEXT_FILES = ("*.py", "*.md", "*.yaml", "*.toml", "*.sh", "*.txt", "*.cfg")
+
+
+def test_no_file_points_at_a_folder_outside_the_repository():
+    skip = {".git", ".venv", "build", "dist", "__pycache__", "runs", "outputs"}
+    found = []
+    for pattern in TEXT_FILES:
+        for path in REPO.rglob(pattern):
+            if skip & set(path.relative_to(REPO).parts) or path.resolve() == Path(__file__).resolve():
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found += [f"{path.relative_to(REPO)}: {o}" for o in OUTSIDE if o in text]
+    assert found == []
+
+
+@pytest.mark.parametrize("subdir", ["", "train"])
+def test_recipe_descriptions_are_whole_sentences(subdir):
+    """What `mfpo-data recipes` and `mfpo-train configs` print: each recipe's first header line, a sentence that
+    stands alone (capital first, a full stop last, brackets closed), not the first line of a longer one."""
+    from mfpo_data.config import list_recipes
+
+    listed = {name: header for name, _, header in list_recipes(subdir)}
+    assert listed, subdir
+    for name, header in listed.items():
+        assert header[:1].isupper() and header.endswith("."), (name, header)
+        assert header.count("(") == header.count(")"), (name, header)
+        assert not header.rstrip(".").endswith((",", ":", ";", " and", " or", " the", " of")), (name, header)

@@ -12,7 +12,7 @@ port of the same model), so the two backends differ only in where the weights co
 as the package's `predict` does, and it detects from pixels, so the removal check uses it.
 
 It needs torchvision (and a matching torch) and transformers 4.x, on which the package's BERT wrapper runs:
-`pip install "mfpo[grounded-sam]"`.
+`pip install -e ".[grounded-sam]"`.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class ModelBackend(Described):
         return f"{self.SECTION}.model_id"
 
     def require(self) -> None:
-        """A one-line `MissingExtraError` naming `pip install "mfpo[EXTRA]"` unless the libraries import."""
+        """A one-line `MissingExtraError` naming `pip install -e ".[EXTRA]"` unless the libraries import."""
         require_extra(self.EXTRA, f"{self.SECTION} backend '{self.backend}'", *self.MODULES)
 
     def check_available(self) -> str | None:
@@ -156,7 +156,7 @@ class ModelBackend(Described):
 
 
 def require_extra(extra: str, feature: str, *modules: str) -> None:
-    """A one-line `MissingExtraError` naming `pip install "mfpo[extra]"` unless the modules import."""
+    """A one-line `MissingExtraError` naming `pip install -e ".[extra]"` unless the modules import."""
     require(*(modules or ("torch", "transformers")), extra=extra, feature=feature)
 
 

@@ -9,7 +9,7 @@ any of them; the encoder embeds the batch in one pass, then the prompt encoder a
 with all of its boxes, as `SamPredictor.predict_torch` does. Which of the three candidate masks is kept is
 the policy of the `sam` backend (`multimask_policy`). It runs in float32, as Meta's predictor does.
 
-It needs torchvision (and a matching torch): `pip install "mfpo[grounded-sam]"`.
+It needs torchvision (and a matching torch): `pip install -e ".[grounded-sam]"`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import gzip
 from functools import lru_cache
 from importlib import resources
 
-from mfpo_data.errors import MissingExtraError
+from mfpo_data.errors import MissingExtraError, install_hint
 
 
 # Words that end in "s" without being plural nouns; inflect would cut them ("was" -> "wa").
@@ -52,7 +52,7 @@ def _tokenizers():
         from nltk.tokenize.destructive import NLTKWordTokenizer
         from nltk.tokenize.punkt import PunktSentenceTokenizer
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise MissingExtraError("the scorers need nltk: pip install 'mfpo[eval]'") from e
+        raise MissingExtraError("the scorers need nltk: " + install_hint("eval")) from e
     return PunktSentenceTokenizer(), NLTKWordTokenizer()
 
 
@@ -61,7 +61,7 @@ def _inflect():
     try:
         import inflect
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise MissingExtraError("the scorers need inflect: pip install 'mfpo[eval]'") from e
+        raise MissingExtraError("the scorers need inflect: " + install_hint("eval")) from e
     return inflect.engine()
 
 

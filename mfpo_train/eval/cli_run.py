@@ -15,6 +15,9 @@ import typer
 from mfpo_data.errors import MfpoError
 
 
+NEEDS = ("torch", "transformers", "peft")  # generation with an adapter; the scorers ask for nltk themselves
+
+
 def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.json, results.md, answers).")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id or folder of the model (default with --adapter: its base model).")] = None,
@@ -68,6 +71,9 @@ def run(
     redact_logging()
     ranks = None
     try:
+        from mfpo_data._deps import require
+
+        require(*NEEDS, extra="train,eval", feature="mfpo-eval run")  # one line, not an import traceback
         from mfpo_data.backends.vlm import adapter_base_model
         from mfpo_train.eval.api import Decoding, ModelSpec, run_evaluation
         from mfpo_train.eval.ranks import launched_ranks

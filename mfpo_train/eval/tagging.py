@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from mfpo_data.errors import MfpoError
+from mfpo_data.errors import MfpoError, install_hint
 
 
 METHODS = ("auto", "nltk", "aptagger", "rules")
@@ -71,7 +71,7 @@ def resolve(method: str = "auto") -> str:
         raise MfpoError("amber nouns 'nltk' needs NLTK's tagger data: python -m nltk.downloader "
                         "averaged_perceptron_tagger_eng")
     if method == "aptagger" and _aptagger_path() is None:
-        raise MfpoError("amber nouns 'aptagger' needs the package textblob-aptagger: pip install 'mfpo[eval]'")
+        raise MfpoError("amber nouns 'aptagger' needs the package textblob-aptagger: " + install_hint("eval"))
     return method
 
 

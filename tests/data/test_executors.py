@@ -28,7 +28,7 @@ def local_build(tmp_path_factory):
 
 
 def test_ray_build_equals_local_build(local_build, tmp_path):
-    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'mfpo[ray]'")
+    ray = pytest.importorskip("ray", reason='ray is not installed: pip install -e ".[ray]" in the mfpo checkout')
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         layout = build_dataset(

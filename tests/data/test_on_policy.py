@@ -333,7 +333,7 @@ def test_missing_extra_and_bad_options_are_one_line_before_any_model_loads(tiny_
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr("mfpo_data._deps.importlib.import_module", no_torch)
-    with pytest.raises(MissingExtraError, match=r"source kind 'on_policy' .* needs torch: pip install \"mfpo\[onpolicy\]\""):
+    with pytest.raises(MissingExtraError, match=r"source kind 'on_policy' .* needs torch: pip install -e \"\.\[onpolicy\]\" in the mfpo checkout$"):
         build_dataset("coco_on_policy", _sets(tiny_llava), tmp_path / "no-torch")
     assert not (tmp_path / "no-torch").exists()
     monkeypatch.undo()

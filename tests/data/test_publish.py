@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -180,6 +181,33 @@ def test_card_parses_and_its_metadata_validates(dry_run):
     assert info.features == features()
     assert {k: v.num_examples for k, v in info.splits.items()} == result.splits
     assert validate_card(folder / "README.md", splits=["train", "test"]) is not None
+
+
+def test_dataset_info_gives_each_splits_own_bytes(dry_run):
+    """Not the whole dataset's bytes for every split (a selection keeps its parent's table): the total is the build's."""
+    folder, _ = dry_run
+    info = datasets.DatasetInfo._from_yaml_dict(DatasetCard.load(folder / "README.md").data.to_dict()["dataset_info"])
+    dd = datasets.load_dataset(str(folder))
+    assert {s: info.splits[s].num_bytes for s in dd} == {s: dd[s].data.nbytes for s in dd}
+    assert info.dataset_size == sum(dd[s].data.nbytes for s in dd) and all(dd[s].data.nbytes > 0 for s in dd)
+
+
+def test_card_says_where_the_categories_fall_and_how_to_train_from_a_checkout(dry_run):
+    folder, _ = dry_run
+    body = (folder / "README.md").read_text().split("\n---\n", 1)[1]
+    dd = datasets.load_dataset(str(folder))
+    rows = {s: Counter(o["category"] for objs in dd[s]["key_objects"] for o in {x["category"]: x for x in objs}.values())
+            for s in dd}
+    only = {s: [f"{c} ({n})" for c, n in sorted(rows[s].items(), key=lambda kv: (-kv[1], kv[0]))
+                if c not in rows["test" if s == "train" else "train"]] for s in ("train", "test")}
+    if only["train"] or only["test"]:
+        parts = "; ".join(f"only in `{s}`: {', '.join(cats)}" for s, cats in only.items() if cats)
+        assert f"a category can fall in one split only (rows): {parts}." in body
+    else:
+        assert "Every category is in every split." in body
+    how = body.split("## How to use", 1)[1].split("### With TRL", 1)[0]
+    assert 'pip install -e ".[train]"   # in the mfpo checkout' in how and "--config llava15_7b_lora " in how
+    assert "mfpo-train configs" in how and "recipes/train" not in how
 
 
 def test_card_says_how_the_build_was_made(dry_run, build):

@@ -29,11 +29,9 @@ def tiny_gemma3(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def built_dataset(tmp_path_factory):
-    """The default recipe built once from the bundled COCO sample by mfpo-data (about 10 s)."""
-    from mfpo_data.pipeline.build import build_dataset
-
-    return build_dataset("coco", output_dir=tmp_path_factory.mktemp("coco-build")).root
+def built_dataset(sample_build):
+    """The default recipe built once from the bundled COCO sample by mfpo-data (the session's `sample_build`)."""
+    return sample_build.root
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +73,8 @@ def _fresh_accelerate_state():
 def qwen2vl_batch():
     """A tiny random Qwen2-VL and a collator-layout batch (2 pairs x 3 sequences) built by hand.
 
-    Qwen2VLProcessor cannot be built without torchvision (its video processor), so, as offline-stack.md
-    section 2 does: the image processor + the tokenizer, `<|image_pad|>` expanded, `mm_token_type_ids`.
+    Qwen2VLProcessor cannot be built without torchvision (its video processor), so the batch is made from its
+    parts: the image processor + the tokenizer, `<|image_pad|>` expanded, `mm_token_type_ids`.
     Images of different sizes give each row its own number of patches in the flattened `pixel_values`.
     """
     import numpy as np

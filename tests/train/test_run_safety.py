@@ -218,13 +218,14 @@ def test_a_model_that_is_not_there_is_one_line_and_claims_no_folder(synthetic_da
     common = ["--config", "debug", "--set", f"data.dataset={synthetic_data}", "--set", f"train.output_dir={run}"]
     folder = _cli(*common, "--set", f"model.name_or_path={tmp_path / 'no-model'}")
     assert folder.returncode == 1 and "Traceback" not in folder.stderr
-    assert _error_lines(folder.stderr) == [f"error: no model folder at {tmp_path / 'no-model'} (model.name_or_path): "
-                                           "point model.name_or_path at a folder with the model's config.json"]
+    assert _error_lines(folder.stderr) == [f"error: cannot load model {tmp_path / 'no-model'}: no model folder at "
+                                           f"{tmp_path / 'no-model'} (model.name_or_path): point model.name_or_path at "
+                                           "a folder with the model's config.json"]
     hub = _cli(*common, "--set", "model.name_or_path=org/not-cached-model")
     assert hub.returncode == 1 and "Traceback" not in hub.stderr
     assert _error_lines(hub.stderr) == [
-        "error: model 'org/not-cached-model' (model.name_or_path) is neither a local folder nor in the Hugging Face "
-        "cache and the Hub is offline (HF_HUB_OFFLINE): download it (hf download org/not-cached-model) or point "
+        "error: cannot load model org/not-cached-model: model 'org/not-cached-model' (model.name_or_path) is neither "
+        "a local folder nor in the Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE): download it (hf download org/not-cached-model) or point "
         "model.name_or_path at a local folder"]
 
 
