@@ -123,12 +123,14 @@ class OutputLayout:
         return self.logging_dir / "completions" / f"{rank:05d}"
 
     def missing_ranks(self, tasks: int) -> list[int]:
-        """Ranks whose completion marker or staging shard is missing. A finished build whose staging/ was
-        removed after finalize (`output.keep_staging: false`) is judged by its final shards instead."""
+        """Ranks whose completion marker is missing, or whose rows are in neither their staging shard nor their
+        final shard (finalize removes a rank's staging shard once its final shard is written, unless
+        `output.keep_staging`; a finished build's staging/ is removed whole)."""
         if self.staging_removed():
             return [r for r in range(tasks) if not (self.completion_marker(r).is_file()
                                                     and self.final_shard(r, tasks).is_file())]
-        return [r for r in range(tasks) if not (self.completion_marker(r).is_file() and self.staging_shard(r).is_file())]
+        return [r for r in range(tasks) if not (self.completion_marker(r).is_file() and (
+            self.staging_shard(r).is_file() or self.final_shard(r, tasks).is_file()))]
 
     def staging_removed(self) -> bool:
         """A finished build (stats.json written last by finalize) whose staging/ finalize removed."""

@@ -222,6 +222,13 @@ _NOT_OBJECT_BEFORE = re.compile(r"\b(color|colour|colored|coloured|shades? of)\s
 
 def find_mentions(text: str) -> list[Mention]:
     """Every COCO object named in `text`, left to right, with spans that do not overlap."""
+    return list(_mentions(text))
+
+
+@lru_cache(maxsize=4096)
+def _mentions(text: str) -> tuple[Mention, ...]:
+    """`find_mentions`, kept per text: a caption is searched once per candidate swap (`plausibility`), and a
+    `Mention` cannot be changed, so the callers share the tuple."""
     pattern, forms = _surface_index()
     mentions = []
     for m in pattern.finditer(text):
@@ -233,7 +240,7 @@ def find_mentions(text: str) -> list[Mention]:
         if _NOT_OBJECT_AFTER.match(rest) and category not in ("person",):
             continue
         mentions.append(Mention(category, m.start(), m.end(), surface, is_plural))
-    return mentions
+    return tuple(mentions)
 
 
 def _is_adjective_use(text: str, m: re.Match) -> bool:

@@ -80,11 +80,14 @@ class Reference:
     """Reference log-probs for a batch, from whichever source the run uses (see the module docstring)."""
 
     def __init__(self, policy, ref_model=None, precomputed: bool = False, shared_prefix: bool = True,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, share_image_features: bool = True):
         self.policy = policy  # the unwrapped policy (a PeftModel when LoRA is on)
         self.ref_model = ref_model
         self.precomputed = precomputed
         self.scoring = dict(shared_prefix=shared_prefix, chunk_size=chunk_size)  # batch_logps options
+        self.share_image_features = share_image_features  # see `sharing_image_features`
+        self._shared = None  # the open SharedImageFeatures of this batch
+        self._features_exact: bool | None = None  # whether this model's vision path allows it (decided once)
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
 
@@ -104,8 +107,29 @@ class Reference:
             return split_logps(batch["ref_logps"].reshape(-1).to(_device(forward_model)), sequences)
         if self.ref_model is not None:
             return split_logps(batch_logps(self.ref_model, batch, sequences, **self.scoring), sequences)
-        with _eval_mode(forward_model), self._adapter_context():
+        serve = self._shared.serve() if self._shared is not None else contextlib.nullcontext()
+        with _eval_mode(forward_model), self._adapter_context(), serve:
             return split_logps(batch_logps(forward_model, batch, sequences, **self.scoring), sequences)
+
+    @contextlib.contextmanager
+    def sharing_image_features(self, forward_model):
+        """Around one batch's policy forward and then `logps` of the same batch: the reference takes the image
+        features the policy forward computed instead of encoding the images again (`mfpo_train.image_features`:
+        exact, and only where no adapter, trainable parameter or training-mode dropout is on the vision path).
+        Nothing changes for a precomputed reference or a separate reference model."""
+        if not self.share_image_features or self.kind not in ("disabled_adapters", "ref_adapter") or self._features_exact is False:
+            yield
+            return
+        from mfpo_train.image_features import SharedImageFeatures
+
+        shared = SharedImageFeatures(forward_model, exact=self._features_exact)
+        self._shared = shared
+        try:
+            yield
+        finally:
+            self._features_exact = shared.exact
+            self._shared = None
+            shared.close()
 
     def _adapter_context(self):
         if REF_ADAPTER in self.policy.peft_config:

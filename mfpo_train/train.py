@@ -319,9 +319,10 @@ def _step(accelerator, model, reference, optimizer, scheduler, micro_batches, se
         batch = _to_device(batch, accelerator.device)
         sync = i == len(runs) - 1
         with (contextlib.nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-            policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
-                                  shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
-            ref = reference.logps(model, batch, sequences)
+            with reference.sharing_image_features(model):  # the reference reuses the policy forward's image features
+                policy = policy_logps(model, batch, sequences, chunks=cfg.train.sequence_chunks,
+                                      shared_prefix=shared_prefix, chunk_size=cfg.train.logps_chunk_size)
+                ref = reference.logps(model, batch, sequences)
             out = mfpo_loss(policy.logps, ref, image_mask=batch.get("image_pair_mask"), **loss_kwargs)
         if not _all_finite(accelerator, out.loss):
             finite = False

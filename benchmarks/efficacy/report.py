@@ -1,218 +1,263 @@
-"""The report: the paper's ablation tables at toy scale, paired differences, per-epoch curves, and a verdict.
+"""The claims, the summary of a run (results.json) and the report written from it.
 
-`results[name][seed]` is a run's result (runs.task_run). Every table row is mean ± std over seeds; every
-difference is paired by seed (same SFT checkpoint, same pairs, same batches) and shows how many seeds went
-up and down and the two-sided paired t-test's p-value. The verdict's rule is fixed here, before any number.
+Every claim has one primary metric (CHAIR_i on clean held-out images, in points) and one contrast: the
+paper's full method against the arm its table ablates, paired by seed (same SFT checkpoint, same pairs, same
+batch order). A seed's value is the mean over the run's last `--checkpoints` checkpoints. The rule is
+`rule.decide` with k = the number of claims the invocation decides (one table: its claims). Every other metric
+and sign count is description.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from benchmarks.efficacy import gates, rule
 from benchmarks.efficacy.evaluate import METRICS
-from benchmarks.efficacy.runs import RUNS
-from benchmarks.efficacy.stats import Paired, mean_std, paired
+from benchmarks.efficacy.runs import RUNS, per_seed_metric
+from benchmarks.efficacy.stats import mean_std
+
+
+PRIMARY = "CHAIRi"
+BUDGET_CPU_S = 900  # one table, one invocation: 15 CPU-minutes (all processes together, 2 cores)
 
 
 @dataclass(frozen=True)
 class Table:
     title: str
     rows: tuple[str, ...]
-    contrasts: tuple[tuple[str, str], ...]  # (a, b): the difference a - b, paired by seed
     paper: str
 
 
 TABLES = {
-    "4": Table("Table 4: loss composition", ("sft", "dpo", "dpo+margin", "dpo+image", "mfpo", "dpo-blank"),
-               (("mfpo", "dpo+margin"), ("mfpo", "dpo+image"), ("mfpo", "dpo"), ("dpo", "sft"), ("dpo", "dpo-blank")),
-               "MFPO CHAIRs 13.4, without L_image 21.9; MMHal 2.69, without L_margin 2.61"),
-    "8": Table("Table 8: image-negative construction (MFPO, diffusion noise t=500)",
-               ("mfpo-global", "mfpo-random20", "mfpo"), (("mfpo", "mfpo-global"), ("mfpo", "mfpo-random20")),
-               "CHAIRs 21.7 (global noise) / 16.5 (random 20% region) / 13.4 (key regions)"),
-    "7": Table("Table 7: easy-to-hard curriculum vs end-to-end (same pairs, same number of steps)",
-               ("mfpo", "mfpo-curriculum"), (("mfpo-curriculum", "mfpo"),),
+    "4": Table("Table 4: loss composition", ("sft", "dpo", "mfpo-no-image", "mfpo-no-margin", "mfpo-no-text", "mfpo"),
+               "MFPO CHAIRs 13.4, without L_image 21.9; MMHal 2.69, without L_text 2.34, without L_margin 2.61"),
+    "5": Table("Table 5: margin eta", ("mfpo", "mfpo-eta0.2", "mfpo-eta0.4"), "eta 0 best (MMHal 2.69)"),
+    "7": Table("Table 7: easy-to-hard curriculum vs end-to-end (same pairs, same steps)", ("mfpo", "mfpo-curriculum"),
                "MMHal 2.69 (curriculum) vs 2.53 (end-to-end); CHAIRs 13.4 vs 16.0"),
-    "5": Table("Table 5: margin eta", ("mfpo", "mfpo-eta0.2", "mfpo-eta0.4"),
-               (("mfpo", "mfpo-eta0.2"), ("mfpo", "mfpo-eta0.4")), "eta 0 best (MMHal 2.69)"),
+    "8": Table("Table 8: image-negative construction (diffusion noise t=500)", ("mfpo-global", "mfpo-random20", "mfpo"),
+               "CHAIRs 21.7 (global noise) / 16.5 (random 20% region) / 13.4 (key regions)"),
 }
 
 
 @dataclass(frozen=True)
 class Claim:
-    text: str
+    id: str
     table: str
-    contrasts: tuple[tuple[str, str], ...]  # each a - b must favour a
+    text: str
+    better: str  # the run the paper says is better
+    worse: str
 
 
 CLAIMS = (
-    Claim("the image term helps beyond the margin", "4", (("mfpo", "dpo+margin"),)),
-    Claim("key-region negatives beat global and random-region ones", "8",
-          (("mfpo", "mfpo-global"), ("mfpo", "mfpo-random20"))),
-    Claim("the easy-to-hard curriculum beats end-to-end", "7", (("mfpo-curriculum", "mfpo"),)),
-    Claim("eta 0 is best", "5", (("mfpo", "mfpo-eta0.2"), ("mfpo", "mfpo-eta0.4"))),
+    Claim("4a", "4", "L_image lowers CHAIR_i", "mfpo", "mfpo-no-image"),
+    Claim("4b", "4", "L_margin lowers CHAIR_i", "mfpo", "mfpo-no-margin"),
+    Claim("4c", "4", "L_text lowers CHAIR_i", "mfpo", "mfpo-no-text"),
+    Claim("5a", "5", "eta 0 beats eta 0.2", "mfpo", "mfpo-eta0.2"),
+    Claim("5b", "5", "eta 0 beats eta 0.4", "mfpo", "mfpo-eta0.4"),
+    Claim("7", "7", "easy-to-hard beats end-to-end", "mfpo-curriculum", "mfpo"),
+    Claim("8a", "8", "key-region negatives beat whole-image noise", "mfpo", "mfpo-global"),
+    Claim("8b", "8", "key-region negatives beat a random 20% region", "mfpo", "mfpo-random20"),
 )
-VERDICT_METRICS = ("acc_both", "noise_pref")
-ALPHA = 0.05
-RULE = (
-    f"Rule, fixed before the numbers: on each metric, a claim **holds** when every one of its contrasts goes the "
-    f"claimed way in every seed and the two-sided paired t-test over seeds gives p < {ALPHA}; it **does not hold** "
-    f"when one of its contrasts goes the other way with p < {ALPHA}; otherwise it is **inconclusive** at this scale. "
-    "Deciding metrics: `acc_both` (the item and its twin both right: the model reads the colour; higher is better) "
-    "and `noise_pref` (prefers the true colour over the prior on pure noise: an image-blind preference; lower is better)."
-)
-CURVE_METRICS = ("acc_twin", "acc_both", "noise_pref")
+CONTROL = Claim("control", "4", "L_image lowers CHAIR_i at the natural error rate", "mfpo@natural",
+                "mfpo-no-image@natural")
+SHOWN = ("CHAIRi", "CHAIRs", "recall", "prior_said", "co_added", "overcorrect", "pope_acc", "pope_f1",
+         "image_reward_accuracy", "logp_drop_perturbed", "preference_accuracy_noise")
 
 
-def _seeds(results: dict, names) -> list[int]:
-    """Seeds every run in `names` has finished."""
-    sets = [set(results.get(n, {})) for n in names]
-    return sorted(set.intersection(*sets)) if sets else []
+def seed_values(results: dict, name: str, metric: str) -> dict[int, float]:
+    return {seed: per_seed_metric(r, metric) for seed, r in results.get(name, {}).items()}
 
 
-def diff(results: dict, a: str, b: str, metric: str, step: int | None = None) -> Paired | None:
-    seeds = _seeds(results, (a, b))
-    if not seeds:
-        return None
-    return paired([_value(results[a][s], metric, step) for s in seeds], [_value(results[b][s], metric, step) for s in seeds])
+def paired(results: dict, better: str, worse: str, metric: str = PRIMARY) -> list[float]:
+    """Per seed, signed so that positive is the claimed direction (`better` ahead of `worse` on `metric`)."""
+    a, b = seed_values(results, better, metric), seed_values(results, worse, metric)
+    lower_better = METRICS[metric][1] is not False
+    return [(b[s] - a[s]) if lower_better else (a[s] - b[s]) for s in sorted(set(a) & set(b))]
 
 
-def _value(run: dict, metric: str, index: int | None) -> float:
-    """The final value, or the value after epoch `index` (0: before training, i.e. the SFT model's)."""
-    if index is None or not run["curve"]:
-        return run["metrics"][metric]
-    return run["curve"][min(index, len(run["curve"])) - 1][metric] if index > 0 else math.nan
+def summarize(args, results: dict, determinism: dict, infos: dict, run_info: dict) -> dict:
+    """Everything the report shows, as plain JSON."""
+    chosen = [c for c in CLAIMS if c.table in args.tables]
+    k = len(chosen)
+    sft_metrics = [r["checkpoints"][0] for r in results["sft"].values()]
+    over = paired(results, "sft", "dpo", "overcorrect")  # positive: DPO over-corrects more than SFT
+    control = rule.decide(paired(results, CONTROL.better, CONTROL.worse), args.delta, k)
+    gate_list = gates.check(sft_metrics, over, control, determinism, k)
+    failed = [g for g in gate_list if not g.passed]
+    claims = []
+    for claim in chosen:
+        diffs = paired(results, claim.better, claim.worse)
+        decision = rule.decide(diffs, args.delta, k)
+        verdict = decision.verdict
+        if failed and args.gates_first:
+            verdict = "no verdict, because " + "; ".join(g.reason for g in failed)
+        claims.append({**asdict(claim), "diffs": diffs, "decision": asdict(decision), "verdict": verdict})
+    runs = {name: {str(s): {m: per_seed_metric(r, m) for m in r["checkpoints"][-1] if m != "step"}
+                   for s, r in sorted(per_seed.items())} for name, per_seed in results.items()}
+    curves = {name: {str(s): r["checkpoints"] for s, r in sorted(per_seed.items())} for name, per_seed in results.items()}
+    train = {name: {str(s): r["train"] for s, r in sorted(per_seed.items())} for name, per_seed in results.items()}
+    data = {k: v for k, v in infos.items() if k.startswith("data:")}
+    return {"args": {k: str(v) if k == "out" else v for k, v in vars(args).items()}, "run": run_info,
+            "k": k, "delta": args.delta, "primary": PRIMARY, "gates": [g.to_dict() for g in gate_list],
+            "control": {**asdict(CONTROL), "decision": asdict(control)}, "determinism": determinism,
+            "claims": claims, "runs": runs, "checkpoints": curves, "train": train, "data": data}
 
 
-def fmt_p(p: float) -> str:
-    return "n/a" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+# -- text ------------------------------------------------------------------------------------------------------
+def fmt_decision(d: dict) -> str:
+    return (f"{d['mean']:+.2f} ± {d['std']:.2f} ({d['up']}↑{d['down']}↓) | [{d['lo']:+.2f}, {d['hi']:+.2f}]")
 
 
-def fmt_diff(d: Paired | None) -> str:
-    if d is None:
-        return "not run"
-    return f"{d.mean:+.3f} ± {d.std:.3f} ({d.up}↑{d.down}↓, p {fmt_p(d.p)})"
+def decide_more(d: dict) -> str:
+    if d["verdict"] != rule.INCONCLUSIVE:
+        return "decided"
+    if d["seeds_to_decide"] is None:
+        return f"more than {rule.MAX_SEEDS} seeds"
+    return f"{d['seeds_to_decide']} seeds ({d['decided_as']})"
 
 
-def decide(d: Paired | None, higher_is_better: bool) -> str:
-    if d is None:
-        return "not run"
-    good = d.mean > 0 if higher_is_better else d.mean < 0
-    significant = not math.isnan(d.p) and d.p < ALPHA
-    if significant and d.favours(higher_is_better) == d.n:
-        return "holds"
-    if significant and not good and d.mean != 0:
-        return "does not hold"
-    return "inconclusive"
+def verdict_rows(summary: dict) -> list[str]:
+    """The verdict table, one row per claim run: what the README quotes."""
+    rows = ["| claim | contrast (CHAIR_i, worse − better) | n | mean ± sd (seeds ↑↓) | "
+            f"{summary['claims'][0]['decision']['level']:.2%} interval | verdict | seeds that would decide |"
+            if summary["claims"] else "| claim |", "|---|---|---|---|---|---|---|"]
+    for c in summary["claims"]:
+        d = c["decision"]
+        rows.append(f"| Table {c['table']}: {c['text']} | {c['worse']} − {c['better']} | {d['n']} | "
+                    f"{fmt_decision(d)} | **{c['verdict']}** | {decide_more(d)} |")
+    return rows
 
 
-def claim_verdict(results: dict, claim: Claim, metric: str) -> tuple[str, list[Paired | None]]:
-    higher = METRICS[metric][1]
-    diffs = [diff(results, a, b, metric) for a, b in claim.contrasts]
-    each = [decide(d, higher) for d in diffs]
-    if "not run" in each:
-        return "not run", diffs
-    if "does not hold" in each:
-        return "does not hold", diffs
-    return ("holds" if all(e == "holds" for e in each) else "inconclusive"), diffs
+def summary_row(claim: dict) -> str:
+    """One claim in the README's overview table."""
+    d = claim["decision"]
+    return (f"| Table {claim['table']}: {claim['text']} | {d['mean']:+.2f} | [{d['lo']:+.2f}, {d['hi']:+.2f}] "
+            f"({d['level']:.2%}) | {claim['verdict']} |")
 
 
-def verdict_block(results: dict, tables: list[str]) -> str:
-    lines = ["## Verdict", "", RULE, "", "| claim | contrast | " + " | ".join(VERDICT_METRICS) + " |",
-             "|---|---|" + "---|" * len(VERDICT_METRICS)]
-    for claim in CLAIMS:
-        if claim.table not in tables:
-            continue
-        cells = []
-        for metric in VERDICT_METRICS:
-            verdict, diffs = claim_verdict(results, claim, metric)
-            cells.append(f"**{verdict}**: " + "; ".join(fmt_diff(d) for d in diffs))
-        contrast = "; ".join(f"{a} − {b}" for a, b in claim.contrasts)
-        lines.append(f"| {claim.text} (Table {claim.table}) | {contrast} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def gate_rows(summary: dict) -> list[str]:
+    rows = ["| gate | measured | required | outcome |", "|---|---|---|---|"]
+    for g in summary["gates"]:
+        rows.append(f"| {g['name']} | {g['value']} | {g['requirement']} | {'pass' if g['passed'] else 'FAIL'} |")
+    return rows
 
 
-def means_table(results: dict, names) -> list[str]:
-    head = "| run | n | " + " | ".join(METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+def cost_line(summary: dict) -> str:
+    """The table's cost in CPU seconds: this invocation's, plus what the tasks it reused from `--out` recorded."""
+    r = summary["run"]
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["task_cpu_s"].items()))
+    within = "within" if r["table_cpu_s"] <= BUDGET_CPU_S else "OVER"
+    reused = (f"; {r['cpu_s']:.0f} in this invocation (tasks: {parts}) and {r['reused_cpu_s']:.0f} recorded by the "
+              f"{r['reused_tasks']} tasks it reused from earlier invocations on the same --out" if r["reused_tasks"]
+              else f"; tasks: {parts}")
+    return (f"{r['table_cpu_s']:.0f} CPU-seconds ({within} the {BUDGET_CPU_S} budget{reused}), {r['wall_s']:.0f} s "
+            f"wall for this invocation on {r['cpu_count']} CPUs, load average {r['loadavg_start'][0]:.2f} at the start "
+            f"and {r['loadavg_end'][0]:.2f} at the end; torch {r['torch']}, transformers {r['transformers']}")
+
+
+def settings_line(args: dict) -> str:
+    return (f"seeds {args['seed_start']}..{args['seed_start'] + args['seeds'] - 1}; SFT {args['sft_steps']} steps x "
+            f"{args['sft_batch']} from {args['sft_examples']} examples (lr {args['sft_lr']}, p_prior {args['p_prior']}, "
+            f"p_co {args['p_co']}); {args['pref_pairs']} pairs x {args['pref_epochs']} epochs, batch {args['batch']} "
+            f"= {args['steps']} steps, lr {args['lr']}, beta {args['beta']}, clip {args['max_grad_norm'] or 'off'}, "
+            f"prior fraction {args['prior_fraction']}; checkpoints every {args['save_every']} steps, the last "
+            f"{args['checkpoints']} averaged; {args['n_eval']} held-out scenes, {args['n_probe']} probe pairs per seed")
+
+
+def readme_block(summary: dict, default_seeds: int) -> list[str]:
+    """What the README quotes for one invocation: its size, cost, gates, verdicts and the negative control."""
+    tid, n = summary["args"]["tables"][0], summary["args"]["seeds"]
+    size = f"{n} seeds" if n == default_seeds else f"{n} seeds, not the default {default_seeds}"
+    c = summary["control"]["decision"]
+    return [f"### {TABLES[tid].title} ({size})", "", f"`{summary['run']['command']}`", "", cost_line(summary) + ".", "",
+            *gate_rows(summary), "", *verdict_rows(summary), "",
+            f"Negative control, {summary['control']['worse']} − {summary['control']['better']}: {fmt_decision(c)}: "
+            f"{c['verdict']}."]
+
+
+def runs_table(summary: dict, names) -> list[str]:
+    head = "| run | n | " + " | ".join(SHOWN) + " |"
+    lines = [head, "|" + "---|" * (len(SHOWN) + 2)]
     for name in names:
-        runs = [results[name][s] for s in sorted(results.get(name, {}))]
-        if not runs:
+        per_seed = summary["runs"].get(name)
+        if not per_seed:
             continue
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in (mean_std([r["metrics"][k] for r in runs]) for k in METRICS)]
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        cells = [f"{m:.2f} ± {s:.2f}" for m, s in (mean_std([v[k] for v in per_seed.values()]) for k in SHOWN)]
+        lines.append(f"| {name} | {len(per_seed)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def diffs_table(results: dict, contrasts) -> list[str]:
-    lines = ["| difference | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
-    for a, b in contrasts:
-        if diff(results, a, b, "acc_anti") is None:
+def diffs_table(summary: dict, claims) -> list[str]:
+    """Every shown metric's paired difference for each contrast (description: mean ± sd, seeds up / down)."""
+    lines = ["| worse − better | " + " | ".join(SHOWN) + " |", "|" + "---|" * (len(SHOWN) + 1)]
+    runs = summary["runs"]
+    for c in claims:
+        if c.worse not in runs or c.better not in runs:
             continue
-        lines.append(f"| {a} − {b} | " + " | ".join(fmt_diff(diff(results, a, b, k)) for k in METRICS) + " |")
+        seeds = sorted(set(runs[c.worse]) & set(runs[c.better]))
+        cells = []
+        for k in SHOWN:
+            d = [runs[c.worse][s][k] - runs[c.better][s][k] for s in seeds]
+            m, sd = mean_std(d)
+            cells.append(f"{m:+.2f} ± {sd:.2f} ({sum(x > 0 for x in d)}↑{sum(x < 0 for x in d)}↓)")
+        lines.append(f"| {c.worse} − {c.better} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _epochs(results: dict, names) -> int:
-    return max((len(r["curve"]) for n in names for r in results.get(n, {}).values()), default=0)
+def slim(summary: dict) -> dict:
+    """The summary without per-checkpoint values and training logs: what the README's numbers are tied to."""
+    return {k: v for k, v in summary.items() if k not in ("checkpoints", "train", "report")}
 
 
-def curves(results: dict, names, contrasts) -> list[str]:
-    """Per epoch (0 = the SFT model): mean over seeds of each run, then the paired differences."""
-    epochs = _epochs(results, names)
-    if epochs < 1:
+def curve_rows(summary: dict, names, claims, metric: str = PRIMARY) -> list[str]:
+    """`metric` at each evaluated checkpoint: each run's mean over seeds, then each claim's paired difference."""
+    curves = summary.get("checkpoints", {})
+    trained = [n for n in names if n in curves and next(iter(curves[n].values()))[0]["step"] > 0]
+    if not trained:
         return []
-    sft = results.get("sft", {})
-    head = "| | " + " | ".join(f"ep {e}" for e in range(epochs + 1)) + " |"
-    rule = "|---|" + "---|" * (epochs + 1)
-    lines = []
-    for metric in CURVE_METRICS:
-        lines += ["", f"`{metric}` after each epoch (mean over seeds; ep 0 is the SFT model):", "", head, rule]
-        for name in names:
-            runs = results.get(name, {})
-            if not runs or not next(iter(runs.values()))["curve"]:
-                continue
-            start = mean_std([sft[s]["metrics"][metric] for s in runs if s in sft])[0] if sft else math.nan
-            cells = [f"{start:.3f}"] + [f"{mean_std([_value(r, metric, e) for r in runs.values()])[0]:.3f}"
-                                        for e in range(1, epochs + 1)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for a, b in contrasts:
-            if b == "sft" or diff(results, a, b, metric) is None:
-                continue
-            cells = ["0"]
-            for e in range(1, epochs + 1):
-                d = diff(results, a, b, metric, e)
-                cells.append(f"{d.mean:+.3f} ({d.up}↑{d.down}↓)")
-            lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def training_table(results: dict, names) -> list[str]:
-    keys = ("steps", "logps/chosen", "rewards/margins", "image_rewards/margins")
-    lines = ["| run | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
-    for name in names:
-        runs = [r for r in results.get(name, {}).values() if r["train"]]
-        if not runs:
+    steps = [c["step"] for c in next(iter(curves[trained[0]].values()))]
+    lines = [f"`{metric}` at each evaluated checkpoint (mean over seeds; differences worse − better):", "",
+             "| step | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for n in trained:
+        cells = [mean_std([per_seed[i][metric] for per_seed in curves[n].values()])[0] for i in range(len(steps))]
+        lines.append(f"| {n} | " + " | ".join(f"{v:.2f}" for v in cells) + " |")
+    for c in claims:
+        if c.worse not in curves or c.better not in curves:
             continue
+        seeds = sorted(set(curves[c.worse]) & set(curves[c.better]))
         cells = []
-        for k in keys:
-            xs = [r["train"][k] for r in runs if k in r["train"]]
-            cells.append(f"{mean_std(xs)[0]:.3g}" if xs else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for i in range(len(steps)):
+            d = [curves[c.worse][s][i][metric] - curves[c.better][s][i][metric] for s in seeds]
+            cells.append(f"{mean_std(d)[0]:+.2f} ({sum(x > 0 for x in d)}↑{sum(x < 0 for x in d)}↓)")
+        lines.append(f"| {c.worse} − {c.better} | " + " | ".join(cells) + " |")
     return lines
 
 
-def report(results: dict, tables: list[str]) -> str:
-    lines = [verdict_block(results, tables)]
-    for tid in tables:
+def report(summary: dict) -> str:
+    args = summary["args"]
+    lines = ["# Efficacy benchmark", "", f"`{summary['run']['command']}`", "", cost_line(summary) + ".", "",
+             "Settings: " + settings_line(args) + ".", "", "## Gates", "", *gate_rows(summary), "",
+             "## Verdict", "",
+             f"Primary metric CHAIR_i (points) on clean held-out images; each row is the paired difference worse − "
+             f"better over seeds (positive: the paper's direction), its {1 - rule.ALPHA / summary['k']:.2%} t interval "
+             f"(Bonferroni over the k = {summary['k']} claims of this invocation), delta = {summary['delta']:g} points. Holds: the interval is "
+             f"above 0 and reaches delta; does not hold: it lies below delta; otherwise inconclusive.", "",
+             *verdict_rows(summary)]
+    c = summary["control"]["decision"]
+    lines += ["", f"Negative control (natural error rate, {summary['control']['worse']} − {summary['control']['better']}"
+              f"): {fmt_decision(c)}: {c['verdict']}."]
+    claims = [Claim(**{k: v for k, v in cl.items() if k in Claim.__dataclass_fields__}) for cl in summary["claims"]]
+    for tid in args["tables"]:
         t = TABLES[tid]
-        names = [n for n in t.rows if results.get(n)]
-        lines += ["", f"## {t.title}", "", f"Paper (LLaVA-1.5-7B): {t.paper}.", "", *means_table(results, names), "",
-                  "Paired differences (same seed, same SFT checkpoint, same pairs and batch order; k↑m↓: seeds "
-                  "up / down; p: two-sided paired t-test):", "", *diffs_table(results, t.contrasts),
-                  *curves(results, [n for n in names if n != "sft"], t.contrasts),
-                  "", "Training, last step (mean over seeds):", "", *training_table(results, names)]
+        mine = [cl for cl in claims if cl.table == tid]
+        lines += ["", f"## {t.title}", "", f"Paper (LLaVA-1.5-7B): {t.paper}.", "", *runs_table(summary, t.rows), "",
+                  "Paired differences (description):", "", *diffs_table(summary, mine), "",
+                  *curve_rows(summary, t.rows, mine)]
+    gate_runs = ("sft", "dpo", "mfpo@natural", "mfpo-no-image@natural")
+    shortcut = Claim("shortcut", "4", "", "sft", "dpo")
+    lines += ["", "## Gate runs", "", *runs_table(summary, gate_runs), "",
+              *diffs_table(summary, [CONTROL, shortcut]), "", *curve_rows(summary, gate_runs, [CONTROL]), "",
+              *curve_rows(summary, ("dpo",), [], "overcorrect")]
     lines += ["", "## Runs and metrics", "", *(f"- `{r.name}`: {r.about}" for r in RUNS.values()), ""]
-    lines += [f"- `{k}`: {d} ({'higher' if hib else 'lower'} is better for a grounded model)"
-              for k, (d, hib) in METRICS.items()]
+    lines += [f"- `{k}`: {d}" for k, (d, _) in METRICS.items()]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Literal
 
 from mfpo_data.backends.grounding_dino import nms
-from mfpo_data.backends.loading import ModelBackend, load_pretrained
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.schema import KeyObject, Sample
 from mfpo_data.vocabulary import category_of
 
@@ -86,10 +86,10 @@ class DetectorGrounder(ModelBackend):
         model, processor, device, dtype = self._load()
         inputs = processor(images=[Image.fromarray(s.image) for s in samples], return_tensors="pt")
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
-        with torch.inference_mode():
+        with device_turn(device), torch.inference_mode():
             outputs = model(**inputs)
-        for name in ("logits", "pred_boxes"):  # post-processing in float32 on the CPU
-            setattr(outputs, name, getattr(outputs, name).float().cpu())
+            for name in ("logits", "pred_boxes"):  # post-processing in float32 on the CPU
+                setattr(outputs, name, getattr(outputs, name).float().cpu())
         results = processor.post_process_object_detection(outputs, threshold=self.threshold,
                                                           target_sizes=[(s.height, s.width) for s in samples])  # fmt: skip
         labels = self._label_categories

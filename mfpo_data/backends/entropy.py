@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.schema import Sample
 
 
@@ -94,15 +94,16 @@ class EntropyDifficulty(ModelBackend):
         extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
         extra = {k: (v.to(device, model.dtype) if torch.is_tensor(v) and v.is_floating_point() else v.to(device) if torch.is_tensor(v) else v)
                  for k, v in extra.items()}
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **extra).logits
         out = []
-        for i, (p, a) in enumerate(zip(prompt_ids, answers, strict=True)):
-            if not a:
-                out.append(0.0)
-                continue
-            step = logits[i, len(p) - 1 : len(p) - 1 + len(a)].float()  # position t predicts token t + 1
-            logp = torch.log_softmax(step, dim=-1)
-            out.append(float(-(logp.exp() * logp).sum(-1).mean()))
+        with device_turn(device), torch.inference_mode():
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **extra).logits
+            for i, (p, a) in enumerate(zip(prompt_ids, answers, strict=True)):
+                if not a:
+                    out.append(0.0)
+                    continue
+                step = logits[i, len(p) - 1 : len(p) - 1 + len(a)].float()  # position t predicts token t + 1
+                logp = torch.log_softmax(step, dim=-1)
+                out.append(float(-(logp.exp() * logp).sum(-1).mean()))
+            del logits
         return out
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.imaging import box_iou, cxcywh_norm_to_xyxy_px
 from mfpo_data.schema import KeyObject, Sample
 
@@ -157,10 +157,11 @@ class GroundingDinoGrounder(ModelBackend):
         images = [Image.fromarray(s.image) for s in samples]
         inputs = processor(images=images, text=[t for t, _ in prompts], padding=True, return_tensors="pt")
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
-        with torch.inference_mode():
+        with device_turn(device), torch.inference_mode():
             outputs = model(**inputs)
-        probs = outputs.logits.float().sigmoid().cpu().numpy()
-        boxes = outputs.pred_boxes.float().cpu().numpy()
+            probs = outputs.logits.float().sigmoid().cpu().numpy()
+            boxes = outputs.pred_boxes.float().cpu().numpy()
+            del outputs
         results = []
         for b, (sample, sample_phrases, (text, spans)) in enumerate(zip(samples, phrases, prompts, strict=True)):
             enc = processor.tokenizer(text, return_offsets_mapping=True)

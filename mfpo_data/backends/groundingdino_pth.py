@@ -23,7 +23,7 @@ import logging
 from typing import Literal
 
 from mfpo_data.backends.grounding_dino import GroundingDinoGrounder, grounding_dino_detections, merge_phrases, phrase_token_positions
-from mfpo_data.backends.loading import load_checkpoint_file, load_once, log_loaded
+from mfpo_data.backends.loading import device_turn, load_checkpoint_file, load_once, log_loaded
 from mfpo_data.errors import MissingModelError
 from mfpo_data.schema import KeyObject, Sample
 
@@ -130,10 +130,11 @@ class GroundingDinoPthGrounder(GroundingDinoGrounder):
 
         images = self.pixel_values(samples).to(device)
         prompts = [merge_phrases(p) for p in phrases]
-        with torch.inference_mode():
+        with device_turn(device), torch.inference_mode():
             outputs = model(images, captions=[text for text, _ in prompts])
-        probs = outputs["pred_logits"].float().sigmoid().cpu().numpy()
-        boxes = outputs["pred_boxes"].float().cpu().numpy()
+            probs = outputs["pred_logits"].float().sigmoid().cpu().numpy()
+            boxes = outputs["pred_boxes"].float().cpu().numpy()
+            del outputs, images
         results = []
         for b, (sample, sample_phrases, (text, spans)) in enumerate(zip(samples, phrases, prompts, strict=True)):
             offsets = model.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]

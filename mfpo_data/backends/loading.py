@@ -9,6 +9,8 @@ load, with a key that names everything that decides the weights (model id, revis
 run `workers` = n GPUs (and `tasks` = `workers`, so no two running tasks share a GPU); on Slurm and
 Ray each task sees only its own GPU(s), so every rank gets `cuda:0` of its own allocation.
 
+`device_turn(device)`: one model stage on a GPU at a time (the stages of a rank run in threads).
+
 `ModelBackend` keeps the rank a stage hands over and turns `device` / `dtype` options into torch
 values; `load_pretrained` is the one transformers loader (model + processor). Nothing here imports
 torch at module level: config validation imports backend modules to read their signatures.
@@ -16,9 +18,10 @@ torch at module level: config validation imports backend modules to read their s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from mfpo_data._deps import hub_offline, loading_model, missing_model_message, model_in_reach, require
@@ -37,6 +40,21 @@ def lock_for(key: Hashable) -> threading.Lock:
     """The one lock of `key` in this process (stages run in threads of their own, `pipeline/overlap.py`)."""
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(key, threading.Lock())
+
+
+@contextlib.contextmanager
+def device_turn(device) -> Iterator[None]:
+    """One model stage on an accelerator at a time. A rank's model stages run in threads of their own
+    (`pipeline/overlap.py`), so without this a batch of one (SAM's) and a batch of another (SD inpainting's)
+    would hold their activations on the GPU together and run out of memory where either alone fits. Backends
+    hold it around their model calls only, so their CPU work (processors, post-processing) still overlaps;
+    the device's peak is the largest stage's batch, not the sum. A CPU device is not held."""
+    name = str(device)
+    if not name.startswith(("cuda", "mps")):
+        yield
+        return
+    with lock_for(("device", name)):
+        yield
 
 
 def load_once(key: Hashable, loader: Callable[[], Any]) -> Any:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from mfpo_data.backends.base import Described
-from mfpo_data.backends.loading import ModelBackend, load_pretrained
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.chat import split_answer
 from mfpo_data.schema import Sample, assistant_turn, user_turn
 
@@ -97,11 +97,12 @@ class ImageRelianceScorer(ModelBackend):
         inputs.update(input_ids=input_ids, attention_mask=attention, **extras)
         inputs = {k: (v.to(device, model.dtype) if v.is_floating_point() else v.to(device)) if torch.is_tensor(v) else v
                   for k, v in inputs.items()}  # fmt: skip
-        with torch.inference_mode():
-            logits = model(**inputs, use_cache=False).logits
         out = []
-        for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-            step = logits[i, len(p) - 1 : len(p) - 1 + len(a)].float()  # position t predicts token t + 1
-            logp = torch.log_softmax(step, dim=-1).gather(-1, torch.tensor(a, device=step.device)[:, None])[:, 0]
-            out.append((list(a), logp.cpu().numpy().astype(np.float64)))
+        with device_turn(device), torch.inference_mode():
+            logits = model(**inputs, use_cache=False).logits
+            for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+                step = logits[i, len(p) - 1 : len(p) - 1 + len(a)].float()  # position t predicts token t + 1
+                logp = torch.log_softmax(step, dim=-1).gather(-1, torch.tensor(a, device=step.device)[:, None])[:, 0]
+                out.append((list(a), logp.cpu().numpy().astype(np.float64)))
+            del logits
         return out

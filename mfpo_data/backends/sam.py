@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import ModelBackend, load_pretrained
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.imaging import resize_boxes
 from mfpo_data.schema import Sample
 
@@ -58,12 +58,11 @@ class SamSegmenter(ModelBackend):
         model, processor, device, dtype = self._load()
         inputs = processor(images=[Image.fromarray(s.image) for s in samples], return_tensors="pt")
         multimask = self.multimask_policy != "first"
-        out = []
-        with torch.inference_mode():
-            embeddings = model.get_image_embeddings(inputs["pixel_values"].to(device, dtype))
+        preds = {}  # sample index -> (low-resolution masks, IoU scores), on the CPU
+        with device_turn(device), torch.inference_mode():
+            embeddings, pred = model.get_image_embeddings(inputs["pixel_values"].to(device, dtype)), None
             for i, sample in enumerate(samples):
                 if not sample.key_objects:
-                    out.append([])
                     continue
                 original = tuple(int(v) for v in inputs["original_sizes"][i])
                 reshaped = tuple(int(v) for v in inputs["reshaped_input_sizes"][i])
@@ -71,10 +70,18 @@ class SamSegmenter(ModelBackend):
                 pred = model(image_embeddings=embeddings[i : i + 1],
                              input_boxes=torch.as_tensor(boxes[None], dtype=dtype, device=device),
                              multimask_output=multimask)
-                masks = processor.image_processor.post_process_masks(
-                    pred.pred_masks.float().cpu(), inputs["original_sizes"][i : i + 1], inputs["reshaped_input_sizes"][i : i + 1],
-                    mask_threshold=self.mask_threshold, binarize=True)[0]  # (boxes, candidates, H, W)
-                out.append(self._select(masks.numpy().astype(bool), pred.iou_scores[0].float().cpu().numpy()))
+                preds[i] = (pred.pred_masks.float().cpu(), pred.iou_scores[0].float().cpu().numpy())
+            del embeddings, pred  # the device's memory is the next stage's when the turn ends
+        out = []
+        for i in range(len(samples)):
+            if i not in preds:
+                out.append([])
+                continue
+            low, iou = preds[i]
+            masks = processor.image_processor.post_process_masks(
+                low, inputs["original_sizes"][i : i + 1], inputs["reshaped_input_sizes"][i : i + 1],
+                mask_threshold=self.mask_threshold, binarize=True)[0]  # (boxes, candidates, H, W)
+            out.append(self._select(masks.numpy().astype(bool), iou))
         return out
 
     def _select(self, masks: np.ndarray, iou: np.ndarray) -> list[np.ndarray]:

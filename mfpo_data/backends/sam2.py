@@ -82,7 +82,9 @@ class Sam2Segmenter(SamSegmenter):
         model, _, device, dtype = self._load()
         side = self.square(model)
         out = []
-        with torch.inference_mode():
+        from mfpo_data.backends.loading import device_turn
+
+        with device_turn(device), torch.inference_mode():
             embeddings = model.get_image_embeddings(self.pixel_values(samples, side).to(device, dtype))
             for i, sample in enumerate(samples):
                 if not sample.key_objects:

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from mfpo_data.backends.loading import load_checkpoint_file, load_once, log_loaded
+from mfpo_data.backends.loading import device_turn, load_checkpoint_file, load_once, log_loaded
 from mfpo_data.backends.sam import SamSegmenter
 from mfpo_data.errors import MissingModelError
 from mfpo_data.schema import Sample
@@ -82,7 +82,7 @@ class SegmentAnythingSegmenter(SamSegmenter):
         todo = [i for i, s in enumerate(samples) if s.key_objects]
         if not todo:
             return out
-        with torch.inference_mode():
+        with device_turn(device), torch.inference_mode():
             inputs, sizes = [], []
             for i in todo:  # SamPredictor.set_image, one image at a time up to the encoder
                 image = torch.as_tensor(transform.apply_image(samples[i].image), device=device).permute(2, 0, 1).contiguous()

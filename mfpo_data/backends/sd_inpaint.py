@@ -34,7 +34,7 @@ import numpy as np
 
 from mfpo_data._deps import loading_model
 from mfpo_data.backends.base import PerturbDrop, Perturbed
-from mfpo_data.backends.loading import ModelBackend, load_once, log_loaded
+from mfpo_data.backends.loading import ModelBackend, device_turn, load_once, log_loaded
 from mfpo_data.imaging import blend, dilate_mask, feather_alpha, mask_bbox, resize_image, resize_mask
 from mfpo_data.schema import Sample
 
@@ -170,7 +170,8 @@ class SdInpaintPerturber(ModelBackend):
         )
         if negative:
             kwargs["negative_prompt"] = [negative] * n
-        result = pipe(**kwargs)
+        with device_turn(device):
+            result = pipe(**kwargs)
         flagged = getattr(result, "nsfw_content_detected", None) or [False] * n
         outputs = []
         for s, region, crop, seed, prompt, arr, nsfw in zip(samples, full, crops, seeds, prompts, result.images, flagged,

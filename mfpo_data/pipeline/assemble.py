@@ -19,7 +19,7 @@ from mfpo_data.stages.s5_perturbation import PerturbationStage
 from mfpo_data.stages.s5_removal_check import RemovalCheck
 from mfpo_data.stages.s6_reliance import RelianceStage
 from mfpo_data.stages.s6_scoring import ScoringStage
-from mfpo_data.stages.s7_writer import ShardWriter
+from mfpo_data.stages.s7_writer import ImageEncoder, ShardWriter
 
 
 OFF = "none"  # the backend of an optional stage that is left out (`reliance`)
@@ -56,9 +56,14 @@ def make_source(recipe: Recipe):
 
 def worker_modules(recipe: Recipe) -> list[str]:
     """What every worker imports to run the recipe: this module (all stages) and the chosen source and
-    backends (whose model libraries stay lazy until a backend's first load)."""
+    backends (whose model libraries stay lazy until a backend's first load), and pandas where it is
+    installed: pyarrow imports it at its first conversion of Python values (the writer's first row group),
+    which cost each worker about 0.3 s of CPU."""
+    import importlib.util
+
     chosen = [backends.module_of(name, getattr(recipe, name).backend) for name in BACKEND_SECTIONS]
-    return sorted({__name__, "pyarrow", sources.module_of(recipe.source.kind), *chosen})
+    extra = ["pandas"] if importlib.util.find_spec("pandas") is not None else []
+    return sorted({__name__, "pyarrow", sources.module_of(recipe.source.kind), *chosen, *extra})
 
 
 def checks_removal(recipe: Recipe) -> bool:
@@ -102,9 +107,14 @@ def _stages(recipe: Recipe, source=None) -> list:
           if checks_removal(recipe) else []),
         *([RelianceStage(b["reliance"], batch_size=recipe.reliance.batch_size)] if recipe.reliance.backend != OFF else []),
         ScoringStage(b["scoring"], batch_size=recipe.scoring.batch_size),
-        ShardWriter(recipe.output.dir, recipe.output.png_compress_level, recipe.output.row_group_size, recipe.output.progress,
-                    encode_threads=recipe.output.encode_threads),  # fmt: skip
+        ShardWriter(recipe.output.dir, _encoder(recipe), recipe.output.row_group_size,
+                    recipe.output.progress, encode_threads=recipe.output.encode_threads),  # fmt: skip
     ]
+
+
+def _encoder(recipe: Recipe) -> ImageEncoder:
+    o = recipe.output
+    return ImageEncoder(o.image_format, png_compress_level=o.png_compress_level, webp_method=o.webp_method)
 
 
 def describe_backends(recipe: Recipe) -> dict:

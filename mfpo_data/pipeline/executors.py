@@ -112,10 +112,20 @@ def fork_is_safe() -> bool:
 
 
 def start_local_workers_early(cfg: ExecutorConfig, modules: list[str]) -> None:
-    """For a local build with several workers that will start from a forkserver: start it now, so
-    that it imports `modules` (once, for all workers) on another core while the caller goes on."""
-    if cfg.kind == "local" and min(cfg.workers or 1, cfg.tasks) > 1 and resolve_start_method(cfg.start_method) == "forkserver":
+    """For a local build with several workers: have `modules` imported once for all of them. Workers that
+    start from a forkserver: start it now, so that it imports them on another core while the caller goes
+    on. Workers forked from this process: import them here, before the fork, so that no worker imports
+    them again (this process needs them too: finalize converts rows with pyarrow, which imports pandas)."""
+    if cfg.kind != "local" or min(cfg.workers or 1, cfg.tasks) <= 1:
+        return
+    method = resolve_start_method(cfg.start_method)
+    if method == "forkserver":
         start_forkserver(modules)
+    elif method == "fork":
+        import importlib
+
+        for module in modules:
+            importlib.import_module(module)
 
 
 def start_forkserver(modules: list[str]) -> None:

@@ -72,10 +72,7 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
         raise MfpoError(f"build incomplete: ranks {missing} of {tasks} did not finish; rerun the same command to resume")
     items = []
     for rank in range(tasks):
-        with _open_staging(layout, rank, columns=("id", "difficulty")) as staging:
-            for group in range(staging.num_record_batches):
-                batch = staging.get_batch(group)
-                items += zip(batch.column("id").to_pylist(), batch.column("difficulty").to_pylist(), strict=True)
+        items += _ids_and_difficulties(layout, rank, tasks)
     ids = [i for i, _ in items]
     if len(ids) != len(set(ids)):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
@@ -90,21 +87,35 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
             stale.unlink()
     fault = fault_point("finalize")  # crash-resume tests only
 
+    written: dict[int, dict] = {}  # rank -> the manifest entry of the final shard written now
+
     def write_final(rank: int) -> None:
         fault.reached("finalize", rank)
+        if not layout.staging_shard(rank).is_file():  # an earlier finalize wrote this shard, then removed its staging
+            return
         final = layout.final_shard(rank, tasks)
         tmp = final.with_name(final.name + ".tmp")
-        with _open_staging(layout, rank) as staging:
+        rows = 0
+        with _open_staging(layout, rank) as staging, open(tmp, "wb") as raw:
+            sink = HashingFile(raw)
             bucket_index = staging.schema.get_field_index("difficulty_bucket")
-            with pq.ParquetWriter(tmp, staging.schema, **final_parquet_options()) as writer:  # a row group per batch
+            with pq.ParquetWriter(sink, staging.schema, **final_parquet_options()) as writer:  # a row group per batch
                 for group in range(staging.num_record_batches):
                     batch = staging.get_batch(group)
                     column = pa.array([buckets[i] for i in batch.column("id").to_pylist()], pa.string())
                     writer.write_batch(batch.set_column(bucket_index, "difficulty_bucket", column))
+                    rows += batch.num_rows
         os.replace(tmp, final)
+        written[rank] = {"bytes": sink.size, "sha256": sink.hexdigest(), "rows": rows}
+        if not recipe.output.keep_staging:  # its rows are in the final shard: the disk holds them once, not twice
+            layout.staging_shard(rank).unlink()
 
-    # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads.
+    # Shards are independent and pyarrow's reading, compression and writing release the GIL: threads. Each shard
+    # being written is on disk twice until its staging shard goes, so at most half of them are written at once:
+    # the peak stays near 1.5x the output (2x with one task, whose only shard must be written before it goes).
     threads = min(recipe.executor.workers or tasks, tasks, os.cpu_count() or 1)
+    if not recipe.output.keep_staging:
+        threads = min(threads, tasks // 2)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for future in [pool.submit(write_final, rank) for rank in range(tasks)]:
             future.result()
@@ -128,17 +139,72 @@ def finalize(layout: OutputLayout, recipe: Recipe) -> dict:
             rejects += [json.loads(line) for line in f if line.strip()]
     rejects.sort(key=lambda r: r["id"])
     atomic_write(layout.rejects_file, "".join(json.dumps(r) + "\n" for r in rejects))
-    files = {layout.final_shard(r, tasks): pq.ParquetFile(layout.final_shard(r, tasks)).metadata.num_rows for r in range(tasks)}
-    files.update({layout.stats_file: None, layout.rejects_file: None})
-    if _merge_answers(layout, tasks):
-        files[layout.answers_file] = None
-    manifest["files"] = {p.relative_to(layout.root).as_posix(): file_entry(p, rows) for p, rows in files.items()}
+    entries = {}
+    for r in range(tasks):  # a shard an earlier finalize wrote is read back for its entry
+        final = layout.final_shard(r, tasks)
+        entries[final] = written.get(r) or file_entry(final, pq.ParquetFile(final).metadata.num_rows)
+    others = [layout.stats_file, layout.rejects_file] + ([layout.answers_file] if _merge_answers(layout, tasks) else [])
+    entries.update({p: file_entry(p) for p in others})
+    manifest["files"] = {p.relative_to(layout.root).as_posix(): entry for p, entry in entries.items()}
     write_manifest(layout, manifest)  # last: a manifest that lists files means finalize finished
     for pid_file in layout.staging_dir.glob("*.pid"):  # which process ran each rank: of no use now
         pid_file.unlink(missing_ok=True)
     if not recipe.output.keep_staging:
         remove_staging(layout)
     return stats
+
+
+def _ids_and_difficulties(layout: OutputLayout, rank: int, tasks: int) -> list[tuple[str, float]]:
+    """(id, difficulty) of each of a rank's rows: from its staging shard, or from the final shard that an
+    interrupted finalize wrote before it removed that staging shard."""
+    import pyarrow.parquet as pq
+
+    if not layout.staging_shard(rank).is_file():
+        table = pq.read_table(layout.final_shard(rank, tasks), columns=["id", "difficulty"])
+        return list(zip(table.column("id").to_pylist(), table.column("difficulty").to_pylist(), strict=True))
+    items = []
+    with _open_staging(layout, rank, columns=("id", "difficulty")) as staging:
+        for group in range(staging.num_record_batches):
+            batch = staging.get_batch(group)
+            items += zip(batch.column("id").to_pylist(), batch.column("difficulty").to_pylist(), strict=True)
+    return items
+
+
+class HashingFile:
+    """A binary file that counts and sha256-hashes what is written through it: the manifest's entry of a final
+    shard without reading the shard back."""
+
+    def __init__(self, raw):
+        import hashlib
+
+        self.raw, self.size, self.hash = raw, 0, hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
 
 
 @contextmanager

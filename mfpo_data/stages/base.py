@@ -6,9 +6,11 @@ through untouched so the writer can record them.
 A failed batch does not fail the rank. Its samples are put back as they were before the call
 (`recovery.snapshot`) and retried one by one; a sample that fails alone is dropped with the error as
 its reason (`backend_error: RuntimeError: ...`, or a `SampleError`'s own reason) and the rest go on.
-An out-of-memory error instead halves the batch, for the rest of the rank, and retries the halves; a
-single sample that runs out of memory is retried once after freeing memory, then dropped
-(`out_of_memory: ...`). A backend that has failed on `GIVE_UP_AFTER` samples alone and has not
+An out-of-memory error instead halves the batch and retries the halves; a single sample that runs out
+of memory is retried once after freeing memory, then dropped (`out_of_memory: ...`). A halved batch size
+doubles again, up to the recipe's, after `grow_back_after` calls in a row without a memory error (a
+spike, another stage's batch, passes); if the grown size runs out of memory again, the wait before the
+next try doubles, so a size that never fits is tried ever more rarely. A backend that has failed on `GIVE_UP_AFTER` samples alone and has not
 worked on any in the rank is a broken setup rather than bad samples: the rank stops with one line
 (`BackendFailure`), as it does at once after a CUDA error that leaves the device unusable (a
 device-side assert, an illegal memory access), since every later call would fail too. With the
@@ -58,6 +60,7 @@ class MapStage(Stage):
     """
 
     batch_timeout_s: float | None = None  # set per stage from the recipe section's `batch_timeout_s`
+    grow_back_after = 64  # calls without a memory error before a halved batch size doubles again
     _succeeded = False  # a process_batch call returned in this rank
     _failures = 0  # samples dropped because the backend failed on them alone
     _first_failure = ""
@@ -65,6 +68,8 @@ class MapStage(Stage):
     def __init__(self, backend: object | None = None, batch_size: int = 1):
         super().__init__()
         self.backend, self.batch_size = backend, batch_size
+        self.full_batch_size = batch_size  # the recipe's: a halved size grows back to it
+        self._calm_calls, self._grown = 0, False  # calls since the last memory error or growth; last change a growth
 
     def setup(self, rank: int, world_size: int) -> None:
         if self.backend is not None and hasattr(self.backend, "setup"):
@@ -139,12 +144,14 @@ class MapStage(Stage):
             trace = traceback.format_exc() if len(batch) == 1 and not self._failures else None
         else:
             self._succeeded = True
+            self._grow_back()
             return
         # Out of the except block: the exception, its traceback and the tensors its frames hold are gone.
         for sample, fields in zip(batch, saved, strict=True):
             restore(sample, fields)
         if oom:
             free_memory()
+            self._calm_calls = 0
             if len(batch) > 1 or not oom_retried:
                 self.stat_update("oom_retries")
             if len(batch) > 1:
@@ -167,9 +174,25 @@ class MapStage(Stage):
 
     def _lower_batch_size(self, failed: int) -> None:
         size = min(self.batch_size, (failed + 1) // 2)
+        if self._grown:  # the size it grew back to does not fit: wait twice as long before the next try
+            self.grow_back_after *= 2
+            self._grown = False
         if size < self.batch_size:
             logger.warning("%s: out of memory at batch %d; batch_size is %d from now on", self.name, failed, size)
             self.batch_size = size
+
+    def _grow_back(self) -> None:
+        """After `grow_back_after` calls in a row without a memory error, double a halved batch size (at most to
+        the recipe's)."""
+        if self.batch_size >= self.full_batch_size:
+            return
+        self._calm_calls += 1
+        if self._calm_calls >= self.grow_back_after:
+            self.batch_size = min(self.full_batch_size, 2 * self.batch_size)
+            self._calm_calls, self._grown = 0, True
+            self.stat_update("batch_size_grown")
+            logger.info("%s: %d batches without running out of memory; batch_size is %d again", self.name,
+                        self.grow_back_after, self.batch_size)  # fmt: skip
 
     def _drop_failed(self, sample: Sample, reason: str, trace: str | None) -> None:
         """Drop a sample the backend failed on alone; stop the rank when the backend never worked in it."""

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from mfpo_data.imaging import encode_png, rle_encode
+from mfpo_data.imaging import WEBP_MAX_SIDE, encode_png, encode_webp, rle_encode
 from mfpo_data.layout import OutputLayout
 from mfpo_data.schema import Sample, arrow_schema, targets_key_object, to_row
 from mfpo_data.stages.base import Stage
@@ -72,16 +72,32 @@ def count_evidence(stats: dict, sample: Sample) -> None:
         stats["negated_key_objects"]["no_asserted_object" if sample.absent_object else "replaced"] += 1
 
 
+class ImageEncoder:
+    """How the writer embeds an image it encodes (m', an original that cannot be embedded as it is): lossless
+    `webp` (libwebp's `webp_method`) or `png` (OpenCV, zlib `png_compress_level`). An image wider or taller
+    than WebP allows is PNG."""
+
+    def __init__(self, image_format: str = "png", png_compress_level: int = 1, webp_method: int = 0):
+        if image_format not in ("png", "webp"):
+            raise ValueError(f"image format must be png or webp, got {image_format!r}")
+        self.image_format, self.png_compress_level, self.webp_method = image_format, png_compress_level, webp_method
+
+    def __call__(self, array) -> bytes:
+        if self.image_format == "webp" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
+            return encode_webp(array, self.webp_method)
+        return encode_png(array, self.png_compress_level)
+
+
 class ShardWriter(Stage):
-    """`encode_threads` > 0 PNG-encodes the rows on that many threads (OpenCV and zlib release the GIL),
-    up to twice as many rows ahead of the one being written; rows are written in arrival order."""
+    """`encode_threads` > 0 encodes the rows' images on that many threads (OpenCV, zlib and libwebp release the
+    GIL), up to twice as many rows ahead of the one being written; rows are written in arrival order."""
 
     name = "writer"
 
-    def __init__(self, output_dir: str, png_compress_level: int = 1, row_group_size: int = 64, progress: bool = True,
-                 encode_threads: int = 0):  # fmt: skip
+    def __init__(self, output_dir: str, encoder: ImageEncoder | None = None, row_group_size: int = 64,
+                 progress: bool = True, encode_threads: int = 0):  # fmt: skip
         super().__init__()
-        self.output_dir, self.png_compress_level = output_dir, png_compress_level
+        self.output_dir, self.encoder = output_dir, encoder or ImageEncoder()
         self.row_group_size, self.progress, self.encode_threads = row_group_size, progress, encode_threads
 
     def __call__(self, data=None, rank: int = 0, world_size: int = 1):
@@ -183,8 +199,8 @@ class ShardWriter(Stage):
         if sample.image_bytes is not None:
             original = {"bytes": sample.image_bytes, "path": None}
         else:
-            original = {"bytes": encode_png(sample.image, self.png_compress_level), "path": None}
-        rejected = {"bytes": encode_png(sample.rejected_image, self.png_compress_level), "path": None}
+            original = {"bytes": self.encoder(sample.image), "path": None}
+        rejected = {"bytes": self.encoder(sample.rejected_image), "path": None}
         mask_rle = rle_encode(sample.mask) if sample.mask is not None else None
         return to_row(sample, original, rejected, mask_rle)
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,36 +19,53 @@ from benchmarks import build_overlap as bo
 from mfpo_data.backends import REGISTRY
 
 
-def test_cpu_mode_reports_every_run_and_identical_rows(tmp_path):
+def test_cpu_mode_calibrates_every_repeat_on_its_own_cpu_only_build(tmp_path):
     out = tmp_path / "report.json"
-    report = bo.main(["--images", "4", "--repeat", "1", "--json", str(out)])
+    report = bo.main(["--images", "4", "--repeat", "2", "--policies", "one_stage,shared,budget", "--json", str(out)])
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
-    assert set(report["times"]) == {"cpu_only", "backend_alone", "sequential", "overlapped"}
-    for name, t in report["times"].items():
-        assert t["min_s"] <= t["median_s"] <= t["max_s"], name
-        assert all(v > 0 for v in t["runs_s"]), name
-    assert len(report["times"]["cpu_only"]["runs_s"]) == 1 and len(report["times"]["backend_alone"]["runs_s"]) == 2
-    # every build made the same batch calls (full batches only: no time-out), and the cost is cpu_only / calls
-    [calls] = report["calls"]
+    kinds = {"sequential", "overlapped", "overlapped_shared", "overlapped_budget"}
+    assert set(report["times"]) == kinds | {"cpu_only", "backend_alone"}
+    [calls] = report["calls"]  # every build made the same batch calls (full batches only: no time-out)
     assert calls >= 2  # at least one grounding and one segmentation batch
-    assert report["cost_per_batch_s"] == pytest.approx(report["times"]["cpu_only"]["runs_s"][0] / calls)
-    assert report["calls_x_cost_s"] == pytest.approx(calls * report["cost_per_batch_s"])
-    assert report["times"]["backend_alone"]["min_s"] >= report["calls_x_cost_s"]  # a sleep never returns early
-    cpu, backend = report["times"]["cpu_only"]["median_s"], report["times"]["backend_alone"]["median_s"]
-    assert report["max_s"] == max(cpu, backend) and report["sum_s"] == pytest.approx(cpu + backend)
-    assert report["ratios"]["sum"] == pytest.approx((cpu + backend) / max(cpu, backend))
-    assert report["ratios"]["overlapped"] == pytest.approx(report["times"]["overlapped"]["median_s"] / report["max_s"])
+    assert len(report["repeats"]) == 2
+    for rep, cpu_only in zip(report["repeats"], report["times"]["cpu_only"]["runs_s"], strict=True):
+        assert rep["cpu_only_s"] == cpu_only
+        assert rep["cost_per_batch_s"] == pytest.approx(cpu_only / calls)  # this repeat's own calibration
+        for name in kinds:
+            run = rep[name]
+            assert run["model_s"] >= 0.99 * calls * rep["cost_per_batch_s"]  # the device does all the work
+            assert run["balance"] == pytest.approx(run["model_s"] / cpu_only)
+            assert run["ratio"] == pytest.approx(run["wall_s"] / max(cpu_only, run["model_s"]))
+    for name in kinds:
+        assert report["ratios"][name] == pytest.approx(statistics.median(rep[name]["ratio"] for rep in report["repeats"]))
+    assert report["balance"]["runs_s"] == [rep["overlapped"]["balance"] for rep in report["repeats"]]
     assert report["target_met"] == (report["ratios"]["overlapped"] <= bo.TARGET)
-    assert set(report["rank_times"]) == {"cpu_only", "sequential", "overlapped"}
+    assert report["peak_memory"]["overlapped"] <= 2 * 8  # one stage at a time: segmentation's batch at most
+    assert set(report["rank_times"]) == kinds | {"cpu_only"}
     for name, rank in report["rank_times"].items():  # rank 0 runs inside the build (log stamps: 1 ms resolution)
         assert all(0 < r <= w + 0.002 for r, w in zip(rank["runs_s"], report["times"][name]["runs_s"], strict=True))
-    assert report["ratios"]["overlapped_rank"] == pytest.approx(
-        report["rank_times"]["overlapped"]["median_s"] / max(report["rank_times"]["cpu_only"]["median_s"], backend)
-    )
     assert report["rows"] > 0 and report["rows_identical"] and len(report["rows_sha256"]) == 1
     assert report["rows_identical_cpu_only"]  # the simulated cost changes no row
     assert "simulated" not in REGISTRY["grounding"] and "simulated" not in REGISTRY["segmentation"]
+
+
+@pytest.mark.parametrize("policy", ["one_stage", "shared", "budget"])
+def test_simulated_device_policies(policy):
+    """Two stages' calls at once: one_stage and a budget too small for both run them in turn (the peak is the
+    larger call's memory); shared runs them together on a device they split (each takes about twice its cost)."""
+    bo.DEVICE.reset(share=1.0, budget=2.5 if policy == "budget" else None)
+    start = time.perf_counter()
+    threads = [threading.Thread(target=bo.simulated_call, args=(0.2, memory, policy)) for memory in (1.0, 2.0)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    wall = time.perf_counter() - start
+    assert bo.DEVICE.calls == 2 and bo.DEVICE.active == 0 and bo.DEVICE.memory == 0
+    assert bo.DEVICE.peak_memory == (3.0 if policy == "shared" else 2.0)
+    # 0.4 s of device work in all, whichever way it was shared (a call sees the other join at its next tick: 10 ms)
+    assert 0.38 <= bo.DEVICE.busy_s <= wall
+    if policy != "shared":
+        assert wall >= 0.4  # in turns: one after the other
 
 
 def _folder(root, rows):

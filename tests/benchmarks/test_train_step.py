@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.train_step import VARIANTS
 
 
@@ -25,5 +27,14 @@ def test_a_tiny_run_reports_every_variant_with_a_ratio_and_a_target_verdict():
     assert set(rows) == {"trl_dpo_sigmoid", *VARIANTS}, out
     assert rows["trl_dpo_sigmoid"] == "1.00"
     assert all(float(v) > 0 for v in rows.values())
-    assert re.search(r"^\| mfpo_online .*time (met|NOT met)", out, re.M), out
-    assert re.search(r"^\| mfpo_precomputed .*time (met|NOT met)", out, re.M), out
+    assert re.search(r"^\| mfpo_online .*time (met|NOT met) \(<= 1.05 F\)", out, re.M), out
+    assert re.search(r"^\| mfpo_precomputed .*time (met|NOT met) \(<= 0.8 F\)", out, re.M), out
+    # the token floor from the collated batches: MFPO's LM tokens / TRL's, printed with both counts
+    floor = re.search(r"token floor F = ([\d.]+) \(MFPO's LM tokens (\d+) / TRL's (\d+)\)", out)
+    assert floor and float(floor.group(1)) == pytest.approx(int(floor.group(2)) / int(floor.group(3)), abs=1e-3), out
+    assert 1.0 <= float(floor.group(1)) < 1.5  # y_w|m' adds answer tokens, the shared prompt is forwarded once
+    per_f = {m.group(1): float(m.group(3)) for m in re.finditer(r"^\| (\w+)\s+\|\s+\d+ \|\s+([\d.]+) \[[^|]*\|\s+([\d.]+) \|",
+                                                                 out, re.M)}  # fmt: skip
+    assert per_f["mfpo_online"] == pytest.approx(float(rows["mfpo_online"]) / float(floor.group(1)), abs=0.011)
+    assert "mfpo_online_reencode / mfpo_online = " in out
+    assert "verdicts on CPU time (one process, 1 torch thread(s))" in out

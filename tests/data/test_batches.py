@@ -337,3 +337,74 @@ def test_a_build_whose_backend_never_works_fails_with_one_line(coco, tmp_path, m
     with pytest.raises(MfpoError, match=r"^scoring: backend 'flaky' failed on 4 samples .* first error: backend_error: "
                                         r"RuntimeError: index out of range"):  # fmt: skip
         _flaky_build(coco, tmp_path / "out", fail_image="*")
+
+
+def test_a_halved_batch_size_grows_back_after_calls_without_memory_errors(caplog):
+    _cuda_oom()
+    calls = []
+
+    def spike(ids):  # the first two calls run out of memory at more than 2 samples (another stage's batch), no later one
+        calls.append(len(ids))
+        return len(ids) > 2 and len(calls) <= 2
+
+    scorer = Scorer(fails=spike, error=_cuda_oom)
+    stage = ScoringStage(scorer, batch_size=8)
+    stage.grow_back_after = 3
+    with caplog.at_level(logging.INFO, logger="mfpo_data.stages.base"):
+        out = list(stage.run([_sample(i) for i in range(40)]))
+    assert not any(s.dropped for s in out)
+    # 8 -> 4 -> 2 (out of memory twice); 3 calls at 2 -> 4 (the first 8 samples end with a call of 2); 3 calls
+    # in all at 4 -> 8, then full batches
+    assert [len(b) for b in scorer.calls.batches] == [8, 4, 2, 2, 2, 2, 4, 4, 8, 8, 8]
+    assert stage.batch_size == 8 and stage.stats["batch_size_grown"].total == 2
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
+        "scoring: 3 batches without running out of memory; batch_size is 4 again",
+        "scoring: 3 batches without running out of memory; batch_size is 8 again",
+    ]
+    assert [_state(s) for s in out] == _alone(lambda batch_size: ScoringStage(Scorer(), batch_size), [_sample(i) for i in range(40)])
+
+
+def test_a_batch_size_that_never_fits_is_tried_ever_more_rarely():
+    _cuda_oom()
+    scorer = Scorer(fails=lambda ids: len(ids) > 2, error=_cuda_oom)
+    stage = ScoringStage(scorer, batch_size=4)
+    stage.grow_back_after = 2
+    out = list(stage.run([_sample(i) for i in range(40)]))
+    assert not any(s.dropped for s in out)
+    sizes = [len(b) for b in scorer.calls.batches]
+    # a try of 4 after 2 calls at 2; each failed try doubles the wait: 4 calls, then 8, then 16
+    assert sizes == [4, 2, 2] + [4, 2, 2, 2, 2] + [4, 2, 2] + [2] * 6 + [4, 2, 2] + [2] * 4
+    assert [i for i, n in enumerate(sizes) if n == 4] == [0, 3, 8, 17]
+    assert stage.grow_back_after == 16 and stage.batch_size == 2
+
+
+def test_device_turn_lets_one_model_stage_on_a_gpu_at_a_time():
+    import threading
+    import time
+
+    from mfpo_data.backends.loading import device_turn
+
+    inside, seen = [], []
+
+    def on_gpu(device):
+        with device_turn(device):
+            inside.append(device)
+            seen.append(inside.count(device))
+            time.sleep(0.02)
+            inside.remove(device)
+
+    threads = [threading.Thread(target=on_gpu, args=(d,)) for d in ["cuda:0"] * 4 + ["cuda:1"] * 4]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert seen == [1] * 8  # never two stages inside on one GPU
+
+    both = threading.Barrier(2, timeout=10)  # on the CPU two stages are inside at once, or this barrier times out
+
+    def on_cpu():
+        with device_turn("cpu"):
+            both.wait()
+
+    threads = [threading.Thread(target=on_cpu) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not both.broken

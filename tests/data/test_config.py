@@ -100,3 +100,17 @@ def test_set_keeps_text_after_a_hash(raw, value):
     from mfpo_data.strict import parse_override
 
     assert parse_override(f"executor.env_command={raw}") == (["executor", "env_command"], value)
+
+
+def test_image_format_settings_are_checked(monkeypatch):
+    assert load_recipe("coco").output.image_format == "webp"
+    with pytest.raises(ConfigError, match=r"'output.webp_method' must be in \[0, 6\]"):
+        load_recipe("coco", ("output.webp_method=7",))
+    with pytest.raises(ConfigError, match="output.image_format"):
+        load_recipe("coco", ("output.image_format=jpeg",))  # lossy: not a choice
+    from PIL import features
+
+    monkeypatch.setattr(features, "check", lambda name: name != "webp")
+    with pytest.raises(ConfigError, match="built without WebP; .* or set output.image_format=png"):
+        load_recipe("coco")
+    assert load_recipe("coco", ("output.image_format=png",)).output.image_format == "png"

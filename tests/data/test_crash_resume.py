@@ -4,6 +4,7 @@ launcher inside finalize. Each killed run must end by itself (a dead worker stop
 error naming its rank), and after the reruns the output is byte-identical to an uninterrupted build.
 After every kill, no file that looks complete holds partial data."""
 
+import json
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.build import build_dataset
+from mfpo_data.pipeline.outdir import sha256_file
 from tests.fixtures.coco_folder import make_coco_folder
 
 
@@ -115,3 +117,27 @@ def test_random_sigkills_then_rerun_equal_an_uninterrupted_build(seed, start, tm
     ids = [i for shard in layout.final_shards() for i in pq.read_table(shard, columns=["id"]).column("id").to_pylist()]
     assert len(ids) == len(set(ids)) == TASKS * ROWS_PER_RANK
     assert layout.read_stats()["rows"] == reference.read_stats()["rows"]
+
+
+def test_a_finalize_killed_after_it_removed_staging_shards_resumes(tmp_path):
+    """Finalize removes each rank's staging shard once its final shard is written (so the disk holds the rows
+    once): killed after some of them, the rerun takes those ranks' rows from their final shards and ends with
+    the uninterrupted build's files."""
+    root = make_coco_folder(tmp_path / "coco", n_images=8)
+    overrides = [o for o in _overrides(root) if o != "output.keep_staging=true"]
+    reference = build_dataset("coco", overrides, tmp_path / "reference")
+    layout = OutputLayout(tmp_path / "crashy")
+    assert _build_until_fault(overrides, layout.root, "finalize:2", tmp_path) == "killed"
+    consumed = [r for r in range(TASKS) if not layout.staging_shard(r).is_file()]
+    assert consumed, "no staging shard was removed before the kill"
+    for rank in consumed:  # removed only after its final shard was whole, under its final name
+        assert layout.final_shard(rank, TASKS).read_bytes() == reference.final_shard(rank, TASKS).read_bytes()
+    assert layout.missing_ranks(TASKS) == []  # every rank's rows are somewhere: no rank runs again
+    assert _build_until_fault(overrides, layout.root, None, tmp_path) == "done"
+    assert _outputs(layout) == _outputs(reference)
+    assert not layout.staging_dir.exists()
+    manifest = json.loads(layout.manifest_file.read_text())["files"]
+    assert manifest == json.loads(reference.manifest_file.read_text())["files"]
+    for name, entry in manifest.items():  # entries of shards written now (hashed while written) and read back alike
+        path = layout.root / name
+        assert entry["sha256"] == sha256_file(path) and entry["bytes"] == path.stat().st_size, name

@@ -221,3 +221,21 @@ def test_watchdog_finds_a_dead_worker_only_for_an_unfinished_rank(tmp_path):
     layout.staging_pid(2).write_text(str(child.pid))  # died mid-rank
     assert watchdog._find_dead() == (2, child.pid)
     child.wait()
+
+
+def test_modules_every_worker_imports_are_imported_once_before_the_workers_start(monkeypatch):
+    from mfpo_data.config import ExecutorConfig
+    from mfpo_data.pipeline import executors
+    from mfpo_data.pipeline.assemble import worker_modules
+
+    modules = worker_modules(load_recipe("coco"))
+    assert "mfpo_data.pipeline.assemble" in modules and "pyarrow" in modules
+    assert "pandas" in modules  # pyarrow imports it at its first conversion: once before the workers, not per worker
+    imported = []
+    monkeypatch.setattr("importlib.import_module", imported.append)
+    executors.start_local_workers_early(ExecutorConfig(tasks=4, workers=2, start_method="fork"), ["a", "b"])
+    assert imported == ["a", "b"]  # forked workers inherit them from this process
+    imported.clear()
+    executors.start_local_workers_early(ExecutorConfig(tasks=4, workers=1, start_method="fork"), ["a"])
+    executors.start_local_workers_early(ExecutorConfig(tasks=1, workers=2, start_method="fork"), ["a"])
+    assert imported == []  # one worker runs in this process: nothing to share

@@ -329,6 +329,7 @@ def test_incomplete_build_is_refused_naming_the_ranks(tmp_path, preview_calls):
     layout = make_fake_build(tmp_path / "build", rows=12, tasks=4)
     layout.completion_marker(1).unlink()
     layout.staging_shard(3).unlink()
+    layout.final_shard(3, 4).unlink()  # rank 3's rows are in neither its staging nor its final shard
     with pytest.raises(IncompleteBuildError, match=r"rank\(s\) 1, 3 of 4 did not finish") as info:
         publish(layout.root, "o/n", dry_run_dir=tmp_path / "up")
     assert isinstance(info.value, MfpoError)

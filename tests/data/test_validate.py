@@ -48,6 +48,7 @@ def test_incomplete_build_names_missing_ranks(tmp_path):
     with pytest.raises(IncompleteBuildError, match=r"rank\(s\) 2 of 3 did not finish"):
         load_and_validate(layout.root)
     layout.staging_shard(0).unlink()
+    layout.final_shard(0, 3).unlink()  # rank 0's rows are now in neither its staging nor its final shard
     with pytest.raises(IncompleteBuildError, match=r"rank\(s\) 0, 2 of 3"):
         load_and_validate(layout.root)
 
