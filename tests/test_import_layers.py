@@ -15,7 +15,7 @@ from tests.paths import REPO
 
 LAYERS = {  # mfpo_data's subpackage or module -> its layer; anything else is foundation (0)
     "backends": 1, "stages": 2, "sources": 3, "config": 4, "pipeline": 5,
-    "cli": 6, "cli_publish": 6, "publish": 6, "export": 6, "inspect": 6, "validate": 6, "card": 6,
+    "cli": 6, "publishing": 6, "inspect": 6, "validate": 6,
 }  # fmt: skip
 
 
