@@ -12,15 +12,14 @@ pair after the check ("-").
 from __future__ import annotations
 
 import json
-
 import sys
 
 import numpy as np
 
-from mfpo_data.coco_pairs import PLURAL_ONLY, caption_pairs, normalize_caption, replace_mention
-from mfpo_data.plausibility import why_implausible
 from mfpo_data.sources.coco import BUNDLED_COCO
-from mfpo_data.vocabulary import find_mentions, plausible_substitutes
+from mfpo_data.textpairs.coco_pairs import PLURAL_ONLY, caption_pairs, normalize_caption, replace_mention
+from mfpo_data.textpairs.plausibility import why_implausible
+from mfpo_data.textpairs.vocabulary import find_mentions, plausible_substitutes
 
 
 def sample_captions() -> list[tuple[str, set[str]]]:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from mfpo_data.cli_publish import publish_command
+from mfpo_data.publishing.cli import publish_command
 from mfpo_data.secrets import scrub
 
 
@@ -142,7 +142,7 @@ def export(
 ) -> None:
     """Write the dataset in another trainer's format, with its own images: each row as a text pair (rejected
     answer) and an image pair (perturbed image, where valid)."""
-    from mfpo_data.export import export_dataset
+    from mfpo_data.publishing.export import export_dataset
     from mfpo_data.secrets import redact_logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

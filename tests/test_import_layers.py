@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.paths import REPO
 
 
 LAYERS = {  # mfpo_data's subpackage or module -> its layer; anything else is foundation (0)
     "backends": 1, "stages": 2, "sources": 3, "config": 4, "pipeline": 5,
-    "cli": 6, "cli_publish": 6, "publish": 6, "export": 6, "inspect": 6, "validate": 6, "card": 6,
+    "cli": 6, "publishing": 6, "inspect": 6, "validate": 6,
 }  # fmt: skip
 
 
@@ -78,3 +80,37 @@ def test_imports_are_found_inside_functions(tmp_path):
     path = tmp_path / "bench.py"
     path.write_text("def main():\n    from tests.data.x import Y\n    import tests.fixtures\n")
     assert list(_imports(path)) == ["tests.data.x", "tests.fixtures"]
+
+
+def _edits_sys_path(path: Path) -> bool:
+    """Whether a file changes the import path (`sys.path.insert/append/...`, `sys.path = ...`, `site.addsitedir`)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr == "path" and getattr(owner.value, "id", None) == "sys":
+                return True
+            if node.func.attr == "addsitedir":
+                return True
+        if isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Attribute) and t.attr == "path" and getattr(t.value, "id", None) == "sys"
+                   for t in targets):
+                return True
+    return False
+
+
+def test_nothing_edits_the_import_path():
+    """The packages and the benchmarks run as installed modules (`python -m benchmarks.x`): none of them
+    reaches around the install by editing `sys.path`."""
+    editors = [str(path.relative_to(REPO)) for folder in ("mfpo_data", "mfpo_train", "benchmarks")
+               for path in sorted((REPO / folder).rglob("*.py")) if _edits_sys_path(path)]
+    assert editors == []
+
+
+@pytest.mark.parametrize("code", ["import sys\nsys.path.insert(0, 'x')\n", "import sys\nsys.path += ['x']\n",
+                                  "import sys\nsys.path = ['x']\n", "import site\nsite.addsitedir('x')\n",
+                                  "def f():\n    import sys\n    sys.path.append('x')\n"])
+def test_an_import_path_edit_is_found(tmp_path, code):
+    path = tmp_path / "bench.py"
+    path.write_text(code)
+    assert _edits_sys_path(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+
 import pytest
 
 from tests.paths import REPO
@@ -36,7 +37,7 @@ STATED = [  # (file, pattern, the facts its groups state)
 @pytest.fixture(scope="module")
 def facts(sample_build) -> dict[str, str]:
     """What the code gives for the bundled sample: its annotations, the default build, the debug flow's split."""
-    from mfpo_data.publish import split_by_image
+    from mfpo_data.publishing.publish import split_by_image
     from mfpo_data.sources.coco import BUNDLED_COCO
     from tests.fixtures.builds import rows_by_id
 

@@ -7,7 +7,7 @@ import numpy as np
 from mfpo_data.backends.base import NO_WEIGHTS, Described
 from mfpo_data.imaging import box_mask, mask_from_segmentation
 from mfpo_data.schema import KeyObject, Sample
-from mfpo_data.vocabulary import category_of
+from mfpo_data.textpairs.vocabulary import category_of
 
 
 class CocoGtGrounder(Described):

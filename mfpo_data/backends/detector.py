@@ -22,7 +22,7 @@ from typing import Literal
 from mfpo_data.backends.grounding_dino import nms
 from mfpo_data.backends.loading import ModelBackend, device_turn, load_pretrained
 from mfpo_data.schema import KeyObject, Sample
-from mfpo_data.vocabulary import category_of
+from mfpo_data.textpairs.vocabulary import category_of
 
 
 class DetectorGrounder(ModelBackend):

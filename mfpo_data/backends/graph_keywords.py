@@ -32,7 +32,7 @@ import numpy as np
 from mfpo_data._deps import loading_model
 from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
-from mfpo_data.vocabulary import SYNONYMS, category_of
+from mfpo_data.textpairs.vocabulary import SYNONYMS, category_of
 
 
 _FUNCTION = set("""

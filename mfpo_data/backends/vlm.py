@@ -33,17 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from mfpo_data._deps import loading_model
-from mfpo_data.errors import MfpoError
+from mfpo_data.backends.vlm_inputs import GenerationError, render_prompt  # noqa: F401 (render_prompt: API)
 
 
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT's from_pretrained reads
-
-
-class GenerationError(MfpoError):
-    """Generation that cannot run as asked: no model, a folder that is not an adapter, a bad answers file."""
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -198,17 +194,6 @@ def describe_model(model: str | Path | None, adapter: str | Path | None, revisio
     return out
 
 
-# -- prompts ------------------------------------------------------------------------------------------
-def user_messages(prompt: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-
-
-def render_prompt(processor, prompt: str) -> str:
-    """The model's chat template applied to one user turn [image, prompt], with the generation prompt."""
-    renderer = processor if getattr(processor, "chat_template", None) else processor.tokenizer
-    return renderer.apply_chat_template(user_messages(prompt), tokenize=False, add_generation_prompt=True)
-
-
 # -- generation ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sampling:
@@ -237,8 +222,13 @@ def seeded_sampler(sampling: Sampling, seeds: Sequence[int]):
     token possible, so that `generate(do_sample=False)` takes it: one uniform per row and step, inverted
     through the row's distribution after the warpers."""
     import torch
-    from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
-                              TopPLogitsWarper)  # fmt: skip
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,  # fmt: skip
+    )
 
     warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
     if sampling.top_k:

@@ -25,6 +25,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mfpo_data.errors import MfpoError
+
+
+class GenerationError(MfpoError):
+    """Generation that cannot run as asked: no model, a folder that is not an adapter, a bad answers file."""
+
+
+# -- prompts ------------------------------------------------------------------------------------------
+def user_messages(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
+def render_prompt(processor, prompt: str) -> str:
+    """The model's chat template applied to one user turn [image, prompt], with the generation prompt."""
+    renderer = processor if getattr(processor, "chat_template", None) else processor.tokenizer
+    return renderer.apply_chat_template(user_messages(prompt), tokenize=False, add_generation_prompt=True)
+
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +101,6 @@ def load_image(item: dict):
 
     img = item["image"]
     if not isinstance(img, Image.Image):
-        from mfpo_data.backends.vlm import GenerationError
         from mfpo_data.scorers.io import shown
 
         try:
@@ -104,8 +120,6 @@ def image_key(item: dict) -> str | None:
 
 def encode(processor, items: Sequence[dict], cache: ImageCache | None = None):
     """The processor's batch for `items` (a `BatchFeature` on the CPU); the module notes say how `cache` serves it."""
-    from mfpo_data.backends.vlm import render_prompt
-
     texts = [render_prompt(processor, it["prompt"]) for it in items]
     if cache is not None and cache.bind(processor) and cache.verified is None:
         _verify(processor, texts[:VERIFY_ITEMS], items[:VERIFY_ITEMS], cache)

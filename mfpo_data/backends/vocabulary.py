@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mfpo_data.backends.base import Described
 from mfpo_data.schema import Sample
-from mfpo_data.vocabulary import find_mentions
+from mfpo_data.textpairs.vocabulary import find_mentions
 
 
 class VocabularyKeywords(Described):

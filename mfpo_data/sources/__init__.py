@@ -1,9 +1,9 @@
 """Sources: the first stage of a build. They read question-image material and yield `Sample`s.
 
     base.py     the index, rank sharding, rejects and the one image reader, shared by all sources
-    coco.py     `kind: coco`: COCO annotations and images; text pairs from `mfpo_data/coco_pairs.py`
+    coco.py     `kind: coco`: COCO annotations and images; text pairs from `mfpo_data/textpairs/coco_pairs.py`
     on_policy.py `kind: on_policy`: COCO images, the model's own sampled answers, pairs labelled by CHAIR
-                (`mfpo_data/policy_pairs.py`)
+                (`mfpo_data/textpairs/policy_pairs.py`)
     records.py  what `jsonl` and `hf` share: ready-made pairs, column presets, record validation
     jsonl.py    `kind: jsonl`: a JSON-lines file with image paths
     hf.py       `kind: hf`: a Hugging Face dataset (Hub id or local folder); a stream sharded by its files

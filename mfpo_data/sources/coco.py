@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from mfpo_data.coco_pairs import caption_pairs, presence_pairs
 from mfpo_data.errors import MfpoError
 from mfpo_data.eval_ids import exclusion_ids
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
-from mfpo_data.plausibility import ContextStats
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.seeding import rng
 from mfpo_data.sources.base import IndexedSource, read_image
 from mfpo_data.sources.validate import check_annotation, check_depth, check_id, check_path, check_text
-from mfpo_data.vocabulary import SUPERCATEGORY, find_mentions
+from mfpo_data.textpairs.coco_pairs import caption_pairs, presence_pairs
+from mfpo_data.textpairs.plausibility import ContextStats
+from mfpo_data.textpairs.vocabulary import SUPERCATEGORY, find_mentions
 
 
 BUNDLED_COCO = Path(__file__).resolve().parent.parent / "assets" / "coco_sample"

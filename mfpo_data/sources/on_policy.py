@@ -32,12 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mfpo_data.coco_pairs import presence_pairs
 from mfpo_data.errors import ConfigError, MfpoError
 from mfpo_data.imaging import DEFAULT_MAX_PIXELS, ImageError, xywh_to_xyxy
 from mfpo_data.layout import rank_answers_name
-from mfpo_data.policy_pairs import (CHOSEN_RULES, Choice, chair_label, choose_description_pair, choose_presence_pair,
-                                    hallucinated_objects, presence_label, recall)  # fmt: skip
 from mfpo_data.schema import Annotation, Sample
 from mfpo_data.scorers.pope import PARSERS, question_text
 from mfpo_data.scorers.results import SCORER_VERSIONS
@@ -45,6 +42,10 @@ from mfpo_data.secrets import public_value
 from mfpo_data.seeding import rng, sample_seed
 from mfpo_data.sources.coco import CocoSource
 from mfpo_data.stages.s7_writer import fault_point
+from mfpo_data.textpairs.coco_pairs import presence_pairs
+from mfpo_data.textpairs.policy_pairs import (CHOSEN_RULES, Choice, chair_label, choose_description_pair,
+                                              choose_presence_pair, hallucinated_objects, presence_label,
+                                              recall)  # fmt: skip
 
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A pair whose source did not say what it is about (RLHF-V, VLFeedback, RLAIF-V, JSONL: no `target`) may have
 a chosen answer that denies an object ("there is no dog in the picture"): perturbing m cannot make that
-less true. Phrases the chosen answer negates (`mfpo_data.negation`) are never key objects. When the
+less true. Phrases the chosen answer negates (`mfpo_data.textpairs.negation`) are never key objects. When the
 top-ranked phrase is negated, the pair takes the next one the answer asserts; when the answer asserts none,
 the denied object becomes the pair's `absent_object`, the rule of COCO's "no" presence rows (the image pair
 is not valid, unless `presence_negative: insert` paints the object in). Either way `metadata` names it
@@ -12,10 +12,10 @@ is not valid, unless `presence_negative: insert` paints the object in). Either w
 from __future__ import annotations
 
 from mfpo_data.backends.base import KeywordExtractor
-from mfpo_data.negation import is_negated
 from mfpo_data.schema import Sample
 from mfpo_data.stages.base import MapStage
-from mfpo_data.vocabulary import category_of
+from mfpo_data.textpairs.negation import is_negated
+from mfpo_data.textpairs.vocabulary import category_of
 
 
 class KeywordStage(MapStage):

@@ -23,7 +23,7 @@ from mfpo_data.regions import insertion_box, random_box
 from mfpo_data.schema import KeyObject, Sample
 from mfpo_data.seeding import rng, sample_seed
 from mfpo_data.stages.base import MapStage, SampleError
-from mfpo_data.vocabulary import article, surface
+from mfpo_data.textpairs.vocabulary import article, surface
 
 
 def insertion_prompt(category: str) -> str:

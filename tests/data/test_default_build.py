@@ -77,7 +77,7 @@ def test_every_valid_image_pair_perturbs_what_the_chosen_answer_claims(build):
     """L_image prefers the chosen answer on m over m': a valid pair's m' must make that answer less true.
     "No, there is no X" is as true on any m' (nothing of m is an X), so those rows are not valid; every
     valid row perturbs a key object that its chosen answer names as present."""
-    from mfpo_data.vocabulary import find_mentions
+    from mfpo_data.textpairs.vocabulary import find_mentions
 
     ds = datasets.load_dataset("parquet", data_files=str(build.data_dir / "*.parquet"), split="train")
     invalid = 0

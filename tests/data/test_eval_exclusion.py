@@ -5,10 +5,10 @@ import json
 import datasets
 import pytest
 
-from mfpo_data.card import _exclusion_sentence
 from mfpo_data.errors import MfpoError
 from mfpo_data.eval_ids import eval_image_ids, exclusion_ids
 from mfpo_data.pipeline.build import build_dataset
+from mfpo_data.publishing.card import _exclusion_sentence
 from tests.fixtures.coco_folder import make_coco_folder
 
 

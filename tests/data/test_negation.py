@@ -9,10 +9,10 @@ from PIL import Image
 from mfpo_data.backends.graph_keywords import GraphKeywords
 from mfpo_data.backends.vocabulary import VocabularyKeywords
 from mfpo_data.config import recipe_from_dict
-from mfpo_data.negation import is_negated, mention_spans
 from mfpo_data.pipeline.build import build_dataset
 from mfpo_data.schema import Sample
 from mfpo_data.stages.s1_keywords import KeywordStage
+from mfpo_data.textpairs.negation import is_negated, mention_spans
 from tests.fixtures.builds import rows_by_id
 
 

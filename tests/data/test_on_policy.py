@@ -21,8 +21,8 @@ from mfpo_data.backends import vlm
 from mfpo_data.errors import ConfigError, MfpoError, MissingExtraError
 from mfpo_data.layout import OutputLayout
 from mfpo_data.pipeline.build import build_dataset
-from mfpo_data.policy_pairs import chair_label, choose_description_pair, choose_presence_pair, presence_label
 from mfpo_data.scorers import chair, coco
+from mfpo_data.textpairs.policy_pairs import chair_label, choose_description_pair, choose_presence_pair, presence_label
 from tests.fixtures.builds import rows_by_id
 from tests.paths import REPO
 
@@ -350,7 +350,7 @@ def test_missing_extra_and_bad_options_are_one_line_before_any_model_loads(tiny_
 
 
 def test_the_card_says_whose_answers_the_pairs_are(scripted_build):
-    from mfpo_data.card import SAMPLE_LICENCE, _on_policy_sentence, licence_for
+    from mfpo_data.publishing.card import SAMPLE_LICENCE, _on_policy_sentence, licence_for
 
     stats = scripted_build.read_stats()
     sentence = _on_policy_sentence(stats)

@@ -203,7 +203,7 @@ def test_finished_build_files_not_listed_are_never_deleted(tmp_path):
 
 
 def test_a_build_with_its_logs_elsewhere_is_complete_everywhere(tmp_path):
-    from mfpo_data.publish import publish
+    from mfpo_data.publishing.publish import publish
     from mfpo_data.validate import load_and_validate
 
     coco = _coco(tmp_path)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mfpo_data.coco_pairs import caption_pairs, normalize_caption, presence_pairs, replace_mention
-from mfpo_data.vocabulary import SUPERCATEGORY, category_of, find_mentions, plural
+from mfpo_data.textpairs.coco_pairs import caption_pairs, normalize_caption, presence_pairs, replace_mention
+from mfpo_data.textpairs.vocabulary import SUPERCATEGORY, category_of, find_mentions, plural
 
 
 CAPTIONS = [

@@ -5,9 +5,9 @@ are kept."""
 import numpy as np
 import pytest
 
-from mfpo_data.coco_pairs import caption_pairs, normalize_caption
-from mfpo_data.plausibility import ContextStats, why_implausible
-from mfpo_data.vocabulary import find_mentions
+from mfpo_data.textpairs.coco_pairs import caption_pairs, normalize_caption
+from mfpo_data.textpairs.plausibility import ContextStats, why_implausible
+from mfpo_data.textpairs.vocabulary import find_mentions
 
 
 def _check(caption, category, substitute, stats=None):

@@ -16,10 +16,10 @@ import yaml
 from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-import mfpo_data.publish as publish_mod
-from mfpo_data.card import REQUIRED_TAGS, validate_card
+import mfpo_data.publishing.publish as publish_mod
 from mfpo_data.errors import MfpoError, SchemaError
-from mfpo_data.publish import PublishError, publish, push_to_hub, split_by_image
+from mfpo_data.publishing.card import REQUIRED_TAGS, validate_card
+from mfpo_data.publishing.publish import PublishError, publish, push_to_hub, split_by_image
 from mfpo_data.schema import features
 from mfpo_data.secrets import public_recipe
 from mfpo_data.validate import IncompleteBuildError, describe, load_and_validate
@@ -292,7 +292,7 @@ def test_split_by_image_counts_and_limits():
 
 def test_preview_is_skipped_with_a_warning_when_inspect_is_missing(build, tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "mfpo_data.inspect", None)  # import fails
-    with caplog.at_level(logging.WARNING, logger="mfpo_data.publish"):
+    with caplog.at_level(logging.WARNING, logger="mfpo_data.publishing.publish"):
         result = publish(build.root, "o/n", dry_run_dir=tmp_path / "up")
     assert "preview.png" not in result.files and not (tmp_path / "up" / "preview.png").exists()
     assert "no preview image" in caplog.text
@@ -478,7 +478,7 @@ def test_no_token_is_a_clear_error_before_any_work(build, monkeypatch, tmp_path)
 def _app():
     import typer
 
-    from mfpo_data.cli_publish import publish_command
+    from mfpo_data.publishing.cli import publish_command
 
     app = typer.Typer()
     app.command("publish")(publish_command)
@@ -529,7 +529,7 @@ def test_cli_help_lists_the_options_and_imports_nothing_heavy():
     import subprocess
 
     code = (
-        "import sys; import mfpo_data.cli_publish; "
+        "import sys; import mfpo_data.publishing.cli; "
         "heavy = [m for m in ('datasets', 'huggingface_hub', 'pyarrow', 'torch', 'PIL') if m in sys.modules]; "
         "print('HEAVY', heavy)"
     )

@@ -5,14 +5,13 @@ import hashlib
 import json
 import logging
 import tempfile
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from mfpo_data.errors import MfpoError
-from mfpo_data.publish import publish
+from mfpo_data.publishing.publish import publish
 from mfpo_data.secrets import public_recipe, scrub
 from tests.fixtures.fake_build import make_fake_build
 

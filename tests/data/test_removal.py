@@ -104,7 +104,7 @@ def test_inside_share_is_the_covered_area_of_the_union():
 
 
 def test_the_card_reports_removal_evidence_per_kind_and_says_when_it_is_not_verified():
-    from mfpo_data.card import _evidence
+    from mfpo_data.publishing.card import _evidence
 
     text = _evidence({"removal_checked": {"diffusion_noise/key_object": 19, "gaussian_noise/key_object": 4},
                       "removal_still_detected": {"diffusion_noise/key_object": 1, "gaussian_noise/key_object": 3},

@@ -15,7 +15,7 @@ import pytest
 trl = pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
-from mfpo_data.publish import publish  # noqa: E402
+from mfpo_data.publishing.publish import publish  # noqa: E402
 from mfpo_data.schema import MFPO_COLUMNS, TRL_COLUMNS, features  # noqa: E402
 from tests.fixtures.fake_build import make_real_build  # noqa: E402
 

@@ -26,7 +26,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from mfpo_data.vocabulary import SUPERCATEGORY, SYNONYMS, Mention, find_mentions, plural
+from mfpo_data.textpairs.vocabulary import SUPERCATEGORY, SYNONYMS, Mention, find_mentions, plural
 
 
 def _kind(*supercategories: str) -> frozenset[str]:

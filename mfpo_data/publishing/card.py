@@ -83,7 +83,8 @@ SIZE_CATEGORIES = (
     (1_000_000_000, "100M<n<1B"),
 )
 DATASHEET_NAME = "DATASHEET.md"
-CARD_TEMPLATE = Path(__file__).resolve().parent / "assets" / "card.md"  # string.Template: ${name} placeholders
+PACKAGE = Path(__file__).resolve().parents[1]  # mfpo_data/
+CARD_TEMPLATE = PACKAGE / "assets" / "card.md"  # string.Template: ${name} placeholders
 PAPER_URL = "https://arxiv.org/abs/2410.15334"
 # How to train on the published dataset with mfpo's own trainer (image-side preference, curriculum).
 MFPO_TRAIN_COMMAND = (
@@ -140,8 +141,7 @@ def size_category(rows: int) -> str:
 
 def find_datasheet() -> Path | None:
     """DATASHEET.md next to the package (a source checkout) or inside it (a packaged copy)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / DATASHEET_NAME, here / DATASHEET_NAME):
+    for candidate in (PACKAGE.parent / DATASHEET_NAME, PACKAGE / DATASHEET_NAME):
         if candidate.is_file():
             return candidate
     return None

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mfpo_data.plausibility import ContextStats, why_implausible
-from mfpo_data.vocabulary import Mention, article, find_mentions, plausible_substitutes, surface
+from mfpo_data.textpairs.plausibility import ContextStats, why_implausible
+from mfpo_data.textpairs.vocabulary import Mention, article, find_mentions, plausible_substitutes, surface
 
 
 CAPTION_PROMPTS = (

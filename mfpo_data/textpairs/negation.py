@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from mfpo_data.vocabulary import category_of, find_mentions, plural
+from mfpo_data.textpairs.vocabulary import category_of, find_mentions, plural
 
 
 WINDOW = 5  # words between a preceding cue and the mention

@@ -1,6 +1,6 @@
 """Publish a finished build to the Hugging Face Hub: check, split, write the folder, push it in one commit.
 
-    from mfpo_data.publish import publish, push_to_hub
+    from mfpo_data.publishing.publish import publish, push_to_hub
     publish("out/coco", "org/mfpo-coco", dry_run_dir="upload/")  # writes exactly what would be uploaded
     push_to_hub(layout, "org/mfpo-coco", private=True)            # from a notebook, after build_dataset()
 
@@ -253,7 +253,7 @@ def write_folder(
     ds, stats: dict, recipe_text: str, folder: Path, repo_id: str, *, test_size: float | int, seed: int
 ) -> tuple[list[str], dict[str, int]]:
     """Write README.md, preview.png and data/ into an empty `folder`. Returns (files, rows per split)."""
-    from mfpo_data.card import find_datasheet, render_card, summarize_split, validate_card
+    from mfpo_data.publishing.card import find_datasheet, render_card, summarize_split, validate_card
 
     train_idx, test_idx = split_by_image(list(ds["image_id"]), test_size, seed)
     # Each split's own table (a selection alone keeps the whole table: its bytes would be the dataset's).

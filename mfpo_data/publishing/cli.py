@@ -1,4 +1,4 @@
-"""`mfpo-data publish`: parse, call `mfpo_data.publish.publish`, map known errors to one line and exit code 1.
+"""`mfpo-data publish`: parse, call `mfpo_data.publishing.publish.publish`, map known errors to one line and exit code 1.
 
 Registered in `cli.py` with `app.command("publish")(publish_command)`. Nothing heavy is imported at
 module level, so `mfpo-data --help` stays instant.
@@ -47,8 +47,7 @@ def publish_command(
     import logging
 
     from mfpo_data.errors import MfpoError
-    from mfpo_data.publish import publish
-
+    from mfpo_data.publishing.publish import publish
     from mfpo_data.secrets import redact_logging, scrub
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
