@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from mfpo_train.cli import app
 from tests.fixtures.hostile import one_error_line
-from tests.fixtures.multiproc import adapter, probed_data, assert_same_run, assert_same_weights, cli_args, metrics, torchrun
+from tests.fixtures.multiproc import (adapter, assert_same_run, assert_same_weights, cli_args, metrics, one_process,
+                                     probed_data, torchrun)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one(tiny_llava, data, tmp_path_factory):
     """One process, batch 1 x accumulation 2: the run two processes must reproduce."""
-    out = tmp_path_factory.mktemp("one") / "run"
-    result = CliRunner().invoke(app, cli_args(tiny_llava, data, out, "train.gradient_accumulation_steps=2"))
-    assert result.exit_code == 0, result.output[-3000:]
-    return out
+    return one_process(tiny_llava, data, tmp_path_factory.mktemp("one") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mfpo_train.cli import app
 from tests.fixtures.multiproc import (accelerate_launch, adapter, assert_same_run, assert_same_weights, cli_args,
-                                      metrics, probed_data)  # fmt: skip
+                                      metrics, one_process, probed_data)  # fmt: skip
 from tests.paths import REPO
 
 
@@ -49,16 +49,9 @@ def with_reference(tiny_llava, data, tmp_path_factory):
     return out
 
 
-def _one_process(model, data, out, *sets):
-    """The same run in one process: batch 1 x accumulation 2 = the two processes' 2 pairs per step."""
-    result = CliRunner().invoke(app, cli_args(model, data, out, "train.gradient_accumulation_steps=2", *sets))
-    assert result.exit_code == 0, result.output[-3000:]
-    return out
-
-
 @pytest.fixture(scope="module")
 def one_lora(tiny_llava, data, tmp_path_factory):
-    return _one_process(tiny_llava, data, tmp_path_factory.mktemp("one-lora") / "run")
+    return one_process(tiny_llava, data, tmp_path_factory.mktemp("one-lora") / "run")
 
 
 @pytest.mark.parametrize(("kind", "lora_config", "full_config"), KINDS)
@@ -86,7 +79,7 @@ def test_full_fine_tuning_trains_what_one_process_trains(tiny_llava, data, with_
 
     source = with_reference if reference == "precomputed" else data
     sets = (*FULL, f"reference={reference}")
-    one = _one_process(tiny_llava, source, tmp_path / "one", *sets)
+    one = one_process(tiny_llava, source, tmp_path / "one", *sets)
     out = tmp_path / "run"
     run = accelerate_launch(CONFIGS / full_config, "-m", "tests.fixtures.sharded_cpu",
                             *cli_args(tiny_llava, source, out, *sets))
