@@ -403,6 +403,7 @@ def unparsed_warnings(label: str, unparsed: dict[str, dict[str, int]]) -> list[s
 
 
 def _table_notes(names, prepared, models, decoding: Decoding) -> str:
+    from mfpo_data.scorers.io import shown
     from mfpo_train.eval.suite import describe
 
     notes = []
@@ -414,7 +415,7 @@ def _table_notes(names, prepared, models, decoding: Decoding) -> str:
         runs = "; ".join(f"{m['name']} n={p.get('n')} ({p.get('dropped', 0)} dropped)" for m in models
                          if isinstance(p := m["results"].get("probes"), dict))
         first = next((m["results"]["probes"] for m in models if isinstance(m["results"].get("probes"), dict)), {})
-        notes.append(f"Probes on {first.get('dataset')} split {first.get('split')!r} ({runs}): accuracies x100 "
+        notes.append(f"Probes on {shown(str(first.get('dataset')))} split {first.get('split')!r} ({runs}): accuracies x100 "
                      "(preference y_w > y_l on the image m, on the perturbed image m' and on whole-image noise t=999; "
                      "image reward log p(y_w|m) > log p(y_w|m')); Δlogp in nats.")
     for m in models:
