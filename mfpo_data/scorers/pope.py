@@ -57,7 +57,15 @@ from pathlib import Path
 from mfpo_data.errors import MfpoError
 from mfpo_data.scorers.coco import CocoAnnotations, unique_objects
 from mfpo_data.scorers.io import (
-    RecordError, answer_records, id_field, jsonl_text, numbered_records, refuse_duplicates, shown, text_field, where,
+    RecordError,
+    answer_records,
+    id_field,
+    jsonl_text,
+    numbered_records,
+    refuse_duplicates,
+    shown,
+    text_field,
+    where,
     write_jsonl,
 )
 from mfpo_data.scorers.results import make_result
