@@ -254,8 +254,13 @@ def write_text(text: str, path: str | Path) -> Path:
     return path
 
 
+def jsonl_text(rows: Iterable[Mapping]) -> str:
+    """The text `write_jsonl` writes (so a caller can hash a file before or without writing it)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_jsonl(rows: Iterable[Mapping], path: str | Path) -> Path:
-    return write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), path)
+    return write_text(jsonl_text(rows), path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

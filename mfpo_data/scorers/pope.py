@@ -36,7 +36,9 @@ Conventions (`CONVENTIONS`): the toolkits score the same answers differently, by
   wrong for accuracy and counts as "no" in precision, recall and F1; the headline ("Overall") is F1
   pooled over the rows of all splits (`pooled_over_splits`); empty denominators give 0.
 "yes" is the positive class in all four. Answers are matched to questions by `question_id` (the
-references zip two files by position).
+references zip two files by position); `read_pope_answers` refuses a file whose lines carry another
+question than the file's (answers written for another split) or leave a question unanswered, and
+`file_split` an official file saved under another split's name.
 """
 
 from __future__ import annotations
@@ -54,7 +56,18 @@ from pathlib import Path
 
 from mfpo_data.errors import MfpoError
 from mfpo_data.scorers.coco import CocoAnnotations, unique_objects
-from mfpo_data.scorers.io import RecordError, id_field, numbered_records, refuse_duplicates, text_field, where, write_jsonl
+from mfpo_data.scorers.io import (
+    RecordError,
+    answer_records,
+    id_field,
+    jsonl_text,
+    numbered_records,
+    refuse_duplicates,
+    shown,
+    text_field,
+    where,
+    write_jsonl,
+)
 from mfpo_data.scorers.results import make_result
 
 
@@ -205,6 +218,79 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def questions_sha256(rows: Sequence[Mapping]) -> str:
+    """The sha256 of `rows` written as a POPE file by `write_pope_questions` (the questions a run built)."""
+    return hashlib.sha256(jsonl_text(rows).encode("utf-8")).hexdigest()
+
+
+def official_split(sha256: str) -> str | None:
+    """The split whose official file has this sha256, or None."""
+    return next((s for s, h in OFFICIAL_SHA256.items() if h == sha256), None)
+
+
+def file_split(path: str | Path, sha256: str) -> str:
+    """The split a question file holds: an official file's own split, else the one its name gives.
+
+    An official file named as another split (the adversarial file saved as `coco_pope_popular.json`)
+    is refused: its numbers would be printed under the wrong split.
+    """
+    named, real = split_name(path), official_split(sha256)
+    if real is not None and named in SAMPLINGS and named != real:
+        raise MfpoError(f"{shown(path)} is POPE's official {real} file (sha256 {sha256[:4]}…), not {named}: "
+                        f"give the {named} file under this name, or this file as coco_pope_{real}.json")
+    return real or named
+
+
+# Where an answers line may carry the question it answers: `mfpo-eval run` and LLaVA write `prompt`;
+# `text` counts only beside an `answer` (in LLaVA's files `text` is the answer itself).
+_ASKED_FIELDS = ("prompt", "question")
+
+
+def _asked(row: Mapping) -> str | None:
+    for name in _ASKED_FIELDS:
+        if isinstance(row.get(name), str):
+            return row[name]
+    return row["text"] if "answer" in row and isinstance(row.get("text"), str) else None
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = _plain(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_pope_answers(path: str | Path, questions: Sequence[Mapping], *, split: str,
+                      questions_path: str | Path) -> list[dict]:
+    """The answers file of one split, every line checked against the question file it answers.
+
+    Beyond `read_answers`' checks: a line that carries its question (`prompt` or `question`, as
+    `mfpo-eval run` and LLaVA write them, possibly with a convention's suffix) must ask that question
+    (whitespace and case aside), else the file answers another split or question set; and every
+    question must be answered. Each problem is one line naming the answers file and the split.
+    """
+    path, name = Path(path), Path(questions_path).name
+    records = answer_records(path, "question_id", ids=[q["question_id"] for q in questions],
+                             benchmark=shown(questions_path))
+    text = {q["question_id"]: q["text"] for q in questions}
+    wrong = [(line, row) for line, row in records
+             if _asked(row) is not None and _plain(text[row["question_id"]]).lower() not in _plain(_asked(row)).lower()]
+    if wrong:
+        line, row = wrong[0]
+        qid = row["question_id"]
+        raise RecordError(f"{where(path, line)}: question_id {qid!r} asks {_short(_asked(row))!r} but {name} asks "
+                          f"{_short(text[qid])!r}: answers to another question set ({len(wrong)} of {len(records)} "
+                          f"lines ask another question than the {split} file's)", path, line)
+    answered = {row["question_id"] for _, row in records}
+    missing = [q["question_id"] for q in questions if q["question_id"] not in answered]
+    if missing:
+        raise RecordError(f"{shown(path)}: question_id {missing[0]!r} of {name} (split {split}) has no answer "
+                          f"({len(missing)} of {len(questions)} questions unanswered)", path)
+    return [row for _, row in records]
+
+
 def official_file(split: str) -> Path:
     """The shipped official question file of a split (gzip of POPE's `coco_pope_<split>.json`)."""
     if split not in SAMPLINGS:
@@ -311,7 +397,7 @@ def score_pope(
     details = []
     for q in questions:
         if q["question_id"] not in by_id:
-            raise MfpoError(f"pope: question_id {q['question_id']!r} has no answer")
+            raise MfpoError(f"pope{' ' + split if split else ''}: question_id {q['question_id']!r} has no answer")
         answer = by_id[q["question_id"]]
         pred = parse_yes_no(answer, parser)
         if pred is None or (parser == "pope" and pred == "yes" and not _says_yes(answer)):
@@ -360,6 +446,6 @@ def pooled_over_splits(questions: Mapping[str, Sequence[Mapping]], answers: Mapp
 
 __all__ = [
     "SAMPLINGS", "PARSERS", "CONVENTIONS", "build_pope_questions", "write_pope_questions", "read_pope_questions",
-    "split_name", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
+    "split_name", "file_split", "official_split", "questions_sha256", "read_pope_answers", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
     "pooled_over_splits", "question_text",
 ]  # fmt: skip

@@ -302,7 +302,6 @@ def pope_score(
 
     def run():
         from mfpo_data.scorers import pope
-        from mfpo_data.scorers.io import read_answers, shown
         from mfpo_data.scorers.results import make_result
 
         _check_out(out)
@@ -313,14 +312,14 @@ def pope_score(
         conv = pope.convention(convention.value)
         results, given_q, given_a, hashes = {}, {}, {}, {}
         for q, a in zip(questions, answers, strict=True):
-            name = pope.split_name(q)
+            given = pope.read_pope_questions(q)
+            sha = pope.file_sha256(q)
+            name = pope.file_split(q, sha)  # an official file is labelled by its own split
             if name in results:
                 raise MfpoError(f"pope: split {name!r} given twice")
-            given_q[name] = pope.read_pope_questions(q)
-            given_a[name] = read_answers(a, "question_id", ids=[x["question_id"] for x in given_q[name]],
-                                         benchmark=shown(q))
+            given_q[name] = given
+            given_a[name] = pope.read_pope_answers(a, given, split=name, questions_path=q)
             results[name] = pope.score_pope(given_q[name], given_a[name], parser=conv.parser, split=name)
-            sha = pope.file_sha256(q)
             hashes[name] = {"sha256": sha, "official": sha == pope.OFFICIAL_SHA256.get(name)}
             results[name]["meta"]["settings"].update(convention=conv.name, questions_sha256=sha,
                                                      official=hashes[name]["official"])

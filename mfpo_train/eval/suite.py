@@ -18,6 +18,9 @@ Every default is the reference protocol; each deviation is a named option, recor
 benchmark's `settings` (results.json) and described in words by `describe` (results.md, the table):
 `fixed_vocabulary` (CHAIR and Object HalBench), `objhal_scorer`, `pope_source` (official files or
 seeded questions), `pope_convention`, `pope_labels` (RePOPE), `amber_nouns`, `amber_similarity`, `judge`.
+Each POPE split's result records `questions_sha256` as `mfpo-eval pope` does (its ids are 1..3000 in every
+split): the sha256 of the question file read (the official file's own for the shipped ones), or of the
+file written under benchmarks/ for built questions.
 """
 
 from __future__ import annotations
@@ -226,6 +229,7 @@ def _pope_questions(opts: SuiteOptions) -> tuple[dict[str, list[dict]], dict]:
     questions: dict[str, list[dict]] = {}
     files: dict[str, dict] = {}
     if opts.pope_labels == "repope":
+        _refuse_without_val2014(opts, "--pope-labels repope: RePOPE's files")
         if not opts.repope_dir:
             raise MfpoError("--pope-labels repope needs --repope-dir: the annotations/ folder of "
                             "https://github.com/YanNeu/RePOPE (coco_repope_{random,popular,adversarial}.json)")
@@ -245,13 +249,17 @@ def _pope_questions(opts: SuiteOptions) -> tuple[dict[str, list[dict]], dict]:
                                 f"from https://github.com/RUCAIBox/POPE into {root})")
             questions[split] = pope.read_pope_questions(path)
             sha = pope.file_sha256(path)
+            pope.file_split(path, sha)  # an official file of another split under this name is refused
             files[split] = {"file": str(path), "sha256": sha, "official": sha == pope.OFFICIAL_SHA256[split],
                             "questions": len(questions[split])}
         official = all(f["official"] for f in files.values())
+        if official:
+            _refuse_without_val2014(opts, "--pope-questions: POPE's official files")
         return questions, {"source": "official POPE files" if official else "user's POPE files (not the official ones)",
                            "files": files}
     official = opts.pope_source == "official" or (opts.pope_source == "auto" and opts.split == "val2014")
     if official:
+        _refuse_without_val2014(opts, "--pope-source official: POPE's official files")
         for split in pope.SAMPLINGS:
             questions[split] = pope.official_questions(split)
             files[split] = {"file": "shipped", "sha256": pope.OFFICIAL_SHA256[split], "official": True,
@@ -263,8 +271,17 @@ def _pope_questions(opts: SuiteOptions) -> tuple[dict[str, list[dict]], dict]:
               dict(images=opts.pope_images, min_objects=opts.pope_min_objects, per_image=opts.pope_per_image))
     for split in pope.SAMPLINGS:
         questions[split] = pope.build_pope_questions(coco, split, seed=opts.seed, **kwargs)
+        files[split] = {"file": "built", "sha256": pope.questions_sha256(questions[split]), "official": False,
+                        "questions": len(questions[split])}
     return questions, {"source": f"seeded questions built from COCO split {opts.split} (not POPE's files)",
-                       "seed": opts.seed, **kwargs}
+                       "seed": opts.seed, **kwargs, "files": files}
+
+
+def _refuse_without_val2014(opts: SuiteOptions, what: str) -> None:
+    """POPE's official questions (and RePOPE's) ask about COCO val2014 images, which the bundled sample lacks."""
+    if opts.bundled:
+        raise MfpoError(f"{what} ask about COCO val2014 images: give --coco-root (a COCO folder holding val2014/); "
+                        "without it only the bundled 15-image sample is here (--pope-source build asks about it)")
 
 
 def _pope(opts: SuiteOptions) -> Benchmark:
@@ -288,6 +305,9 @@ def _pope(opts: SuiteOptions) -> Benchmark:
         given = {s: [{"question_id": a["question_id"], "answer": a["answer"]} for a in answers[f"pope-{s}"]]
                  for s in questions}
         out = {s: pope.score_pope(questions[s], given[s], parser=conv.parser, split=s) for s in questions}
+        for s in questions:  # as the `pope` command records them: which file, not only which ids (1..3000 in each)
+            out[s]["meta"]["settings"].update(convention=conv.name, questions_sha256=settings["files"][s]["sha256"],
+                                              official=settings["files"][s].get("official", False))
         out["mean"] = pope.mean_over_splits(out)
         out["pooled"] = pope.pooled_over_splits(questions, given, conv.parser)
         return out

@@ -28,16 +28,21 @@ def _lines(path):
 
 def _rescored(out, role="model"):
     """The scorers run by hand on the answers files the run wrote."""
-    from mfpo_data.scorers import io, pope
+    from mfpo_data.scorers import io
     from mfpo_data.scorers.coco import chair_ground_truth, read_coco
+    from mfpo_data.scorers.results import details_path
     from mfpo_train.eval import objhal
 
     folder = out / role
     scores = {}
-    for split in ("random", "popular", "adversarial"):
-        questions = pope.read_pope_questions(out / "benchmarks" / f"coco_pope_{split}.json")
-        scores[split] = pope.score_pope(questions, io.read_answers(folder / f"pope-{split}.answers.jsonl", "question_id"),
-                                        split=split)
+    for split in ("random", "popular", "adversarial"):  # `mfpo-eval pope` on the files the run wrote: the same result
+        saved = out.parent / f"rescored-{role}-{split}.json"
+        _pope = ["pope", "-q", out / "benchmarks" / f"coco_pope_{split}.json", "-a",
+                 folder / f"pope-{split}.answers.jsonl", "--out", saved]
+        assert CliRunner().invoke(app, list(map(str, _pope))).exit_code == 0
+        scores[split] = json.loads(saved.read_text())
+        saved.unlink()
+        details_path(saved).unlink()
     vocab = objhal.objhal_vocabulary()  # the default Object HalBench scorer: RLAIF-V's rule path
     answers = io.read_answers(folder / "objhal.answers.jsonl", "image_id")
     truth = chair_ground_truth(read_coco(None, "sample"), vocab, [a["image_id"] for a in answers])

@@ -4,6 +4,8 @@ named as val2014's; the answers are scripted: this is about which questions and 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 
 import pytest
@@ -56,7 +58,11 @@ def test_official_files_are_the_default_on_val2014_and_repope_relabels(tiny_mode
         questions = pope.official_questions(split)
         given = [{"question_id": q["question_id"], "answer": _says([{"key": q["question_id"]}])[0]} for q in questions]
         expected = {k: v for k, v in pope.score_pope(questions, given, split=split).items() if k != "details"}
+        expected["meta"]["settings"].update(convention="pope", questions_sha256=pope.OFFICIAL_SHA256[split],
+                                            official=True)  # as `mfpo-eval pope` records it: ids are 1..3000 in each
         assert results[split] == expected and results[split]["n"] == 3000
+        saved = json.loads((tmp_path / "official" / "model" / f"pope-{split}.result.json").read_text())
+        assert saved["meta"] == expected["meta"]
         written = [json.loads(line) for line in (tmp_path / "official" / "benchmarks" / f"coco_pope_{split}.json")
                    .read_text().splitlines()]
         assert written == questions
@@ -80,6 +86,56 @@ def test_official_files_are_the_default_on_val2014_and_repope_relabels(tiny_mode
     for split, kept in relabelled.items():
         given = [{"question_id": q["question_id"], "answer": _says([{"key": q["question_id"]}])[0]} for q in kept]
         expected = {k: v for k, v in pope.score_pope(kept, given, split=split).items() if k != "details"}
+        expected["meta"]["settings"].update(convention="pope", official=False,
+                                            questions_sha256=pope.file_sha256(repope / f"coco_repope_{split}.json"))
         official = pope.score_pope(pope.official_questions(split)[:6], given, split=split)
         assert results[split] == expected and results[split]["accuracy"] != official["accuracy"]  # RePOPE's labels
     assert "POPE: RePOPE's corrected labels, RePOPE labels; convention 'pope'" in table
+
+
+def _refused(tmp_path, *args) -> str:
+    from tests.fixtures.hostile import one_error_line
+
+    result = CliRunner().invoke(app, ["run", "--model", str(tmp_path / "no-model"), "--benchmarks", "pope",
+                                      "--out", str(tmp_path / "eval"), *map(str, args)])
+    line = one_error_line(result)
+    assert not (tmp_path / "eval").exists()
+    return line
+
+
+def test_official_questions_without_coco_root_are_one_line_before_a_model(tmp_path):
+    """The bundled sample has no val2014 images: say so, not "image not found: .../COCO_val2014_...jpg"."""
+    assert _refused(tmp_path, "--pope-source", "official") == (
+        "error: --pope-source official: POPE's official files ask about COCO val2014 images: give --coco-root (a COCO "
+        "folder holding val2014/); without it only the bundled 15-image sample is here (--pope-source build asks "
+        "about it)")
+    folder = tmp_path / "pope"
+    folder.mkdir()
+    for split in pope.SAMPLINGS:
+        (folder / f"coco_pope_{split}.json").write_bytes(gzip.decompress(pope.official_file(split).read_bytes()))
+    assert _refused(tmp_path, "--pope-questions", folder).startswith(
+        "error: --pope-questions: POPE's official files ask about COCO val2014 images: give --coco-root")
+
+
+def test_an_official_file_of_another_split_in_pope_questions_is_refused(tmp_path, val2014):
+    folder = tmp_path / "pope"
+    folder.mkdir()
+    for split, real in zip(pope.SAMPLINGS, ("random", "adversarial", "popular"), strict=True):
+        (folder / f"coco_pope_{split}.json").write_bytes(gzip.decompress(pope.official_file(real).read_bytes()))
+    line = _refused(tmp_path, "--pope-questions", folder, "--coco-root", val2014)
+    assert line == (f"error: {folder / 'coco_pope_popular.json'} is POPE's official adversarial file (sha256 420b…), "
+                    "not popular: give the popular file under this name, or this file as coco_pope_adversarial.json")
+
+
+def test_built_questions_record_the_sha256_of_the_file_written(tiny_models, scripted, tmp_path):
+    out = tmp_path / "built"
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_models["llava"]), "--benchmarks", "pope", "--out",
+                                      str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    hashes = {}
+    for split in pope.SAMPLINGS:
+        settings = json.loads((out / "model" / f"pope-{split}.result.json").read_text())["meta"]["settings"]
+        written = (out / "benchmarks" / f"coco_pope_{split}.json").read_bytes()
+        assert settings["questions_sha256"] == hashlib.sha256(written).hexdigest() and settings["official"] is False
+        hashes[split] = settings["questions_sha256"]
+    assert len(set(hashes.values())) == 3
