@@ -130,7 +130,7 @@ def load_vlm(model: str | Path | None, adapter: str | Path | None = None, *, mer
         net, processor = from_pretrained(str(model), revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
                                          attn_implementation=attn_implementation, key=model_key)
     except (OSError, ValueError) as e:  # missing folder / unknown Hub id / not an image-text-to-text model
-        raise GenerationError(f"cannot load model {model}: {str(e).strip().splitlines()[0]}") from e
+        raise _load_error(model, e) from e
     if adapter is not None:
         from peft import PeftModel
 
@@ -157,7 +157,13 @@ def check_model(model: str | Path | None, adapter: str | Path | None = None, *, 
         with loading_model(str(model), model_key):
             AutoConfig.from_pretrained(str(model), revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise GenerationError(f"cannot load model {model}: {str(e).strip().splitlines()[0]}") from e
+        raise _load_error(model, e) from e
+
+
+def _load_error(model, e: Exception) -> GenerationError:
+    """One line for a model that cannot be loaded, saying "cannot load model" once (`loading_model`'s lines say it)."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return GenerationError(first if first.startswith("cannot load model") else f"cannot load model {model}: {first}")
 
 
 def adapter_base_model(adapter: str | Path, key: str = "--adapter") -> str | None:

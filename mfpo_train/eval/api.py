@@ -170,11 +170,13 @@ def _checked_run(specs, benchmarks, out_dir, opts: SuiteOptions, decoding: Decod
     """Everything that can refuse the run, before a model loads; claims OUT (held by `stack`) and writes the
     question files."""
     from mfpo_data.backends.vlm import check_model, describe_model
-    from mfpo_train.eval.outdir import check_folder, check_settings, claim
+    from mfpo_data.folders import output_root
+    from mfpo_train.eval.outdir import check_folder, check_scope, check_settings, claim
     from mfpo_train.eval.ranks import check_part
 
     names = parse_benchmarks(benchmarks)
     check_folder(out_dir)  # a folder of the user's files is refused before anything else
+    check_scope(output_root(out_dir), names, [spec.name for spec in specs])
     prepared = _prepare(names, opts)  # every data file is checked before a model is loaded
     for spec in specs:
         check_model(spec.model, spec.adapter, revision=spec.revision, trust_remote_code=trust_remote_code,
@@ -247,7 +249,7 @@ def _run_models(specs, run: _Run, opts: SuiteOptions, decoding: Decoding, dtype:
     settings = {n: b.settings for n, b in prepared.items()}
     table = markdown_table(models, report.get("difference"), labels=column_labels(settings),
                            hidden=hidden_columns(settings))
-    write_text(_table_notes(names, prepared, models) + table, out / TABLE_FILE)
+    write_text(_table_notes(names, prepared, models, decoding) + table, out / TABLE_FILE)
     report["table"] = table
     return report
 
@@ -400,13 +402,22 @@ def unparsed_warnings(label: str, unparsed: dict[str, dict[str, int]]) -> list[s
     return lines
 
 
-def _table_notes(names, prepared, models) -> str:
+def _table_notes(names, prepared, models, decoding: Decoding) -> str:
+    from mfpo_data.scorers.io import shown
     from mfpo_train.eval.suite import describe
 
-    notes = [describe(n, prepared[n].settings) for n in names if n in prepared]
+    notes = []
+    if decoding.max_new_tokens != Decoding.max_new_tokens:  # answers cut short change CHAIR and the parsers
+        notes.append(f"Answers limited to --max-new-tokens {decoding.max_new_tokens} (default "
+                     f"{Decoding.max_new_tokens}); answers cut short change CHAIR and recall.")
+    notes += [describe(n, prepared[n].settings) for n in names if n in prepared]
     if "probes" in names:
-        notes.append("Probes: accuracies x100 (preference y_w > y_l on the image m, on the perturbed image m' and on "
-                     "whole-image noise t=999; image reward log p(y_w|m) > log p(y_w|m')); Δlogp in nats.")
+        runs = "; ".join(f"{m['name']} n={p.get('n')} ({p.get('dropped', 0)} dropped)" for m in models
+                         if isinstance(p := m["results"].get("probes"), dict))
+        first = next((m["results"]["probes"] for m in models if isinstance(m["results"].get("probes"), dict)), {})
+        notes.append(f"Probes on {shown(str(first.get('dataset')))} split {first.get('split')!r} ({runs}): accuracies x100 "
+                     "(preference y_w > y_l on the image m, on the perturbed image m' and on whole-image noise t=999; "
+                     "image reward log p(y_w|m) > log p(y_w|m')); Δlogp in nats.")
     for m in models:
         counts = ", ".join(f"{part} {c['unparsed']}/{c['n']}" for part, c in m.get("unparsed", {}).items())
         if counts:

@@ -142,20 +142,35 @@ def _save(result: dict, out: Path | None) -> None:
     typer.echo(scrub(f"wrote {json_path} and {details}"))
 
 
-def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, vocab, out: Path | None):
+def _chair_like(scorer: str, answers: Path, root: Path | None, split: str | None, vocab, out: Path | None,
+                objhal_scorer: str | None = None, allow_partial: bool = False):
     from mfpo_data.scorers import chair, coco
-    from mfpo_data.scorers.io import read_answers
+    from mfpo_data.scorers.io import read_answers, shown
     from mfpo_train.eval import objhal
 
     _check_out(out)
     ann = coco.read_coco(root, _split(root, split))
     rows = read_answers(answers, "image_id", ids=ann.images, benchmark=f"COCO split {ann.split!r}",
                         text=("text", "answer") if scorer == "objhal" else ("answer", "text"))  # RLAIF-V: text first
+    extra: dict = {}
+    if scorer == "objhal":  # which items the file should answer: a partial file is refused or labelled
+        answered = [r["image_id"] for r in rows]
+        what, expected = objhal.expected_items(ann, answered)
+        extra = {"scorer": objhal_scorer, "items": what,
+                 "coverage": objhal.coverage(answered, what, expected, allow_partial=allow_partial,
+                                             source=shown(answers))}
     truth = coco.chair_ground_truth(ann, vocab, {r["image_id"] for r in rows})
     result = objhal.score_objhal(rows, truth, vocab) if scorer == "objhal" else chair.score_chair(rows, truth, vocab)
+    result["meta"]["settings"].update(extra)
     keys = ("CHAIRs", "CHAIRi", "recall", "len", "n", "unparsed") + (("CHAIRs_refine",) if scorer == "objhal" else ())
     settings = vocab.settings
-    _table(f"{scorer} (synonyms {settings['synonyms']}, protocol {settings['protocol']})", [(k, result[k]) for k in keys])
+    how = f"synonyms {settings['synonyms']}, protocol {settings['protocol']}"
+    if extra:
+        done = extra["coverage"] if extra["coverage"] != "complete" else f"n={result['n']} of {extra['items']}"
+        how += f", scorer {objhal_scorer}; {done}"
+    _table(f"{scorer} ({how})", [(k, result[k]) for k in keys])
+    if extra.get("coverage", "complete") != "complete":
+        typer.secho(f"warning: objhal: {extra['coverage']}", fg=typer.colors.YELLOW, err=True)
     _warn_unparsed(scorer, result["unparsed"], result["n"])
     _save(result, out)
 
@@ -192,17 +207,18 @@ def objhal(
         ObjhalScorer, typer.Option(help="rlaifv: RLAIF-V's rule path (WordNet lemmas); chair: the reference CHAIR.")
     ] = ObjhalScorer.rlaifv,
     fixed_vocabulary: FixedOpt = False,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="Score answers that leave items of the set out (refused by "
+                           "default), labelled 'partial: n of N' in the table and the result.")
+    ] = False,
 ) -> None:
     """Object HalBench, rule-based: CHAIR over answers to the 300 description prompts, RLAIF-V's refined synonyms."""
 
     def run():
-        from mfpo_data.scorers.chair import load_vocabulary
         from mfpo_train.eval.objhal import objhal_vocabulary
 
-        vocab = objhal_vocabulary(scorer.value)
-        if fixed_vocabulary:
-            vocab = load_vocabulary("refine", "fixed")
-        _chair_like("objhal", answers, coco_root, split, vocab, out)
+        vocab = objhal_vocabulary(scorer.value, fixed=fixed_vocabulary)
+        _chair_like("objhal", answers, coco_root, split, vocab, out, scorer.value, allow_partial)
 
     _run(run)
 

@@ -77,11 +77,48 @@ def build_objhal_questions(
     return [{"image_id": i, "question": rng.choice(prompts)} for i in chosen]
 
 
-def objhal_vocabulary(scorer: str = "rlaifv") -> ChairVocabulary:
-    """The vocabulary of an Object HalBench scorer ("rlaifv" or "chair"; see the module notes)."""
+def objhal_vocabulary(scorer: str = "rlaifv", *, fixed: bool = False) -> ChairVocabulary:
+    """The vocabulary of an Object HalBench scorer ("rlaifv" or "chair"; see the module notes), or the fixed
+    vocabulary (its own singulars: it is the rlaifv scorer's deviation; the chair scorer with it is refused, since
+    its pattern singulars would not be used)."""
     if scorer not in SCORERS:
         raise MfpoError(f"--objhal-scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
-    return load_vocabulary("refine", SCORERS[scorer])
+    if fixed and scorer == "chair":
+        raise MfpoError("objhal: scorer 'chair' with the fixed vocabulary would score exactly as scorer 'rlaifv' "
+                        "with it (the fixed vocabulary brings its own singulars); drop one of the two")
+    return load_vocabulary("refine", "fixed" if fixed else SCORERS[scorer])
+
+
+def expected_items(coco: CocoAnnotations, answered: Iterable[int]) -> tuple[str, list[int] | None]:
+    """(what, ids) an answers file should cover: the shipped 300 on val2014 when it answers only those, every
+    image with objects of the bundled sample (the items `mfpo-eval run` asks about there); (what, None) for a set
+    of the user's own, which has no list to check against."""
+    answered = set(answered)
+    if coco.split == "val2014":
+        official = [q["image_id"] for q in objhal_questions()]
+        if answered <= set(official):
+            return f"the {len(official)} Object HalBench items", official
+    elif coco.split == "sample":
+        ids = sorted(i for i, objs in coco.objects.items() if objs)
+        return f"the {len(ids)} images of the bundled COCO sample (not the 300 Object HalBench items)", ids
+    return (f"{len(answered)} images of COCO split {coco.split!r} (the answers' own set, not the 300 Object HalBench "
+            "items)"), None
+
+
+def coverage(answered: Sequence[int], what: str, expected: Sequence[int] | None, *, allow_partial: bool,
+             source: str) -> str:
+    """"complete", or "partial: n=299 of the 300 Object HalBench items: not comparable with published tables"
+    with `allow_partial`; without it, answers missing some `expected` items are one line naming them."""
+    given = set(answered)
+    missing = [i for i in expected or () if i not in given]
+    if not missing:
+        return "complete"
+    n = len(expected) - len(missing)
+    if not allow_partial:
+        first = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise MfpoError(f"objhal: {source} answers {n} of {what}; {len(missing)} missing (image_id {first}): answer "
+                        "every item, or --allow-partial to score them labelled partial")
+    return f"partial: n={n} of {what}: not comparable with published tables"
 
 
 def objhal_answer(row: Mapping) -> str:

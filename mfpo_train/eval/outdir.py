@@ -90,10 +90,51 @@ def check_settings(folder: str | Path, settings: dict, *, write: bool = True) ->
     if previous is not None and set(previous) != {"format"}:
         previous.pop("format", None)
         if previous != settings:
-            diff = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise EvalError(f"{shown(folder)} holds a run with other settings ({', '.join(diff)} differ, see "
-                                  f"{shown(folder / SETTINGS_FILE)}); use another --out folder, or remove it to "
-                                  "start over")
+            diff = "; ".join(differences(previous, settings))
+            raise EvalError(f"{shown(folder)} holds a run with other settings ({diff}; see "
+                            f"{shown(folder / SETTINGS_FILE)}); use another --out folder, or remove it to start over")
         return
     if write:
         write_json({"format": RUN_FORMAT, **settings}, folder / SETTINGS_FILE)
+
+
+def differences(there: dict, now: dict) -> list[str]:
+    """`key: <value in the folder> there, <value asked> now` for every setting that differs, nested ones
+    (the suite's) by their own name."""
+    out = []
+    for key in sorted(set(there) | set(now)):
+        a, b = there.get(key, _UNSET), now.get(key, _UNSET)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(differences(a, b))
+        else:
+            out.append(f"{key}: {_value(a)} there, {_value(b)} now")
+    return out
+
+
+_UNSET = object()
+
+
+def _value(value) -> str:
+    return "(not set)" if value is _UNSET else shown(value) if isinstance(value, str) else json.dumps(value)
+
+
+def check_scope(root: Path, benchmarks: list[str], roles: list[str]) -> None:
+    """Refuse a rerun into `root` that would rewrite its results.json and results.md without some of the
+    benchmarks or models (`--base`) they hold: a subset run would silently drop the earlier numbers."""
+    path = root / "results.json"
+    if not path.is_file():
+        return
+    try:
+        data = read_json(path, "results.json")
+        held = list(data["mfpo_eval"]["benchmarks"])
+        held_roles = [m["role"] for m in data["models"]]
+    except (RecordError, KeyError, TypeError):
+        raise EvalError(f"{shown(path)} is damaged (no mfpo_eval.benchmarks or models[].role); use another --out "
+                        "folder") from None
+    dropped = [b for b in held if b not in benchmarks] + [f"the {r} model" for r in held_roles if r not in roles]
+    if dropped:
+        raise EvalError(f"{shown(root)} holds a run of benchmarks {', '.join(held)} for {' and '.join(held_roles)}; "
+                        f"this run would rewrite its results without {', '.join(dropped)}: use another --out folder, "
+                        "or the same --benchmarks and models")

@@ -75,6 +75,8 @@ def column_labels(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     for bench in ("objhal", "chair-coco"):
         if settings.get(bench, {}).get("protocol") == "fixed":
             tag(bench, "fixed vocab")
+    if str(settings.get("objhal", {}).get("source", "")).startswith("seeded"):  # not the 300 Object HalBench items
+        tag("objhal", "seeded")
     pope = settings.get("pope", {})
     if pope:
         if pope.get("labels") == "repope":

@@ -177,10 +177,9 @@ def _protocol(opts: SuiteOptions, default: str) -> str:
 
 
 def _objhal(opts: SuiteOptions) -> Benchmark:
-    from mfpo_data.scorers.chair import load_vocabulary
     from mfpo_train.eval import objhal
 
-    scorer_protocol = objhal.objhal_vocabulary(opts.objhal_scorer).protocol  # checks the name first
+    vocab = objhal.objhal_vocabulary(opts.objhal_scorer, fixed=opts.fixed_vocabulary)  # checks the names first
     coco = _coco(opts)
     if opts.objhal_questions:
         questions, source = objhal.read_objhal_questions(opts.objhal_questions), opts.objhal_questions
@@ -193,8 +192,9 @@ def _objhal(opts: SuiteOptions) -> Benchmark:
                             "or draw a set from this folder with --objhal-images N")
     else:
         n = opts.objhal_images or sum(1 for objs in coco.objects.values() if objs)
-        questions, source = objhal.build_objhal_questions(coco, images=n, seed=opts.seed), f"{n} images, seeded"
-    vocab = load_vocabulary("refine", _protocol(opts, scorer_protocol))
+        where = "the bundled COCO sample" if opts.bundled else f"COCO split {opts.split!r}"
+        questions = objhal.build_objhal_questions(coco, images=n, seed=opts.seed)
+        source = f"seeded: {n} images of {where}, not the 300 Object HalBench images"
     items = _caption_items(coco, questions, opts)
     settings = {"source": source, "coco_split": opts.split, "scorer": opts.objhal_scorer, "protocol": vocab.protocol,
                 "objects": "rules"}

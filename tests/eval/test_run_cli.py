@@ -82,7 +82,11 @@ def test_run_writes_answers_results_and_table(tiny_models, fresh_build, tmp_path
 
     table = (out / "results.md").read_text()
     # the bundled sample has no val2014 images: POPE's questions are seeded, and every POPE column says so
-    assert "| Model | ObjHal CHAIRs↓ | ObjHal CHAIRi↓ | POPE rand F1↑ (seeded) | pop F1↑ (seeded)" in table
+    assert ("| Model | ObjHal CHAIRs↓ (seeded) | ObjHal CHAIRi↓ (seeded) | POPE rand F1↑ (seeded) | pop F1↑ (seeded)"
+            in table)
+    assert table.startswith("- Answers limited to --max-new-tokens 4 (default 512); answers cut short change CHAIR")
+    assert "Object HalBench: " in table and "seeded: 15 images of the bundled COCO sample, not the 300" in table
+    assert "- Probes on " in table and " split 'train' (" in table and " n=6 (0 dropped)" in table
     assert "Pref acc↑" in table and "pooled" not in table.split("\n\n", 1)[1]
     assert table.count(f"| {tiny_models[family].name} |") == 1 and "difference" not in table
     assert "Object HalBench: RLAIF-V's rule path (WordNet lemmas)" in table
@@ -167,9 +171,9 @@ def test_rerun_resumes_and_other_settings_are_refused(tiny_models, fresh_build, 
     _ok(*args[:3], "pope,probes", "--probe-data", fresh_build, "--probe-max-samples", 2, *args[4:])  # probes added
     assert calls == [] and "probes" in json.loads((out / "results.json").read_text())["models"][0]["results"]
 
-    refused = _run(*args[:-2], "--max-new-tokens", 5, "--out", out)
+    refused = _run(*args[:3], "pope,probes", "--probe-data", fresh_build, "--max-new-tokens", 5, "--out", out)
     assert refused.exit_code == 1
-    assert "other settings (max_new_tokens differ" in refused.output and "Traceback" not in refused.output
+    assert "other settings (max_new_tokens: 4 there, 5 now; see" in refused.output and "Traceback" not in refused.output
     assert (out / "model" / "pope-random.answers.jsonl").read_bytes() == first
 
 

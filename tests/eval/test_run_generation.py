@@ -90,7 +90,7 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
     settings = {"model": "m", "max_new_tokens": 8, "items": "abc"}
     check_settings(tmp_path, settings)
     check_settings(tmp_path, dict(settings))  # the same settings: a resume
-    with pytest.raises(EvalError, match="max_new_tokens differ"):
+    with pytest.raises(EvalError, match=r"\(max_new_tokens: 8 there, 16 now; see "):
         check_settings(tmp_path, {**settings, "max_new_tokens": 16})
     assert json.loads((tmp_path / outdir.SETTINGS_FILE).read_text()) == {"format": "mfpo-eval/1", **settings}
 

@@ -47,8 +47,48 @@ def test_a_rerun_with_other_settings(tiny_models, finished, tmp_path, loads):
     shutil.copytree(finished, out)
     before = tree(out)
     line = _refused("--model", tiny_models["llava"], "--benchmarks", "pope", "--max-new-tokens", 5, "--out", out)
-    assert f"{out / 'model'} holds a run with other settings (max_new_tokens differ" in line
+    assert f"{out / 'model'} holds a run with other settings (max_new_tokens: 4 there, 5 now; see " in line
+    line = _refused("--model", tiny_models["llava"], "--benchmarks", "pope", "--max-new-tokens", 4,
+                    "--pope-convention", "llava", "--out", out)
+    assert "other settings (pope_convention: pope there, llava now; see " in line  # the suite's key, both values
     assert loads == [] and tree(out) == before
+
+
+@pytest.fixture(scope="module")
+def finished_two(tiny_models, tmp_path_factory):
+    """A finished run of the tiny LLaVA and its base on POPE and Object HalBench (scripted answers)."""
+    out = tmp_path_factory.mktemp("finished_two") / "eval"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vlm, "generate_batch", lambda m, p, items, n: fake_answers(items))
+        result = CliRunner().invoke(app, ["run", "--model", str(tiny_models["llava"]), "--base",
+                                          str(tiny_models["llava"]), "--benchmarks", "pope,objhal",
+                                          "--max-new-tokens", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("subset", ["one benchmark", "no base"])
+def test_a_rerun_with_a_subset_keeps_the_results(tiny_models, finished_two, tmp_path, loads, subset):
+    out = tmp_path / "eval"
+    shutil.copytree(finished_two, out)
+    before = tree(out)
+    model = tiny_models["llava"]
+    args = (["--base", model, "--benchmarks", "pope"] if subset == "one benchmark" else ["--benchmarks", "pope,objhal"])
+    line = _refused("--model", model, *args, "--max-new-tokens", 4, "--out", out)
+    dropped = "objhal" if subset == "one benchmark" else "the base model"
+    assert line == (f"error: {out} holds a run of benchmarks pope, objhal for model and base; this run would rewrite "
+                    f"its results without {dropped}: use another --out folder, or the same --benchmarks and models")
+    assert loads == [] and tree(out) == before
+
+
+def test_a_base_that_is_an_adapter_folder_is_one_plain_line(tiny_models, tmp_path, loads):
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_models["llava"])}))
+    line = _refused("--model", tiny_models["llava"], "--base", adapter, "--benchmarks", "pope", "--out",
+                    tmp_path / "eval")
+    assert line.startswith(f"error: cannot load model '{adapter}' (--base): ") and line.count("cannot load model") == 1
+    assert loads == [] and not (tmp_path / "eval").exists()
 
 
 @pytest.mark.parametrize("which", ["--model", "--base"])
@@ -110,4 +150,12 @@ def test_a_missing_question_file(tiny_models, tmp_path, loads, bench):
     }[bench]
     line = _refused("--model", tiny_models["llava"], "--benchmarks", bench, *args, "--out", tmp_path / "eval")
     assert line.startswith(expected)
+    assert loads == [] and not (tmp_path / "eval").exists()
+
+
+def test_the_chair_objhal_scorer_with_the_fixed_vocabulary(tiny_models, tmp_path, loads):
+    line = _refused("--model", tiny_models["llava"], "--benchmarks", "objhal", "--objhal-scorer", "chair",
+                    "--fixed-vocabulary", "--out", tmp_path / "eval")
+    assert line == ("error: objhal: scorer 'chair' with the fixed vocabulary would score exactly as scorer 'rlaifv' "
+                    "with it (the fixed vocabulary brings its own singulars); drop one of the two")
     assert loads == [] and not (tmp_path / "eval").exists()
