@@ -390,10 +390,14 @@ def _mmhal(opts: SuiteOptions) -> Benchmark:
 def describe(name: str, settings: dict) -> str:
     """One sentence saying how a benchmark's numbers were computed (results.md, the table notes)."""
     if name == "objhal":
-        how = {"rlaifv": "RLAIF-V's rule path (WordNet lemmas)", "chair": "the reference CHAIR (pattern singulars)"}
-        vocab = ("fixed vocabulary (not the reference's: dead synonym entries revived, inflect singulars)"
-                 if settings.get("protocol") == "fixed" else "RLAIF-V's refined synonyms")
-        return (f"Object HalBench: {how.get(settings.get('scorer'), settings.get('scorer'))}, {vocab}; objects found "
+        how = {"rlaifv": "RLAIF-V's rule path (WordNet lemmas), RLAIF-V's refined synonyms",
+               "chair": "the reference CHAIR (pattern singulars), RLAIF-V's refined synonyms"}
+        if settings.get("protocol") == "fixed":  # its own singulars: neither WordNet's lemmas nor pattern's
+            described = ("CHAIR with the fixed vocabulary (RLAIF-V's refined synonyms stripped and lower-cased, inflect "
+                         "singulars; not a reference's numbers)")
+        else:
+            described = how.get(settings.get("scorer"), str(settings.get("scorer")))
+        return (f"Object HalBench: {described}; objects found "
                 f"by rules, not by a GPT judge, so not comparable with GPT-judged tables; {settings.get('source')}.")
     if name == "chair-coco":
         vocab = ("fixed vocabulary (not the reference's: dead synonym entries revived, inflect singulars)"

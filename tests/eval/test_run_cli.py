@@ -204,3 +204,18 @@ def test_notebook_api_returns_the_results_of_the_run(tiny_models, fresh_build, t
     results = evaluate(model, processor, benchmark=["pope", "probes"], probe_data=str(fresh_build), probe_max_samples=4,
                        max_new_tokens=4, progress=False)
     assert json.loads(json.dumps(results)) == from_cli
+
+
+def test_the_object_halbench_sentence_names_the_singulars_its_protocol_used():
+    """results.md's sentence for each Object HalBench protocol: the fixed vocabulary brings inflect's singulars, so
+    it never says "WordNet lemmas" (the rlaifv path) or "pattern singulars" (the reference CHAIR) for it."""
+    from mfpo_train.eval.suite import describe
+
+    said = {key: describe("objhal", {"scorer": scorer, "protocol": protocol, "source": "seeded"})
+            for key, (scorer, protocol) in {"rlaifv": ("rlaifv", "rlaifv"), "chair": ("chair", "reference"),
+                                            "fixed": ("rlaifv", "fixed")}.items()}
+    assert said["rlaifv"].startswith("Object HalBench: RLAIF-V's rule path (WordNet lemmas), RLAIF-V's refined synonyms;")
+    assert said["chair"].startswith("Object HalBench: the reference CHAIR (pattern singulars), RLAIF-V's refined synonyms;")
+    assert said["fixed"].startswith("Object HalBench: CHAIR with the fixed vocabulary (RLAIF-V's refined synonyms "
+                                    "stripped and lower-cased, inflect singulars; not a reference's numbers);")
+    assert "WordNet" not in said["fixed"] and "pattern" not in said["fixed"]
