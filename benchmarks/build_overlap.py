@@ -92,12 +92,14 @@ class SimulatedDevice:
     def reset(self, share: float = 1.0, budget: float | None = None) -> None:
         self.share, self.budget = share, budget
         self.active, self.memory, self.peak_memory, self.calls, self.busy_s, self._since = 0, 0.0, 0.0, 0, 0.0, None
+        self.started = 0
 
     def call(self, cost_s: float, memory: float) -> None:
         with self.lock:
             if self.budget is not None:  # policy "budget": wait until this call's memory fits beside the others'
                 self.lock.wait_for(lambda: self.memory == 0 or self.memory + memory <= self.budget)
             self.active += 1
+            self.started += 1
             self.memory += memory
             self.peak_memory = max(self.peak_memory, self.memory)
             if self.active == 1:
@@ -105,9 +107,14 @@ class SimulatedDevice:
         try:
             left = cost_s
             while left > 0:  # progress is the wall time that passed (a late wake-up, waiting for the GIL, still ran)
-                rate = min(1.0, 1.0 / (self.active * self.share))
+                with self.lock:
+                    running, started = self.active, self.started
+                    rate = min(1.0, 1.0 / (running * self.share))
                 start = time.perf_counter()
                 time.sleep(min(self.TICK_S, left / rate))
+                with self.lock:  # a call that joined during the sleep shared it: count the sleep at the slower rate
+                    joined = self.started - started
+                    rate = min(rate, 1.0 / (max(running + joined, self.active) * self.share))
                 left -= (time.perf_counter() - start) * rate
         finally:
             with self.lock:
