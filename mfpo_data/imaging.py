@@ -170,7 +170,11 @@ def rle_encode(mask: np.ndarray) -> dict:
     """bool (H, W) -> COCO compressed RLE with a str `counts` (JSON- and Arrow-friendly)."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    import cv2
+
+    # Column-major uint8, as pycocotools wants it: OpenCV's transpose of the mask's bytes is a third of the time of
+    # numpy's asfortranarray.
+    rle = mask_utils.encode(cv2.transpose(np.ascontiguousarray(mask, dtype=bool).view(np.uint8)).T)
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
