@@ -168,9 +168,8 @@ def box_mask(box, height: int, width: int) -> np.ndarray:
 
 def rle_encode(mask: np.ndarray) -> dict:
     """bool (H, W) -> COCO compressed RLE with a str `counts` (JSON- and Arrow-friendly)."""
-    from pycocotools import mask as mask_utils
-
     import cv2
+    from pycocotools import mask as mask_utils
 
     # Column-major uint8, as pycocotools wants it: OpenCV's transpose of the mask's bytes is a third of the time of
     # numpy's asfortranarray.
