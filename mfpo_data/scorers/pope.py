@@ -413,25 +413,44 @@ def score_pope(
     n = len(questions)
     if not n:
         raise MfpoError("pope: no questions to score")
+    rates = _rates(tp, fp, fn, correct=correct, yes=yes, n=n, parser=parser)
+    metrics = {**_x100(rates), "TP": tp, "FP": fp, "TN": tn, "FN": fn, "n": n, "unparsed": unparsed}
+    settings = {"parser": parser, "split": split}
+    return make_result("pope", metrics, ids=[q["question_id"] for q in questions], settings=settings, details=details)
+
+
+def _rates(tp: int, fp: int, fn: int, *, correct: int, yes: int, n: int, parser: str) -> dict[str, float | None]:
+    """The five rates as fractions, unrounded (see `score_pope` for the empty denominators)."""
     empty = None if parser == "pope" else 0.0
     precision, recall = _div(tp, tp + fp, empty), _div(tp, tp + fn, empty)
     if precision is None or recall is None:
         f1 = None
     else:
         f1 = _div(2 * precision * recall, precision + recall, 0.0)
-    rates = {"accuracy": correct / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
-    metrics = {**_x100(rates), "TP": tp, "FP": fp, "TN": tn, "FN": fn, "n": n, "unparsed": unparsed}
-    settings = {"parser": parser, "split": split}
-    return make_result("pope", metrics, ids=[q["question_id"] for q in questions], settings=settings, details=details)
+    return {"accuracy": correct / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
+
+
+def _split_rates(result: Mapping) -> Mapping[str, float | None]:
+    """A split's rates unrounded, recomputed from a `score_pope` result's counts and details; else its numbers."""
+    details, parser = result.get("details"), result.get("meta", {}).get("settings", {}).get("parser")
+    if not details or parser not in PARSERS or not all(k in result for k in ("TP", "FP", "FN", "n")):
+        return {k: (v / 100 if isinstance(v, (int, float)) else None) for k, v in result.items()}
+    return _rates(result["TP"], result["FP"], result["FN"], correct=sum(d["pred"] == d["label"] for d in details),
+                  yes=sum(d["pred"] == "yes" for d in details), n=result["n"], parser=parser)
 
 
 def mean_over_splits(results: Mapping[str, Mapping]) -> dict[str, float | None]:
-    """The mean of each metric over the splits (LLaVA's "POPE 85.9" is the mean F1 of the three)."""
+    """The mean of each metric over the splits (LLaVA's "POPE 85.9" is the mean F1 of the three).
+
+    Of `score_pope` results, the mean of the unrounded split rates, rounded once (splits at 1/2 and 1/3
+    give 41.7, where the mean of their printed 50.0 and 33.3 would give 41.6); of plain dicts, of their numbers.
+    """
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+    rates = [_split_rates(r) for r in results.values()]
     out = {}
     for k in keys:
-        values = [r[k] for r in results.values() if r.get(k) is not None]
-        out[k] = round(sum(values) / len(values), 1) if values else None
+        values = [r[k] for r in rates if r.get(k) is not None]
+        out[k] = round(100 * sum(values) / len(values), 1) if values else None
     return out
 
 

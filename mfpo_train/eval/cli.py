@@ -385,13 +385,21 @@ def amber(
             nouns=nouns.value,
         )
         settings = result["meta"]["settings"]
+        settings["coverage"] = coverage = amber_mod.coverage([row["id"] for row in result["details"]], data)
+        for part, label in coverage.items():
+            if label != "complete":
+                typer.secho(f"warning: amber {part}: {label}", fg=typer.colors.YELLOW, err=True)
         if "generative" in result:
             sim = settings["similarity"]
             how = "exact match, not the reference's 0.8 similarity" if sim == "exact" else f"{sim} > {threshold}"
-            _table(f"AMBER generative (nouns: {settings['nouns']}; {how})", list(result["generative"].items()))
+            partial = "" if coverage["generative"] == "complete" else f"; {coverage['generative']}"
+            _table(f"AMBER generative (nouns: {settings['nouns']}; {how}{partial})", list(result["generative"].items()))
             _warn_unparsed("amber generative", result["generative"]["unparsed"], result["generative"]["n"])
+        how = "" if settings["parser"] == "exact" else " (parser lenient: the first word, not AMBER's exact 'Yes'/'No')"
+        if coverage.get("discriminative", "complete") != "complete":
+            how += f" ({coverage['discriminative']})"
         for name, m in result.get("discriminative", {}).items():
-            _table(f"AMBER discriminative: {name}", list(m.items()))
+            _table(f"AMBER discriminative: {name}{how}", list(m.items()))
         if "discriminative" in result:
             overall = result["discriminative"]["overall"]
             _warn_unparsed("amber yes/no", overall["unparsed"], overall["n"])

@@ -169,6 +169,25 @@ def test_mean_over_splits():
         pope.convention("strict")
 
 
+def _split(tp: int, fn: int, tn: int, fp: int) -> tuple[list[dict], list[dict]]:
+    rows = [(lab, ans) for lab, ans, k in (("yes", "yes", tp), ("yes", "no", fn), ("no", "no", tn), ("no", "yes", fp))
+            for _ in range(k)]
+    return ([{"question_id": i, "image": f"{i}.jpg", "text": "Is there a dog in the image?", "label": lab}
+             for i, (lab, _) in enumerate(rows)], [{"question_id": i, "answer": ans} for i, (_, ans) in enumerate(rows)])
+
+
+@pytest.mark.parametrize("parser", ["pope", "exact", "yorn"])
+def test_the_mean_over_splits_is_of_the_unrounded_rates(parser):
+    # accuracy 1/2 and 1/3: printed 50.0 and 33.3, whose mean rounds to 41.6; the mean of the rates is 41.67
+    results = {"random": pope.score_pope(*_split(1, 1, 1, 1), parser=parser),
+               "popular": pope.score_pope(*_split(1, 1, 1, 3), parser=parser)}
+    assert (results["random"]["accuracy"], results["popular"]["accuracy"]) == (50.0, 33.3)
+    mean = pope.mean_over_splits(results)
+    assert mean["accuracy"] == 41.7
+    assert mean["yes_ratio"] == round(100 * (2 / 4 + 4 / 6) / 2, 1) == 58.3
+    assert mean["f1"] == round(100 * (1 / 2 + 2 * (1 / 4) * (1 / 2) / (1 / 4 + 1 / 2)) / 2, 1) == 41.7
+
+
 def test_reads_the_official_file_format(tmp_path):
     line = {
         "question_id": 1,
