@@ -291,6 +291,13 @@ def read_pope_answers(path: str | Path, questions: Sequence[Mapping], *, split: 
     return [row for _, row in records]
 
 
+def answers_carry_questions(rows: Sequence[Mapping]) -> bool:
+    """Whether any line of an answers file carries the question it answers (`prompt` or `question`), so that
+    `read_pope_answers` could check it against the split. Plain `{"question_id", "answer"}` lines cannot be
+    checked: the official splits share ids, images and labels, so another split's answers read as this one's."""
+    return any(_asked(row) is not None for row in rows)
+
+
 def official_file(split: str) -> Path:
     """The shipped official question file of a split (gzip of POPE's `coco_pope_<split>.json`)."""
     if split not in SAMPLINGS:
@@ -465,6 +472,6 @@ def pooled_over_splits(questions: Mapping[str, Sequence[Mapping]], answers: Mapp
 
 __all__ = [
     "SAMPLINGS", "PARSERS", "CONVENTIONS", "build_pope_questions", "write_pope_questions", "read_pope_questions",
-    "split_name", "file_split", "official_split", "questions_sha256", "read_pope_answers", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
+    "split_name", "file_split", "official_split", "questions_sha256", "read_pope_answers", "answers_carry_questions", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
     "pooled_over_splits", "question_text",
 ]  # fmt: skip
