@@ -386,7 +386,7 @@ def score_pope(
     per question: `question_id`, `label`, `pred` (None: unparsed), `answer`.
 
     - `pope`: an unreadable answer is "yes" (so it is in TP or FP); rates of an empty denominator are None
-      (POPE's script divides by zero there).
+      (POPE's script divides by zero there), F1 too when precision and recall are both 0.
     - `exact` (lmms-eval): an unparsed answer is wrong for accuracy and in no cell; empty rates are 0.
     - `yorn` (VLMEvalKit): an unparsed answer is wrong for accuracy and counts as "no" (FN or TN); empty
       rates are 0.
@@ -433,7 +433,7 @@ def _rates(tp: int, fp: int, fn: int, *, correct: int, yes: int, n: int, parser:
     if precision is None or recall is None:
         f1 = None
     else:
-        f1 = _div(2 * precision * recall, precision + recall, 0.0)
+        f1 = _div(2 * precision * recall, precision + recall, empty)  # TP 0 beside FP and FN: POPE divides by 0
     return {"accuracy": correct / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
 
 

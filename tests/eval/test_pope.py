@@ -200,3 +200,16 @@ def test_reads_the_official_file_format(tmp_path):
     )
     with pytest.raises(MfpoError, match="coco_pope_adversarial.json:2: label must be yes or no"):
         pope.read_pope_questions(tmp_path / "coco_pope_adversarial.json")
+
+
+@pytest.mark.parametrize(("parser", "f1"), [("pope", None), ("exact", 0.0), ("yorn", 0.0)])
+def test_f1_when_no_answer_is_a_true_yes(parser, f1):
+    """TP 0 beside FP and FN: precision and recall are 0 and POPE's evaluate.py divides by zero for F1 (no
+    number: None); lmms-eval and VLMEvalKit give 0."""
+    qs = [{"question_id": i, "image": "a.jpg", "text": "Is there a cat in the image?", "label": label}
+          for i, label in enumerate(["yes", "no", "yes", "no"])]
+    ans = [{"question_id": 0, "answer": "no"}, {"question_id": 1, "answer": "yes"},
+           {"question_id": 2, "answer": "no"}, {"question_id": 3, "answer": "yes"}]
+    r = pope.score_pope(qs, ans, parser=parser)
+    assert (r["TP"], r["FP"], r["TN"], r["FN"]) == (0, 2, 0, 2)
+    assert (r["precision"], r["recall"], r["f1"], r["accuracy"]) == (0.0, 0.0, f1, 0.0)
