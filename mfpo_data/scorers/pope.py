@@ -451,13 +451,15 @@ def mean_over_splits(results: Mapping[str, Mapping]) -> dict[str, float | None]:
 
     Of `score_pope` results, the mean of the unrounded split rates, rounded once (splits at 1/2 and 1/3
     give 41.7, where the mean of their printed 50.0 and 33.3 would give 41.6); of plain dicts, of their numbers.
+    A metric that some split lacks (None: POPE's script divides by zero there) has no mean: a mean of the
+    other splits would read as the mean of all of them.
     """
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
     rates = [_split_rates(r) for r in results.values()]
     out = {}
     for k in keys:
-        values = [r[k] for r in rates if r.get(k) is not None]
-        out[k] = round(100 * sum(values) / len(values), 1) if values else None
+        values = [r.get(k) for r in rates]
+        out[k] = None if not values or None in values else round(100 * sum(values) / len(values), 1)
     return out
 
 

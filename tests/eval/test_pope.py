@@ -213,3 +213,11 @@ def test_f1_when_no_answer_is_a_true_yes(parser, f1):
     r = pope.score_pope(qs, ans, parser=parser)
     assert (r["TP"], r["FP"], r["TN"], r["FN"]) == (0, 2, 0, 2)
     assert (r["precision"], r["recall"], r["f1"], r["accuracy"]) == (0.0, 0.0, f1, 0.0)
+
+
+def test_a_metric_missing_in_one_split_has_no_mean():
+    # popular: TP 0, FP 2, FN 1 -> POPE's F1 divides by zero; the mean F1 of random alone would pose as the mean
+    results = {"random": pope.score_pope(*_split(1, 1, 1, 1)), "popular": pope.score_pope(*_split(0, 1, 1, 2))}
+    assert results["popular"]["f1"] is None
+    mean = pope.mean_over_splits(results)
+    assert mean["f1"] is None and mean["accuracy"] == round(100 * (2 / 4 + 1 / 4) / 2, 1)
