@@ -291,6 +291,13 @@ def read_pope_answers(path: str | Path, questions: Sequence[Mapping], *, split: 
     return [row for _, row in records]
 
 
+def answers_carry_questions(rows: Sequence[Mapping]) -> bool:
+    """Whether any line of an answers file carries the question it answers (`prompt` or `question`), so that
+    `read_pope_answers` could check it against the split. Plain `{"question_id", "answer"}` lines cannot be
+    checked: the official splits share ids, images and labels, so another split's answers read as this one's."""
+    return any(_asked(row) is not None for row in rows)
+
+
 def official_file(split: str) -> Path:
     """The shipped official question file of a split (gzip of POPE's `coco_pope_<split>.json`)."""
     if split not in SAMPLINGS:
@@ -379,7 +386,7 @@ def score_pope(
     per question: `question_id`, `label`, `pred` (None: unparsed), `answer`.
 
     - `pope`: an unreadable answer is "yes" (so it is in TP or FP); rates of an empty denominator are None
-      (POPE's script divides by zero there).
+      (POPE's script divides by zero there), F1 too when precision and recall are both 0.
     - `exact` (lmms-eval): an unparsed answer is wrong for accuracy and in no cell; empty rates are 0.
     - `yorn` (VLMEvalKit): an unparsed answer is wrong for accuracy and counts as "no" (FN or TN); empty
       rates are 0.
@@ -413,25 +420,46 @@ def score_pope(
     n = len(questions)
     if not n:
         raise MfpoError("pope: no questions to score")
-    empty = None if parser == "pope" else 0.0
-    precision, recall = _div(tp, tp + fp, empty), _div(tp, tp + fn, empty)
-    if precision is None or recall is None:
-        f1 = None
-    else:
-        f1 = _div(2 * precision * recall, precision + recall, 0.0)
-    rates = {"accuracy": correct / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
+    rates = _rates(tp, fp, fn, correct=correct, yes=yes, n=n, parser=parser)
     metrics = {**_x100(rates), "TP": tp, "FP": fp, "TN": tn, "FN": fn, "n": n, "unparsed": unparsed}
     settings = {"parser": parser, "split": split}
     return make_result("pope", metrics, ids=[q["question_id"] for q in questions], settings=settings, details=details)
 
 
+def _rates(tp: int, fp: int, fn: int, *, correct: int, yes: int, n: int, parser: str) -> dict[str, float | None]:
+    """The five rates as fractions, unrounded (see `score_pope` for the empty denominators)."""
+    empty = None if parser == "pope" else 0.0
+    precision, recall = _div(tp, tp + fp, empty), _div(tp, tp + fn, empty)
+    if precision is None or recall is None:
+        f1 = None
+    else:
+        f1 = _div(2 * precision * recall, precision + recall, empty)  # TP 0 beside FP and FN: POPE divides by 0
+    return {"accuracy": correct / n, "precision": precision, "recall": recall, "f1": f1, "yes_ratio": yes / n}
+
+
+def _split_rates(result: Mapping) -> Mapping[str, float | None]:
+    """A split's rates unrounded, recomputed from a `score_pope` result's counts and details; else its numbers."""
+    details, parser = result.get("details"), result.get("meta", {}).get("settings", {}).get("parser")
+    if not details or parser not in PARSERS or not all(k in result for k in ("TP", "FP", "FN", "n")):
+        return {k: (v / 100 if isinstance(v, (int, float)) else None) for k, v in result.items()}
+    return _rates(result["TP"], result["FP"], result["FN"], correct=sum(d["pred"] == d["label"] for d in details),
+                  yes=sum(d["pred"] == "yes" for d in details), n=result["n"], parser=parser)
+
+
 def mean_over_splits(results: Mapping[str, Mapping]) -> dict[str, float | None]:
-    """The mean of each metric over the splits (LLaVA's "POPE 85.9" is the mean F1 of the three)."""
+    """The mean of each metric over the splits (LLaVA's "POPE 85.9" is the mean F1 of the three).
+
+    Of `score_pope` results, the mean of the unrounded split rates, rounded once (splits at 1/2 and 1/3
+    give 41.7, where the mean of their printed 50.0 and 33.3 would give 41.6); of plain dicts, of their numbers.
+    A metric that some split lacks (None: POPE's script divides by zero there) has no mean: a mean of the
+    other splits would read as the mean of all of them.
+    """
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+    rates = [_split_rates(r) for r in results.values()]
     out = {}
     for k in keys:
-        values = [r[k] for r in results.values() if r.get(k) is not None]
-        out[k] = round(sum(values) / len(values), 1) if values else None
+        values = [r.get(k) for r in rates]
+        out[k] = None if not values or None in values else round(100 * sum(values) / len(values), 1)
     return out
 
 
@@ -446,6 +474,6 @@ def pooled_over_splits(questions: Mapping[str, Sequence[Mapping]], answers: Mapp
 
 __all__ = [
     "SAMPLINGS", "PARSERS", "CONVENTIONS", "build_pope_questions", "write_pope_questions", "read_pope_questions",
-    "split_name", "file_split", "official_split", "questions_sha256", "read_pope_answers", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
+    "split_name", "file_split", "official_split", "questions_sha256", "read_pope_answers", "answers_carry_questions", "official_questions", "read_repope_questions", "parse_yes_no", "score_pope", "mean_over_splits",
     "pooled_over_splits", "question_text",
 ]  # fmt: skip

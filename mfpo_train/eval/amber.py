@@ -164,6 +164,21 @@ def amber_nouns(text: str, vocabulary: set[str], nouns: str = "auto") -> list[st
     return [w for w in lemmas if w in vocabulary]
 
 
+def coverage(answered: Sequence[int], data: AmberData) -> dict[str, str]:
+    """Per task answered ("generative", "discriminative"): "complete" when the answers cover every item of that
+    type in annotations.json, else "partial: n=X of the Y AMBER <task> items: not comparable with published tables"
+    (the reference scores whatever its inference file holds; a table number needs the whole set)."""
+    done = set(answered)
+    out = {}
+    for task in ("generative", "discriminative"):
+        items = [i for i, item in data.annotations.items() if (item["type"] == "generative") == (task == "generative")]
+        n = sum(i in done for i in items)
+        if n:
+            out[task] = "complete" if n == len(items) else \
+                f"partial: n={n} of the {len(items)} AMBER {task} items: not comparable with published tables"
+    return out
+
+
 def _mark(flags: list, j: int, tail: int) -> None:
     # inference.py: an association hit (j in the head) marks the object it belongs to (flags[j]).
     if j < len(flags) - tail:

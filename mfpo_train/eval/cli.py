@@ -302,6 +302,7 @@ def pope_score(
 
     def run():
         from mfpo_data.scorers import pope
+        from mfpo_data.scorers.io import shown
         from mfpo_data.scorers.results import make_result
 
         _check_out(out)
@@ -320,9 +321,14 @@ def pope_score(
             given_q[name] = given
             given_a[name] = pope.read_pope_answers(a, given, split=name, questions_path=q)
             results[name] = pope.score_pope(given_q[name], given_a[name], parser=conv.parser, split=name)
-            hashes[name] = {"sha256": sha, "official": sha == pope.OFFICIAL_SHA256.get(name)}
+            checked = pope.answers_carry_questions(given_a[name])
+            hashes[name] = {"sha256": sha, "official": sha == pope.OFFICIAL_SHA256.get(name), "answers_checked": checked}
             results[name]["meta"]["settings"].update(convention=conv.name, questions_sha256=sha,
-                                                     official=hashes[name]["official"])
+                                                     official=hashes[name]["official"], answers_checked=checked)
+            if not checked:
+                typer.secho(f"warning: pope {name}: {shown(a)} carries no question text ('prompt' or 'question'), so "
+                            f"it cannot be checked against {shown(q)}; answers to another split would score as "
+                            f"{name}", fg=typer.colors.YELLOW, err=True)
         keys = ("accuracy", "precision", "recall", "f1", "yes_ratio", "n", "unparsed")
         for name, r in results.items():
             official = "official file" if hashes[name]["official"] else "not the official file"
@@ -333,7 +339,9 @@ def pope_score(
             return
         mean = pope.mean_over_splits(results)
         pooled = pope.pooled_over_splits(given_q, given_a, conv.parser)
-        _table("POPE mean over splits" + (" (the headline)" if conv.headline == "mean" else ""), list(mean.items()))
+        counts = [("n", sum(r["n"] for r in results.values())), ("unparsed", sum(r["unparsed"] for r in results.values()))]
+        _table("POPE mean over splits" + (" (the headline)" if conv.headline == "mean" else ""),
+               list(mean.items()) + counts)
         _table("POPE pooled over splits" + (" (the headline)" if conv.headline == "pooled" else ""),
                [(k, pooled[k]) for k in keys])
         splits = {name: {k: v for k, v in r.items() if k != "details"} for name, r in results.items()}
@@ -385,13 +393,21 @@ def amber(
             nouns=nouns.value,
         )
         settings = result["meta"]["settings"]
+        settings["coverage"] = coverage = amber_mod.coverage([row["id"] for row in result["details"]], data)
+        for part, label in coverage.items():
+            if label != "complete":
+                typer.secho(f"warning: amber {part}: {label}", fg=typer.colors.YELLOW, err=True)
         if "generative" in result:
             sim = settings["similarity"]
             how = "exact match, not the reference's 0.8 similarity" if sim == "exact" else f"{sim} > {threshold}"
-            _table(f"AMBER generative (nouns: {settings['nouns']}; {how})", list(result["generative"].items()))
+            partial = "" if coverage["generative"] == "complete" else f"; {coverage['generative']}"
+            _table(f"AMBER generative (nouns: {settings['nouns']}; {how}{partial})", list(result["generative"].items()))
             _warn_unparsed("amber generative", result["generative"]["unparsed"], result["generative"]["n"])
+        how = "" if settings["parser"] == "exact" else " (parser lenient: the first word, not AMBER's exact 'Yes'/'No')"
+        if coverage.get("discriminative", "complete") != "complete":
+            how += f" ({coverage['discriminative']})"
         for name, m in result.get("discriminative", {}).items():
-            _table(f"AMBER discriminative: {name}", list(m.items()))
+            _table(f"AMBER discriminative: {name}{how}", list(m.items()))
         if "discriminative" in result:
             overall = result["discriminative"]["overall"]
             _warn_unparsed("amber yes/no", overall["unparsed"], overall["n"])

@@ -305,9 +305,11 @@ def _pope(opts: SuiteOptions) -> Benchmark:
         given = {s: [{"question_id": a["question_id"], "answer": a["answer"]} for a in answers[f"pope-{s}"]]
                  for s in questions}
         out = {s: pope.score_pope(questions[s], given[s], parser=conv.parser, split=s) for s in questions}
-        for s in questions:  # as the `pope` command records them: which file, not only which ids (1..3000 in each)
+        for s in questions:  # as the `pope` command records them: which file, not only which ids (1..3000 in each);
+            # the answers are checked: every written answer is read back against its item's prompt
             out[s]["meta"]["settings"].update(convention=conv.name, questions_sha256=settings["files"][s]["sha256"],
-                                              official=settings["files"][s].get("official", False))
+                                              official=settings["files"][s].get("official", False),
+                                              answers_checked=True)
         out["mean"] = pope.mean_over_splits(out)
         out["pooled"] = pope.pooled_over_splits(questions, given, conv.parser)
         return out

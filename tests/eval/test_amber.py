@@ -115,3 +115,45 @@ def test_answers_file_and_unknown_ids(data, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": 1, "answer": "ok"}\n{"id": 2}\n')
     with pytest.raises(MfpoError, match="bad.jsonl:2: missing field 'response' or 'answer'"):
         amber.read_amber_answers(tmp_path / "bad.jsonl")
+
+
+def _cli_root(tmp_path):
+    root = tmp_path / "amber"
+    root.mkdir()
+    (root / "relation.json").write_text(json.dumps({"dog": ["puppy"], "grass": ["ground"], "cat": []}))
+    items = [{"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat"]},
+             {"id": 2, "type": "generative", "truth": ["dog"], "hallu": ["cat"]},
+             {"id": 3, "type": "discriminative-hallucination", "truth": "no"},
+             {"id": 4, "type": "discriminative-relation", "truth": "yes"}]
+    (root / "annotations.json").write_text(json.dumps(items))
+    (root / "safe_words.txt").write_text("light\n")
+    return root
+
+
+@pytest.mark.parametrize("ids", [(1, 2, 3, 4), (1, 3, 4), (1, 2, 3)])
+def test_the_command_labels_a_partial_answers_file_and_the_lenient_parser(tmp_path, ids):
+    from typer.testing import CliRunner
+
+    from mfpo_train.eval.cli import app
+
+    answers = tmp_path / "answers.json"
+    text = {1: "A puppy on the ground.", 2: "A dog.", 3: "No", 4: "yes, it is"}
+    answers.write_text(json.dumps([{"id": i, "response": text[i]} for i in ids]))
+    out = tmp_path / "amber.json"
+    args = ["amber", "--amber-root", str(_cli_root(tmp_path)), "--answers", str(answers), "--out", str(out)]
+    run = CliRunner().invoke(app, [*args, "--parser", "lenient"], terminal_width=400)
+    assert run.exit_code == 0, run.output
+    flat = " ".join(run.output.split())  # rich wraps a title to its table's width
+    generative = "partial: n=1 of the 2 AMBER generative items: not comparable with published tables"
+    discriminative = "partial: n=1 of the 2 AMBER discriminative items: not comparable with published tables"
+    expected = {"generative": generative if 2 not in ids else "complete",
+                "discriminative": discriminative if 4 not in ids else "complete"}
+    assert json.loads(out.read_text())["meta"]["settings"]["coverage"] == expected
+    for label in (generative, discriminative):
+        assert (flat.count(label) >= 2) == (label in expected.values())  # the warning and each of its tables
+        assert (f"warning: amber {label.split(' items')[0].split()[-1]}: {label}" in flat) == (
+            label in expected.values())
+    assert "AMBER discriminative: overall (parser lenient: the first word, not AMBER's exact 'Yes'/'No')" in flat
+    plain = CliRunner().invoke(app, ["amber", "--amber-root", str(tmp_path / "amber"), "--answers", str(answers)],
+                               terminal_width=400)
+    assert plain.exit_code == 0 and "parser lenient" not in plain.output and "AMBER discriminative: overall" in plain.output

@@ -169,6 +169,25 @@ def test_mean_over_splits():
         pope.convention("strict")
 
 
+def _split(tp: int, fn: int, tn: int, fp: int) -> tuple[list[dict], list[dict]]:
+    rows = [(lab, ans) for lab, ans, k in (("yes", "yes", tp), ("yes", "no", fn), ("no", "no", tn), ("no", "yes", fp))
+            for _ in range(k)]
+    return ([{"question_id": i, "image": f"{i}.jpg", "text": "Is there a dog in the image?", "label": lab}
+             for i, (lab, _) in enumerate(rows)], [{"question_id": i, "answer": ans} for i, (_, ans) in enumerate(rows)])
+
+
+@pytest.mark.parametrize("parser", ["pope", "exact", "yorn"])
+def test_the_mean_over_splits_is_of_the_unrounded_rates(parser):
+    # accuracy 1/2 and 1/3: printed 50.0 and 33.3, whose mean rounds to 41.6; the mean of the rates is 41.67
+    results = {"random": pope.score_pope(*_split(1, 1, 1, 1), parser=parser),
+               "popular": pope.score_pope(*_split(1, 1, 1, 3), parser=parser)}
+    assert (results["random"]["accuracy"], results["popular"]["accuracy"]) == (50.0, 33.3)
+    mean = pope.mean_over_splits(results)
+    assert mean["accuracy"] == 41.7
+    assert mean["yes_ratio"] == round(100 * (2 / 4 + 4 / 6) / 2, 1) == 58.3
+    assert mean["f1"] == round(100 * (1 / 2 + 2 * (1 / 4) * (1 / 2) / (1 / 4 + 1 / 2)) / 2, 1) == 41.7
+
+
 def test_reads_the_official_file_format(tmp_path):
     line = {
         "question_id": 1,
@@ -181,3 +200,24 @@ def test_reads_the_official_file_format(tmp_path):
     )
     with pytest.raises(MfpoError, match="coco_pope_adversarial.json:2: label must be yes or no"):
         pope.read_pope_questions(tmp_path / "coco_pope_adversarial.json")
+
+
+@pytest.mark.parametrize(("parser", "f1"), [("pope", None), ("exact", 0.0), ("yorn", 0.0)])
+def test_f1_when_no_answer_is_a_true_yes(parser, f1):
+    """TP 0 beside FP and FN: precision and recall are 0 and POPE's evaluate.py divides by zero for F1 (no
+    number: None); lmms-eval and VLMEvalKit give 0."""
+    qs = [{"question_id": i, "image": "a.jpg", "text": "Is there a cat in the image?", "label": label}
+          for i, label in enumerate(["yes", "no", "yes", "no"])]
+    ans = [{"question_id": 0, "answer": "no"}, {"question_id": 1, "answer": "yes"},
+           {"question_id": 2, "answer": "no"}, {"question_id": 3, "answer": "yes"}]
+    r = pope.score_pope(qs, ans, parser=parser)
+    assert (r["TP"], r["FP"], r["TN"], r["FN"]) == (0, 2, 0, 2)
+    assert (r["precision"], r["recall"], r["f1"], r["accuracy"]) == (0.0, 0.0, f1, 0.0)
+
+
+def test_a_metric_missing_in_one_split_has_no_mean():
+    # popular: TP 0, FP 2, FN 1 -> POPE's F1 divides by zero; the mean F1 of random alone would pose as the mean
+    results = {"random": pope.score_pope(*_split(1, 1, 1, 1)), "popular": pope.score_pope(*_split(0, 1, 1, 2))}
+    assert results["popular"]["f1"] is None
+    mean = pope.mean_over_splits(results)
+    assert mean["f1"] is None and mean["accuracy"] == round(100 * (2 / 4 + 1 / 4) / 2, 1)

@@ -91,7 +91,8 @@ def test_an_official_file_under_a_name_of_no_split_is_labelled_by_its_own(tmp_pa
     assert "POPE adversarial (convention pope, official file)" in result.output
     settings = json.loads((tmp_path / "pope.json").read_text())["meta"]["settings"]
     assert settings == {"parser": "pope", "split": "adversarial", "convention": "pope",
-                        "questions_sha256": pope.OFFICIAL_SHA256["adversarial"], "official": True}
+                        "questions_sha256": pope.OFFICIAL_SHA256["adversarial"], "official": True,
+                        "answers_checked": True}
 
 
 def test_a_missing_answer_names_the_answers_file_and_the_split(tmp_path):
@@ -103,3 +104,26 @@ def test_a_missing_answer_names_the_answers_file_and_the_split(tmp_path):
     line = one_error_line(_pope("-q", random, "-a", good, "-q", adversarial, "-a", missing))
     assert line == (f"error: {missing}: question_id 30 of coco_pope_adversarial.json (split adversarial) has no "
                     "answer (2 of 3000 questions unanswered)")
+
+
+def test_answers_that_carry_no_question_are_scored_with_a_warning_and_recorded_unchecked(tmp_path):
+    """Plain {"question_id", "answer"} lines cannot be told from another split's (the official splits share ids,
+    images and labels): swapped files score as each other's split, so the run says so and results.json records it."""
+    q = tmp_path / "q"
+    random, popular = _official(q, "random"), _official(q, "popular")
+    plain = {}
+    for split in ("random", "popular"):
+        plain[split] = tmp_path / f"ans_{split}.jsonl"
+        plain[split].write_text("".join(json.dumps({"question_id": x["question_id"], "answer": "Yes"}) + "\n"
+                                        for x in pope.official_questions(split)))
+    carried = _answers(tmp_path / "ans_popular_prompt.jsonl", pope.official_questions("popular"))
+    result = _pope("-q", random, "-a", plain["popular"], "-q", popular, "-a", carried, "--out", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: pope")]
+    assert warnings == [f"warning: pope random: {plain['popular']} carries no question text ('prompt' or "
+                        f"'question'), so it cannot be checked against {random}; answers to another split would "
+                        "score as random"]
+    files = json.loads((tmp_path / "p.json").read_text())["meta"]["settings"]["files"]
+    assert {s: f["answers_checked"] for s, f in files.items()} == {"random": False, "popular": True}
+    mean_table = result.output[result.output.index("POPE mean over splits"):]
+    assert "6000" in mean_table.split("POPE pooled")[0]  # the mean's table says over how many answers

@@ -59,7 +59,7 @@ def test_official_files_are_the_default_on_val2014_and_repope_relabels(tiny_mode
         given = [{"question_id": q["question_id"], "answer": _says([{"key": q["question_id"]}])[0]} for q in questions]
         expected = {k: v for k, v in pope.score_pope(questions, given, split=split).items() if k != "details"}
         expected["meta"]["settings"].update(convention="pope", questions_sha256=pope.OFFICIAL_SHA256[split],
-                                            official=True)  # as `mfpo-eval pope` records it: ids are 1..3000 in each
+                                            official=True, answers_checked=True)  # as `mfpo-eval pope` records it
         assert results[split] == expected and results[split]["n"] == 3000
         saved = json.loads((tmp_path / "official" / "model" / f"pope-{split}.result.json").read_text())
         assert saved["meta"] == expected["meta"]
@@ -86,7 +86,7 @@ def test_official_files_are_the_default_on_val2014_and_repope_relabels(tiny_mode
     for split, kept in relabelled.items():
         given = [{"question_id": q["question_id"], "answer": _says([{"key": q["question_id"]}])[0]} for q in kept]
         expected = {k: v for k, v in pope.score_pope(kept, given, split=split).items() if k != "details"}
-        expected["meta"]["settings"].update(convention="pope", official=False,
+        expected["meta"]["settings"].update(convention="pope", official=False, answers_checked=True,
                                             questions_sha256=pope.file_sha256(repope / f"coco_repope_{split}.json"))
         official = pope.score_pope(pope.official_questions(split)[:6], given, split=split)
         assert results[split] == expected and results[split]["accuracy"] != official["accuracy"]  # RePOPE's labels
