@@ -137,6 +137,7 @@ def cxcywh_norm_to_xyxy_px(box, width: int, height: int) -> tuple[float, float, 
 
 def mask_from_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """COCO polygons, uncompressed RLE or compressed RLE -> bool (H, W)."""
+    import cv2
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
@@ -156,7 +157,9 @@ def mask_from_segmentation(segmentation, height: int, width: int) -> np.ndarray:
             rle = {"size": size, "counts": rle["counts"].encode("ascii")}
     else:
         raise ImageError(f"bad_segmentation: unsupported type {type(segmentation).__name__}")
-    return mask_utils.decode(rle).astype(bool)
+    # pycocotools decodes column-major 0/1 bytes: OpenCV's transpose gives the row-major bool mask the stages expect
+    # (unions and slices of a column-major mask cost twice as much).
+    return cv2.transpose(mask_utils.decode(rle).T).view(bool)
 
 
 def box_mask(box, height: int, width: int) -> np.ndarray:
