@@ -17,10 +17,11 @@ Each round runs, in an order rotated every round so that a change of the machine
     final shards' options. The m' pixels are the build's own, decoded from a build made before the rounds;
   * `build1`: the build, 1 task, 1 worker, in a subprocess; `build2`: 2 tasks, 2 workers (`--tasks` sets the
     task count of `build1`; `build2` uses max(2, --tasks)).
-CPU time is the verdict (user + system of the build's processes, taken from the kernel's accounting of the
-child and every process it waited for, less the child's CPU before the build starts: its imports); wall time
-is shown beside it. Per round: build1 CPU / floor CPU, build1 wall / build2 wall, build2 CPU / build1 CPU; the
-table gives the median and the min-max over rounds.
+CPU time is the verdict (user + system of the build's processes, taken from the kernel's accounting of the child and
+every process it waited for, less the child's CPU before the build starts: its imports, those of a worker's modules
+included, pandas among them, which pyarrow imports at its first conversion and the floor's process has imported
+before the rounds); wall time is shown beside it. Per round: build1 CPU / floor CPU, build1 wall / build2 wall,
+build2 CPU / build1 CPU; the table gives the median and the min-max over rounds.
 Targets: build1 <= 1.3x the floor's CPU time; 2 workers >= 1.9x 1 worker's speed (wall; only a machine with
 two idle cores can show it, so the load average is printed before and after).
 
@@ -301,11 +302,19 @@ def main() -> None:
     args = parser.parse_args()
     if args._child:
         root, n_images, out, tasks, workers = args._child
+        import importlib
+
         import mfpo_data.pipeline.build  # noqa: F401  (imports are not the build's work)
         from mfpo_data.config import load_recipe
+        from mfpo_data.pipeline.assemble import worker_modules
         from mfpo_data.pipeline.executors import resolve_start_method
 
-        start = resolve_start_method(load_recipe("coco", tuple(args.extra)).executor.start_method)  # as the build will
+        recipe = load_recipe("coco", tuple(args.extra))
+        start = resolve_start_method(recipe.executor.start_method)  # as the build will
+        # What a worker has imported before its rank starts (`worker_modules`), pandas among them: pyarrow imports
+        # it at its first conversion of Python values, which the floor's process did before the rounds.
+        for module in worker_modules(recipe):
+            importlib.import_module(module)
         before = time.process_time()
         wall, rows = build(Path(root), int(n_images), Path(out), int(tasks), int(workers), args.extra)
         print(json.dumps({"wall": wall, "rows": rows, "cpu_before": before, "start": start}))

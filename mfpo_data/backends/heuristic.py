@@ -35,11 +35,11 @@ class HeuristicDifficulty(Described):
             box = mask_bbox(sample.mask)
             if box is None:
                 return 1.0
-            count = int(sample.mask[box].sum())
+            count = np.count_nonzero(sample.mask[box])
         area = count / (sample.height * sample.width)
         # Outside the mask the perturbed image equals the original (the stage composites), so the summed
         # change over the mask's bounding box is the summed change over the mask.
-        total = int(cv2.absdiff(sample.rejected_image[box], sample.image[box]).sum(dtype=np.int64))
+        total = int(cv2.norm(sample.rejected_image[box], sample.image[box], cv2.NORM_L1))  # exact: integer sums
         change = min(1.0, total / (count * sample.image.shape[2]) / 127.5)
         easy = (self.area_weight * np.sqrt(area) + self.change_weight * change) / (self.area_weight + self.change_weight)
         return float(np.clip(1.0 - easy, 0.0, 1.0))

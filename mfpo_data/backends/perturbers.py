@@ -43,6 +43,8 @@ class DiffusionNoisePerturber(Described):
         self.alpha_bar = linear_alpha_bar(t, num_train_timesteps, beta_start, beta_end)
 
     def perturb(self, samples: list[Sample], seeds: list[int]) -> list[Perturbed]:
+        import cv2
+
         out = []
         a, b = np.float32(np.sqrt(self.alpha_bar)), np.float32(np.sqrt(1.0 - self.alpha_bar))
         # In 0..255 units: (x_t + 1) * 127.5 = lut[x] + 127.5 b eps, with lut[x] = (a (x / 127.5 - 1) + 1) * 127.5;
@@ -53,7 +55,7 @@ class DiffusionNoisePerturber(Described):
             edited, box = _region(sample)
             y = np.random.default_rng(seed).standard_normal(edited[box].shape, dtype=np.float32)
             y *= b * np.float32(127.5)
-            y += lut[edited[box]]
+            y += cv2.LUT(edited[box], lut)  # lut[edited[box]], in a quarter of numpy's time
             np.clip(y, 0.0, 255.0, out=y)
             edited[box] = np.rint(y, out=y).astype(np.uint8)
             out.append(Perturbed(edited, {"t": self.t, "alpha_bar": round(self.alpha_bar, 8), "seed": seed}))

@@ -45,7 +45,7 @@ class RegionFilter(Stage):
             if self.no_region == "drop":
                 return "no_key_region: no key object was grounded"
             return None
-        area = float(sample.mask.mean())
+        area = sample.mask_area_ratio()
         if area < self.min_area:
             return f"region_too_small: {area:.4f} < {self.min_area}"
         if area > self.max_area:
