@@ -34,7 +34,9 @@ Conventions (`CONVENTIONS`): the toolkits score the same answers differently, by
 - `"vlmevalkit"`: VLMEvalKit's `POPE`: `YOrN_Extraction` (lower-case, its punctuation rule, "yes"
   without "no" is yes, "no" without "yes" is no, else Unknown, counted in `unparsed`); Unknown is
   wrong for accuracy and counts as "no" in precision, recall and F1; the headline ("Overall") is F1
-  pooled over the rows of all splits (`pooled_over_splits`); empty denominators give 0.
+  pooled over the rows of all splits (`pooled_over_splits`); empty denominators give 0. VLMEvalKit can ask an
+  LLM judge about the Unknown answers; that path is not reproduced (its exact-matching path is, as run without a
+  judge), and `mfpo-eval run` says so in results.md.
 "yes" is the positive class in all four. Answers are matched to questions by `question_id` (the
 references zip two files by position); `read_pope_answers` refuses a file whose lines carry another
 question than the file's (answers written for another split) or leave a question unanswered, and

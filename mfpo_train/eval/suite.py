@@ -409,8 +409,10 @@ def describe(name: str, settings: dict) -> str:
         headline = {"split": "per split", "mean": "headline = mean F1 of the three splits",
                     "pooled": "headline = F1 pooled over all rows"}[settings.get("headline", "split")]
         labels = "RePOPE's corrected labels, " if settings.get("labels") == "repope" else ""
+        judge = ("; answers YOrN_Extraction cannot read count as 'no' (VLMEvalKit's exact matching: the LLM judge it "
+                 "can ask about them is not run)" if settings.get("parser") == "yorn" else "")
         return (f"POPE: {labels}{settings.get('source')}; convention {settings.get('convention')!r} "
-                f"(parser {settings.get('parser')!r}, {headline}); F1 and yes-ratio x100.")
+                f"(parser {settings.get('parser')!r}, {headline}){judge}; F1 and yes-ratio x100.")
     if name == "amber":
         sim = settings.get("similarity", "")
         sim_words = ("exact match, not the reference's 0.8 spaCy similarity" if sim == "exact"

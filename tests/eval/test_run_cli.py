@@ -219,3 +219,16 @@ def test_the_object_halbench_sentence_names_the_singulars_its_protocol_used():
     assert said["fixed"].startswith("Object HalBench: CHAIR with the fixed vocabulary (RLAIF-V's refined synonyms "
                                     "stripped and lower-cased, inflect singulars; not a reference's numbers);")
     assert "WordNet" not in said["fixed"] and "pattern" not in said["fixed"]
+
+
+@pytest.mark.parametrize("convention", ["pope", "llava", "lmms-eval", "vlmevalkit"])
+def test_the_pope_sentence_says_vlmevalkits_judge_is_not_run(convention):
+    from mfpo_data.scorers import pope
+    from mfpo_train.eval.suite import describe
+
+    conv = pope.convention(convention)
+    said = describe("pope", {"source": "official POPE files", "convention": conv.name, "parser": conv.parser,
+                             "headline": conv.headline})
+    assert said.startswith(f"POPE: official POPE files; convention {convention!r} (parser {conv.parser!r}, ")
+    judged = "answers YOrN_Extraction cannot read count as 'no' (VLMEvalKit's exact matching: the LLM judge"
+    assert (judged in said) == (convention == "vlmevalkit")
