@@ -132,9 +132,12 @@ class FiltersConfig:
 @dataclass
 class OutputConfig:
     dir: str = "outputs/mfpo-coco"
-    # The lossless format of every image the writer encodes (m', and an original that is not embedded as it is):
-    # webp (lossless, libwebp's `webp_method`) or png (zlib `png_compress_level`). Both keep every pixel.
-    image_format: Literal["webp", "png"] = "webp"
+    # The format of every image the writer encodes (m', and an original that is not embedded as it is):
+    # webp (lossless, libwebp's `webp_method`) or png (zlib `png_compress_level`); both keep every pixel.
+    # jpeg_blocks: m' is the original's own JPEG with only the 8x8 blocks that the edit touches re-encoded at its
+    # quantisation (about a quarter of lossless WebP's bytes; pixels outside those blocks and a 2 px band stay
+    # bit-identical, the touched blocks are lossy; `mfpo_data/jpeg_blocks.py`); lossless WebP where it cannot apply.
+    image_format: Literal["webp", "png", "jpeg_blocks"] = "webp"
     webp_method: int = 0  # 0 fastest (about 11% fewer bytes than PNG level 1, half its time) .. 6 smallest
     png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is 3x faster than 6 for ~10% more bytes
     row_group_size: int = 64
@@ -149,11 +152,17 @@ class OutputConfig:
             raise ConfigError(f"'{path}.png_compress_level' must be in [0, 9]")
         if not 0 <= self.webp_method <= 6:
             raise ConfigError(f"'{path}.webp_method' must be in [0, 6]")
-        if self.image_format == "webp":
+        if self.image_format == "jpeg_blocks":
+            from mfpo_data import jpeg_blocks
+
+            if not jpeg_blocks.available():
+                raise ConfigError(f"'{path}.image_format' is jpeg_blocks, which needs jpeglib: pip install 'mfpo[jpeg]' "
+                                  f"(or set {path}.image_format=webp)")
+        if self.image_format in ("webp", "jpeg_blocks"):
             from PIL import features
 
             if not features.check("webp"):
-                raise ConfigError(f"'{path}.image_format' is webp, but this Pillow was built without WebP; install a "
+                raise ConfigError(f"'{path}.image_format' is {self.image_format}, but this Pillow was built without WebP; install a "
                                   f"Pillow wheel from PyPI or set {path}.image_format=png")
         if self.row_group_size < 1:
             raise ConfigError(f"'{path}.row_group_size' must be >= 1")

@@ -368,6 +368,7 @@ def render_card(
             "`inserted`: an absent object painted in; `random` / `global`: the ablation's random box or whole image):\n\n"
             + _table(("region", "samples"), sorted(regions.items()))
             + _invalid_pairs_note(stats.get("invalid_image_pairs"))
+            + _encoding_note(stats.get("rejected_image_formats"))
             if isinstance(regions, Mapping) and regions else ""
         ),
         evidence=_block(_evidence(stats)),
@@ -389,6 +390,17 @@ def _invalid_pairs_note(invalid) -> str:
     reasons = ", ".join(f"{n} `{code}`" for code, n in sorted(invalid.items()))
     return (f"\n\n{sum(invalid.values())} rows have `image_pair_valid: false` ({reasons}): their perturbed image leaves "
             "the chosen answer as true, so `mfpo-train` masks the image term for them.")
+
+
+def _encoding_note(formats) -> str:
+    """How m' is stored, when some rows are not lossless (`output.image_format: jpeg_blocks`)."""
+    if not isinstance(formats, Mapping) or not formats.get("jpeg_blocks"):
+        return ""
+    lossless = ", ".join(f"{n} {name}" for name, n in sorted(formats.items()) if name != "jpeg_blocks")
+    return (f"\n\n{formats['jpeg_blocks']} rows store the perturbed image as the original's own JPEG with only the 8x8 "
+            "blocks that the edit touches re-encoded (`output.image_format: jpeg_blocks`): beyond those blocks and a 2 px "
+            "band its pixels are the original's, bit for bit; inside them the edit and the pixels around it are JPEG-"
+            f"compressed, so pixels near the mask differ slightly from the original.{f' Lossless: {lossless}.' if lossless else ''}")
 
 
 def _evidence(stats: Mapping[str, Any]) -> str:

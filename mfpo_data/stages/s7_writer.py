@@ -75,17 +75,31 @@ def count_evidence(stats: dict, sample: Sample) -> None:
 class ImageEncoder:
     """How the writer embeds an image it encodes (m', an original that cannot be embedded as it is): lossless
     `webp` (libwebp's `webp_method`) or `png` (OpenCV, zlib `png_compress_level`). An image wider or taller
-    than WebP allows is PNG."""
+    than WebP allows is PNG. `jpeg_blocks` writes m' as its original's JPEG with the touched blocks re-encoded
+    (`mfpo_data/jpeg_blocks.py`) and everything else, and m' where that cannot apply, as lossless WebP."""
+
+    FORMATS = ("png", "webp", "jpeg_blocks")
 
     def __init__(self, image_format: str = "png", png_compress_level: int = 1, webp_method: int = 0):
-        if image_format not in ("png", "webp"):
-            raise ValueError(f"image format must be png or webp, got {image_format!r}")
+        if image_format not in self.FORMATS:
+            raise ValueError(f"image format must be one of {', '.join(self.FORMATS)}, got {image_format!r}")
         self.image_format, self.png_compress_level, self.webp_method = image_format, png_compress_level, webp_method
 
     def __call__(self, array) -> bytes:
-        if self.image_format == "webp" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
+        if self.image_format != "png" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
             return encode_webp(array, self.webp_method)
         return encode_png(array, self.png_compress_level)
+
+    def perturbed(self, sample: Sample) -> tuple[bytes, str]:
+        """m''s bytes and how they were made: `jpeg_blocks`, `webp` or `png`."""
+        if self.image_format == "jpeg_blocks" and sample.image_bytes is not None:
+            from mfpo_data import jpeg_blocks
+
+            data = jpeg_blocks.encode(sample.image_bytes, sample.image, sample.rejected_image)
+            if data is not None:
+                return data, "jpeg_blocks"
+        data = self(sample.rejected_image)
+        return data, "webp" if data[:4] == b"RIFF" else "png"
 
 
 class ShardWriter(Stage):
@@ -120,7 +134,7 @@ class ShardWriter(Stage):
         schema = arrow_schema()  # features() without importing datasets
         stats = {"rows": 0, "pair_types": Counter(), "categories": Counter(), "perturbation_regions": Counter(),
                  "invalid_image_pairs": Counter(), "dropped": Counter(), "dropped_by_stage": Counter(),
-                 **{key: Counter() for key in EVIDENCE_STATS}}  # fmt: skip
+                 "rejected_image_formats": Counter(), **{key: Counter() for key in EVIDENCE_STATS}}  # fmt: skip
         fault = fault_point(rank)  # crash-resume tests only; inert otherwise
         seen = 0
         bar = self._bar(layout, rank, world_size)
@@ -134,7 +148,7 @@ class ShardWriter(Stage):
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                     rows.clear()
 
-            for sample, row in self._encoded(data):
+            for sample, encoded in self._encoded(data):
                 if sample.dropped is not None:
                     stage, reason = sample.dropped
                     rejects.write(json.dumps({"id": sample.id, "stage": stage, "reason": reason}) + "\n")
@@ -142,8 +156,10 @@ class ShardWriter(Stage):
                     stats["dropped_by_stage"][stage] += 1
                     self.stat_update(f"dropped/{reason_code(reason)}")
                 else:
+                    row, how = encoded
                     rows.append(row)
                     stats["rows"] += 1
+                    stats["rejected_image_formats"][how] += 1
                     stats["pair_types"][sample.pair_type] += 1
                     stats["perturbation_regions"][sample.perturbation_params.get("region", "")] += 1
                     if sample.image_pair_invalid:
@@ -175,15 +191,16 @@ class ShardWriter(Stage):
             os.replace(tmp[final], final)
         fault.reached("commit")
 
-    def _encoded(self, data: Iterable[Sample]) -> Iterator[tuple[Sample, dict | None]]:
-        """Each sample with its row (None for a dropped one), in arrival order; encoded ahead on the pool."""
+    def _encoded(self, data: Iterable[Sample]) -> Iterator[tuple[Sample, tuple[dict, str] | None]]:
+        """Each sample with its row and m''s format (None for a dropped one), in arrival order; encoded ahead on
+        the pool."""
         if self.encode_threads < 1:
             for sample in data:
                 yield sample, (self._row(sample) if sample.dropped is None else None)
             return
         window: deque[tuple[Sample, Future | None]] = deque()
 
-        def oldest() -> tuple[Sample, dict | None]:
+        def oldest() -> tuple[Sample, tuple[dict, str] | None]:
             sample, future = window.popleft()
             return sample, (future.result() if future is not None else None)
 
@@ -195,14 +212,14 @@ class ShardWriter(Stage):
             while window:
                 yield oldest()
 
-    def _row(self, sample: Sample) -> dict:
+    def _row(self, sample: Sample) -> tuple[dict, str]:
         if sample.image_bytes is not None:
             original = {"bytes": sample.image_bytes, "path": None}
         else:
             original = {"bytes": self.encoder(sample.image), "path": None}
-        rejected = {"bytes": self.encoder(sample.rejected_image), "path": None}
+        data, how = self.encoder.perturbed(sample)
         mask_rle = rle_encode(sample.mask) if sample.mask is not None else None
-        return to_row(sample, original, rejected, mask_rle)
+        return to_row(sample, original, {"bytes": data, "path": None}, mask_rle), how
 
     def _bar(self, layout: OutputLayout, rank: int, world_size: int):
         """Progress over this rank's source items (images or records), so it has a total and an ETA; the
