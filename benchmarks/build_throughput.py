@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -175,8 +174,9 @@ def floor(root: Path, inputs, out: Path, extra=()) -> int:
             image, as_is = decode_image(data)
             original = {"bytes": data if as_is else encoder(image), "path": None}
             for k, array in enumerate(rejected):
-                sample = Sample(f"{name}:{k}", "coco", name, "caption", "Is there a cat?", "Yes.", "No.", image=image)
-                rows.append(to_row(sample, original, {"bytes": encoder(array), "path": None}, None))
+                sample = Sample(f"{name}:{k}", "coco", name, "caption", "Is there a cat?", "Yes.", "No.", image=image,
+                                image_bytes=data if as_is else None, rejected_image=array)  # fmt: skip
+                rows.append(to_row(sample, original, {"bytes": encoder.perturbed(sample)[0], "path": None}, None))
                 written += 1
                 if len(rows) >= output.row_group_size:
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
@@ -279,6 +279,24 @@ def output_bytes(folder: Path) -> dict:
     return sizes
 
 
+def outside_mask_changes(folder: Path) -> dict:
+    """Summed over the rows with a mask, what m' changed outside the key mask (`jpeg_blocks.outside_mask`)."""
+    import pyarrow.parquet as pq
+
+    from mfpo_data.imaging import decode_image, rle_decode
+    from mfpo_data.jpeg_blocks import outside_mask
+    from mfpo_data.layout import OutputLayout
+
+    total = {"outside": 0, "changed": 0, "abs_diff": 0, "beyond_blocks": 0}
+    for shard in OutputLayout(folder).final_shards():
+        table = pq.read_table(shard, columns=["images", "rejected_images", "mask"])
+        for images, rejected, rle in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+            if rle is not None:
+                part = outside_mask(decode_image(images[0]["bytes"])[0], decode_image(rejected[0]["bytes"])[0], rle_decode(rle))
+                total = {k: total[k] + part[k] for k in total}
+    return total
+
+
 def timed_floor(root: Path, inputs, out: Path, extra: list[str]) -> dict:
     c0, w0 = time.process_time(), time.perf_counter()
     rows = floor(root, inputs, out, extra)
@@ -353,6 +371,9 @@ def main() -> None:
                 if mode != "floor":
                     import shutil
 
+                    if r == 0:  # the bytes per pair and these are reported from the first round's build
+                        run["outside_mask"] = outside_mask_changes(out)
+
                     shutil.rmtree(out)
         load_after = os.getloadavg()
         report(args, runs, load_before, load_after)
@@ -400,6 +421,11 @@ def report(args, runs: dict[str, list[dict]], load_before, load_after) -> None:
             print(f"{labels[mode]}: {r['output_bytes'] / n / 1e3:.1f} KB per pair (originals {r['original_bytes'] / n / 1e3:.1f}, "
                   f"m' {r['rejected_bytes'] / n / 1e3:.1f}, the rest {other / n / 1e3:.1f}); output {r['output_bytes'] / 2**20:.1f} MiB, "
                   f"peak disk {r['peak_disk'] / 2**20:.1f} MiB = {r['peak_disk'] / max(r['output_bytes'], 1):.2f}x the output")  # fmt: skip
+            o = r["outside_mask"]
+            print(f"{labels[mode]}: m' outside the key mask: {o['changed']} of {o['outside']} pixels differ from the original "
+                  f"({100 * o['changed'] / max(o['outside'], 1):.2f}%, mean largest channel difference "
+                  f"{o['abs_diff'] / max(o['changed'], 1):.2f} levels), {o['beyond_blocks']} of them beyond the mask's 16 px "
+                  f"blocks and a 2 px band")  # fmt: skip
 
 
 if __name__ == "__main__":
