@@ -23,7 +23,10 @@ included, pandas among them, which pyarrow imports at its first conversion and t
 before the rounds); wall time is shown beside it. Per round: build1 CPU / floor CPU, build1 wall / build2 wall,
 build2 CPU / build1 CPU; the table gives the median and the min-max over rounds.
 Targets: build1 <= 1.3x the floor's CPU time; 2 workers >= 1.9x 1 worker's speed (wall; only a machine with
-two idle cores can show it, so the load average is printed before and after).
+idle cores can show it, so the load average is printed before and after). One worker's stage and encoding threads
+keep more than one core busy (its CPU / wall is printed), so on 2 CPUs the default build can gain at most 2 / that;
+`--set executor.overlap=false --set output.encode_threads=0` makes each worker one thread, which 2 idle cores can
+show the scaling of.
 
 Disk: bytes per pair = the final parquet shards' bytes / pairs, split into the originals (`images`), m'
 (`rejected_images`) and the rest (parquet's compressed column sizes); peak disk = the largest total size of the
@@ -413,6 +416,11 @@ def report(args, runs: dict[str, list[dict]], load_before, load_after) -> None:
         mark = "met" if statistics.median(speed) >= TARGET_SPEEDUP else "NOT met"
         print(f"2 workers vs 1: speed-up (wall) {spread(speed)}x (target >= {TARGET_SPEEDUP}x: {mark}); CPU spent "
               f"{spread(cpu)}x; workers started by {runs['build2'][0]['start']}")  # fmt: skip
+        # A worker's stage and encoding threads already use more than one core: 2 workers can only be as much
+        # faster as the cores left allow (CPU / wall of one worker = the cores it keeps busy).
+        cores = statistics.median(a["cpu"] / a["wall"] for a in runs["build1"])
+        print(f"1 worker keeps {cores:.2f} cores busy (CPU / wall): on {os.cpu_count()} idle CPUs 2 workers can be at most "
+              f"{min(2.0, (os.cpu_count() or 1) / cores):.2f}x faster")  # fmt: skip
     for mode in ("build1", "build2"):
         if mode in runs:
             r = runs[mode][0]

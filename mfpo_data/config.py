@@ -134,9 +134,10 @@ class OutputConfig:
     dir: str = "outputs/mfpo-coco"
     # The format of every image the writer encodes (m', and an original that is not embedded as it is):
     # webp (lossless, libwebp's `webp_method`) or png (zlib `png_compress_level`); both keep every pixel.
-    # jpeg_blocks: m' is the original's own JPEG with only the 8x8 blocks that the edit touches re-encoded at its
-    # quantisation (about a quarter of lossless WebP's bytes; pixels outside those blocks and a 2 px band stay
-    # bit-identical, the touched blocks are lossy; `mfpo_data/jpeg_blocks.py`); lossless WebP where it cannot apply.
+    # jpeg_blocks: m' is the original's own JPEG with only the 8x8 coefficient blocks that the edit touches
+    # re-encoded at its quantisation (about a third of lossless WebP's bytes; pixels beyond those blocks and a
+    # 2 px band stay bit-identical, the touched blocks are lossy; `mfpo_data/jpeg_blocks.py`); lossless WebP where
+    # it cannot apply.
     image_format: Literal["webp", "png", "jpeg_blocks"] = "webp"
     webp_method: int = 0  # 0 fastest (about 11% fewer bytes than PNG level 1, half its time) .. 6 smallest
     png_compress_level: int = 1  # zlib level of the embedded PNGs: 1 is 3x faster than 6 for ~10% more bytes

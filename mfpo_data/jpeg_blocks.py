@@ -3,17 +3,22 @@ jpeg_blocks`).
 
 A perturbed image differs from its original only around the key object, and the original is usually a JPEG
 embedded as it is. A lossless m' stores the whole decoded photo again (on COCO-like images 5-10x the
-original's bytes). Here m' keeps the original's quantised DCT coefficients in every 8x8 block that the edit
-does not touch, and takes the blocks it does touch from a JPEG encoding of m' at the original's own
-quantisation tables and chroma subsampling. A decoder then gives back, bit for bit, the original's pixels
-everywhere except in the touched blocks and a band of at most 2 pixels around them (chroma upsampling reads
-neighbouring chroma samples). Inside the touched blocks the edit is JPEG-compressed like the rest of the
-photo: pixels of those blocks outside the mask move by a few levels (the mean absolute change is reported by
-`benchmarks/build_throughput.py`), and the key region holds the edit as a JPEG of the original's quality.
+original's bytes). Here m' keeps the original's quantised DCT coefficients in every 8x8 block (of each
+component: a subsampled chroma block covers 16x16 pixels in 4:2:0) that the edit does not touch, and takes
+the blocks it does touch from a JPEG encoding of m' at the original's own quantisation tables and chroma
+subsampling. A decoder then gives back, bit for bit, the original's pixels everywhere except in the touched
+blocks and a band of at most 2 pixels around them (chroma upsampling reads neighbouring chroma samples).
+Inside the touched blocks the edit is JPEG-compressed like the rest of the photo: pixels of those blocks
+outside the mask move by a few levels (`benchmarks/m_prime_encoding.py` and `benchmarks/build_throughput.py`
+report how many and by how much), and the key region holds the edit as a JPEG of the original's quality.
+m' carries none of the original's APP or COM markers (EXIF, ICC), as a lossless m' carries none.
 
-Every encoding is checked by decoding it: if any pixel outside the touched blocks (plus the band) differs
-from the original, or the original is not a 3-component JPEG that Pillow reads as RGB, `encode` returns None
-and the writer embeds m' losslessly instead. jpeglib (the `jpeg` extra) reads and writes the coefficients.
+Every encoding is checked by decoding it: beyond the touched blocks and the band every pixel must be the
+original's, and inside the touched luma blocks (away from the untouched ones by the band) every pixel must be
+that of the edited image JPEG-encoded on its own at the same tables. Where either fails, or the original is not
+a 3-component YCbCr JPEG whose tables and subsampling Pillow reproduces, or jpeglib cannot read or write it,
+`encode` returns None and the writer embeds m' losslessly instead. jpeglib (the `jpeg` extra) reads and writes
+the coefficients, one call at a time.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 
 import numpy as np
 from PIL import Image
 
 
 BAND = 2  # pixels around the touched blocks that chroma upsampling may change (2x subsampling at most)
+# jpeglib keeps a JPEG's markers in C globals while it reads one, and releases the GIL: one call at a time.
+_JPEGLIB = threading.Lock()
 
 
 def available() -> bool:
@@ -72,7 +80,6 @@ def encode(original_jpeg: bytes, original: np.ndarray, edited: np.ndarray) -> by
     """m' (`edited`) as `original_jpeg` with the touched blocks replaced, or None where that cannot be done
     exactly (see the module notes). `original` is `original_jpeg` decoded by Pillow (RGB uint8)."""
     import cv2
-    import jpeglib
     from PIL import JpegImagePlugin
 
     if original.shape != edited.shape or original.ndim != 3:
@@ -91,21 +98,54 @@ def encode(original_jpeg: bytes, original: np.ndarray, edited: np.ndarray) -> by
         return original_jpeg
     whole = io.BytesIO()
     Image.fromarray(edited).save(whole, format="JPEG", qtables=qtables, subsampling=sampling)
-    with tempfile.TemporaryDirectory(prefix="mfpo-jpeg-") as folder:
+    try:
+        spliced = _splice(original_jpeg, whole.getvalue(), changed)
+    except Exception:  # noqa: BLE001 - what Pillow read but libjpeg does not, a full temp folder: the lossless path
+        return None
+    if spliced is None:
+        return None
+    data, (v_max, h_max), luma_block = spliced
+    try:
+        decoded, reference = (_decode_rgb(b) for b in (data, whole.getvalue()))
+    except Exception:  # noqa: BLE001
+        return None
+    if decoded.shape != original.shape or reference.shape != original.shape:
+        return None
+    kernel = np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)
+    # Beyond the touched blocks and the band: the original's pixels.
+    moved = _changed(decoded, original)
+    moved[cv2.dilate(footprint(changed, 8 * v_max, 8 * h_max), kernel) > 0] = 0
+    # Inside the touched luma blocks, away from the untouched ones: the edit as Pillow encodes it on its own (a
+    # splice into the wrong component or table would show here).
+    other = _changed(decoded, reference)
+    other[cv2.erode(footprint(changed, *luma_block), kernel, borderValue=1) == 0] = 0
+    return None if cv2.countNonZero(moved) or cv2.countNonZero(other) else data
+
+
+def _decode_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _splice(original_jpeg: bytes, whole_jpeg: bytes, changed: np.ndarray):
+    """`original_jpeg` with the blocks that hold a changed pixel taken from `whole_jpeg` (the edited image at the
+    same tables and subsampling): (bytes, the largest sampling factors (vertical, horizontal), a luma block's
+    size in pixels), or None where the two do not line up. The original's APP and COM markers are not copied
+    (EXIF, ICC: a lossless m' has none either, and an EXIF thumbnail would show the unedited photo)."""
+    import jpeglib
+
+    with _JPEGLIB, tempfile.TemporaryDirectory(prefix="mfpo-jpeg-") as folder:
         paths = {name: os.path.join(folder, f"{name}.jpg") for name in ("original", "edited", "out")}
-        with open(paths["original"], "wb") as f:
-            f.write(original_jpeg)
-        with open(paths["edited"], "wb") as f:
-            f.write(whole.getvalue())
-        try:
-            base, new = jpeglib.read_dct(paths["original"]), jpeglib.read_dct(paths["edited"])
-            base.load()
-            new.load()
-        except Exception:  # noqa: BLE001 - what Pillow read but libjpeg does not: the lossless path
-            return None
-        if (not base.has_chrominance or not np.array_equal(base.qt, new.qt)
-                or not np.array_equal(base.samp_factor, new.samp_factor)):  # fmt: skip
-            return None
+        for name, data in (("original", original_jpeg), ("edited", whole_jpeg)):
+            with open(paths[name], "wb") as f:
+                f.write(data)
+        base, new = jpeglib.read_dct(paths["original"]), jpeglib.read_dct(paths["edited"])
+        base.load()
+        new.load()
+        if not (base.jpeg_color_space == new.jpeg_color_space == jpeglib.JCS_YCbCr and base.has_chrominance
+                and np.array_equal(base.qt, new.qt) and np.array_equal(base.quant_tbl_no, new.quant_tbl_no)
+                and np.array_equal(base.samp_factor, new.samp_factor)):  # fmt: skip
+            return None  # an Adobe RGB JPEG, tables mapped to components otherwise than Pillow maps them, ...
         factors = np.asarray(base.samp_factor)  # (component, (vertical, horizontal))
         v_max, h_max = int(factors[:, 0].max()), int(factors[:, 1].max())
         planes = []
@@ -117,20 +157,12 @@ def encode(original_jpeg: bytes, original: np.ndarray, edited: np.ndarray) -> by
             plane[blocks] = fresh[blocks]
             planes.append(plane)
         base.Y, base.Cb, base.Cr = planes
+        base.markers, base.content = [], None  # no markers; and jpeglib then writes no copy of the original
         base.write_dct(paths["out"])
         with open(paths["out"], "rb") as f:
             data = f.read()
-    try:
-        with Image.open(io.BytesIO(data)) as out:
-            decoded = np.asarray(out.convert("RGB"))
-    except Exception:  # noqa: BLE001
-        return None
-    if decoded.shape != original.shape:
-        return None
-    near = cv2.dilate(footprint(changed, 8 * v_max, 8 * h_max), np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8))
-    moved = _changed(decoded, original)
-    moved[near > 0] = 0
-    return None if cv2.countNonZero(moved) else data
+    luma = (8 * v_max // int(factors[0][0]), 8 * h_max // int(factors[0][1]))
+    return data, (v_max, h_max), luma
 
 
 def outside_mask(original: np.ndarray, perturbed: np.ndarray, mask: np.ndarray) -> dict[str, int]:

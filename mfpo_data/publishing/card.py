@@ -398,7 +398,7 @@ def _encoding_note(formats) -> str:
         return ""
     lossless = ", ".join(f"{n} {name}" for name, n in sorted(formats.items()) if name != "jpeg_blocks")
     return (f"\n\n{formats['jpeg_blocks']} rows store the perturbed image as the original's own JPEG with only the 8x8 "
-            "blocks that the edit touches re-encoded (`output.image_format: jpeg_blocks`): beyond those blocks and a 2 px "
+            "coefficient blocks that the edit touches re-encoded (`output.image_format: jpeg_blocks`): beyond those blocks and a 2 px "
             "band its pixels are the original's, bit for bit; inside them the edit and the pixels around it are JPEG-"
             f"compressed, so pixels near the mask differ slightly from the original.{f' Lossless: {lossless}.' if lossless else ''}")
 

@@ -97,6 +97,74 @@ def test_what_cannot_be_patched_exactly_is_left_to_the_lossless_path(monkeypatch
     assert jpeg_blocks.encode(data, original, edited) is None
 
 
+def _with_markers(seed: int) -> bytes:
+    """The sample photo re-saved with a large ICC profile and EXIF block (markers jpeglib keeps in C globals)."""
+    img = Image.open(PHOTO).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010F] = "x" * 5000
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, icc_profile=bytes([seed]) * 20000, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_m_prime_carries_no_marker_and_threads_give_what_one_thread_gives():
+    """The writer encodes on several threads: jpeglib, which keeps markers in C globals, is called one at a time
+    (without that, JPEGs with large markers crashed the process or swapped their markers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = []
+    for seed in range(3):
+        data = _with_markers(seed)
+        original, _ = decode_image(data)
+        cases.append((data, original, _edit(original, seed)[0]))
+    serial = [jpeg_blocks.encode(*case) for case in cases]
+    assert all(out is not None for out in serial)
+    with Image.open(io.BytesIO(serial[0])) as img:
+        assert "icc_profile" not in img.info and "exif" not in img.info  # no EXIF thumbnail of the unedited photo
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda k: jpeg_blocks.encode(*cases[k % 3]), range(60))) == [serial[k % 3] for k in range(60)]
+
+
+def test_jpegs_whose_components_or_tables_pillow_would_map_otherwise_are_refused(tmp_path):
+    import jpeglib
+
+    rgb = np.ascontiguousarray(np.asarray(Image.open(PHOTO).convert("RGB")))
+    adobe = jpeglib.from_spatial(rgb)
+    adobe.jpeg_color_space = jpeglib.Colorspace.JCS_RGB  # Adobe APP14, no YCbCr transform: Pillow still reads RGB
+    adobe.write_spatial(str(tmp_path / "adobe.jpg"), qt=90)
+    swapped = jpeglib.read_dct(str(PHOTO))
+    swapped.load()
+    swapped.qt, swapped.quant_tbl_no = swapped.qt[::-1].copy(), np.array([1, 0, 0])  # luma on table 1
+    swapped.write_dct(str(tmp_path / "swapped.jpg"))
+    for name in ("adobe.jpg", "swapped.jpg"):
+        data = (tmp_path / name).read_bytes()
+        original, as_is = decode_image(data)
+        assert as_is, name
+        assert jpeg_blocks.encode(data, original, _edit(original)[0]) is None, name
+
+
+def test_the_decode_check_sees_a_wrong_splice_inside_the_blocks(monkeypatch):
+    """Chroma planes spliced into the wrong component leave every pixel beyond the blocks as it was; the check of the
+    touched blocks against the edit encoded on its own refuses it."""
+    import jpeglib
+
+    data = PHOTO.read_bytes()
+    original, _ = decode_image(data)
+    edited, _ = _edit(original)
+    assert jpeg_blocks.encode(data, original, edited) is not None
+    read = jpeglib.read_dct
+
+    def swapped_chroma(path):
+        jpeg = read(path)
+        if path.endswith("edited.jpg"):
+            jpeg.load()
+            jpeg.Cb, jpeg.Cr = jpeg.Cr.copy(), jpeg.Cb.copy()
+        return jpeg
+
+    monkeypatch.setattr(jpeglib, "read_dct", swapped_chroma)
+    assert jpeg_blocks.encode(data, original, edited) is None
+
+
 def test_the_writer_falls_back_to_webp_and_says_which_it_wrote():
     from mfpo_data.stages.s7_writer import ImageEncoder
 
@@ -163,5 +231,5 @@ def test_the_card_says_when_m_prime_is_not_lossless():
 
     assert _encoding_note({"webp": 51}) == "" and _encoding_note({}) == "" and _encoding_note(None) == ""
     text = _encoding_note({"jpeg_blocks": 49, "webp": 2})
-    assert text.startswith("\n\n49 rows store the perturbed image as the original's own JPEG with only the 8x8 blocks")
+    assert text.startswith("\n\n49 rows store the perturbed image as the original's own JPEG with only the 8x8 coefficient blocks")
     assert "pixels near the mask differ slightly from the original. Lossless: 2 webp." in text
