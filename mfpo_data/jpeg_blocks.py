@@ -31,6 +31,8 @@ import threading
 import numpy as np
 from PIL import Image
 
+from mfpo_data.imaging import decode_image
+
 
 BAND = 2  # pixels around the touched blocks that chroma upsampling may change (2x subsampling at most)
 # jpeglib keeps a JPEG's markers in C globals while it reads one, and releases the GIL: one call at a time.
@@ -66,6 +68,13 @@ def _touched(changed: np.ndarray, block_h: int, block_w: int, shape: tuple[int, 
     return cv2.resize(padded, (cols, rows), interpolation=cv2.INTER_AREA) > 0
 
 
+def _around(blocks: np.ndarray) -> np.ndarray:
+    """uint8 (H, W): `blocks` (a `footprint`) grown by the band that chroma upsampling may reach."""
+    import cv2
+
+    return cv2.dilate(blocks, np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8))
+
+
 def footprint(changed: np.ndarray, block_h: int, block_w: int) -> np.ndarray:
     """uint8 (H, W): 1 on the pixels of the blocks (of `block_h` x `block_w` pixels) that hold a changed pixel."""
     import cv2
@@ -96,35 +105,30 @@ def encode(original_jpeg: bytes, original: np.ndarray, edited: np.ndarray) -> by
     changed = _changed(original, edited)
     if not cv2.countNonZero(changed):
         return original_jpeg
-    whole = io.BytesIO()
-    Image.fromarray(edited).save(whole, format="JPEG", qtables=qtables, subsampling=sampling)
+    buf = io.BytesIO()
+    Image.fromarray(edited).save(buf, format="JPEG", qtables=qtables, subsampling=sampling)
+    whole = buf.getvalue()
     try:
-        spliced = _splice(original_jpeg, whole.getvalue(), changed)
+        spliced = _splice(original_jpeg, whole, changed)
     except Exception:  # noqa: BLE001 - what Pillow read but libjpeg does not, a full temp folder: the lossless path
         return None
     if spliced is None:
         return None
     data, (v_max, h_max), luma_block = spliced
     try:
-        decoded, reference = (_decode_rgb(b) for b in (data, whole.getvalue()))
+        decoded, reference = (decode_image(b)[0] for b in (data, whole))
     except Exception:  # noqa: BLE001
         return None
     if decoded.shape != original.shape or reference.shape != original.shape:
         return None
-    kernel = np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)
     # Beyond the touched blocks and the band: the original's pixels.
     moved = _changed(decoded, original)
-    moved[cv2.dilate(footprint(changed, 8 * v_max, 8 * h_max), kernel) > 0] = 0
+    moved[_around(footprint(changed, 8 * v_max, 8 * h_max)) > 0] = 0
     # Inside the touched luma blocks, away from the untouched ones: the edit as Pillow encodes it on its own (a
     # splice into the wrong component or table would show here).
     other = _changed(decoded, reference)
-    other[cv2.erode(footprint(changed, *luma_block), kernel, borderValue=1) == 0] = 0
+    other[cv2.erode(footprint(changed, *luma_block), np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)) == 0] = 0
     return None if cv2.countNonZero(moved) or cv2.countNonZero(other) else data
-
-
-def _decode_rgb(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def _splice(original_jpeg: bytes, whole_jpeg: bytes, changed: np.ndarray):
@@ -171,12 +175,10 @@ def outside_mask(original: np.ndarray, perturbed: np.ndarray, mask: np.ndarray) 
     changed ones beyond the mask's 16-pixel blocks and the band (`beyond_blocks`: 0 for every encoding here)."""
     import cv2
 
-    diff = cv2.split(cv2.absdiff(original, perturbed))
-    diff = cv2.max(cv2.max(diff[0], diff[1]), diff[2])
+    diff = _changed(original, perturbed)
     inside = mask.astype(np.uint8)
     diff[inside > 0] = 0
-    near = cv2.dilate(footprint(inside, 16, 16), np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8))
     far = diff.copy()
-    far[near > 0] = 0
+    far[_around(footprint(inside, 16, 16)) > 0] = 0
     return {"outside": int(inside.size - cv2.countNonZero(inside)), "changed": int(cv2.countNonZero(diff)),
             "abs_diff": int(diff.sum(dtype=np.int64)), "beyond_blocks": int(cv2.countNonZero(far))}  # fmt: skip

@@ -86,9 +86,12 @@ class ImageEncoder:
         self.image_format, self.png_compress_level, self.webp_method = image_format, png_compress_level, webp_method
 
     def __call__(self, array) -> bytes:
+        return self._lossless(array)[0]
+
+    def _lossless(self, array) -> tuple[bytes, str]:
         if self.image_format != "png" and max(array.shape[:2]) <= WEBP_MAX_SIDE:
-            return encode_webp(array, self.webp_method)
-        return encode_png(array, self.png_compress_level)
+            return encode_webp(array, self.webp_method), "webp"
+        return encode_png(array, self.png_compress_level), "png"
 
     def perturbed(self, sample: Sample) -> tuple[bytes, str]:
         """m''s bytes and how they were made: `jpeg_blocks`, `webp` or `png`."""
@@ -98,8 +101,7 @@ class ImageEncoder:
             data = jpeg_blocks.encode(sample.image_bytes, sample.image, sample.rejected_image)
             if data is not None:
                 return data, "jpeg_blocks"
-        data = self(sample.rejected_image)
-        return data, "webp" if data[:4] == b"RIFF" else "png"
+        return self._lossless(sample.rejected_image)
 
 
 class ShardWriter(Stage):
