@@ -34,19 +34,18 @@ def rows_of_default_build(limit: int, out_dir: Path) -> list[dict]:
     """(id, original bytes or None, m, m', mask) of every row of the default build of the bundled sample."""
     import pyarrow.parquet as pq
 
-    from benchmarks.negative_evidence import row_images
     from mfpo_data.config import load_recipe
-    from mfpo_data.imaging import decode_image
+    from mfpo_data.imaging import decode_image, rle_decode
     from mfpo_data.pipeline.build import build_dataset
 
     layout = build_dataset(load_recipe("coco", [f"source.limit={limit}", "output.progress=false", f"output.dir={out_dir}"]))
     rows = []
     for shard in layout.final_shards():
         for row in pq.read_table(shard).to_pylist():
-            m, mp, mask = row_images(row)
             data = row["images"][0]["bytes"]
-            rows.append({"id": row["id"], "original_bytes": data if decode_image(data)[1] else None, "m": m, "m_prime": mp,
-                         "mask": mask, "image_id": row["image_id"]})  # fmt: skip
+            (m, as_is), mp = decode_image(data), decode_image(row["rejected_images"][0]["bytes"])[0]
+            rows.append({"id": row["id"], "original_bytes": data if as_is else None, "m": m, "m_prime": mp,
+                         "mask": rle_decode(row["mask"]) if row["mask"] else None, "image_id": row["image_id"]})  # fmt: skip
     return rows
 
 
