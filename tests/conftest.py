@@ -49,6 +49,16 @@ E2E = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each test ends with no accelerate state, so the next starts with none, whatever folder it is in (TRL's
+    trainer in tests/data and the efficacy benchmark's in-process training configure it differently)."""
+    yield
+    from tests.fixtures.accelerate_state import reset_accelerate
+
+    reset_accelerate()
+
+
 def pytest_collection_modifyitems(config, items):
     """`e2e` on the tests E2E names; `quick` on every test that is not e2e, slow or gpu (the unit tests)."""
     for item in items:

@@ -56,19 +56,6 @@ def make_config(tmp_path):
     return make
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each test starts with no AcceleratorState (TRL's trainer and ours configure it differently)."""
-    yield
-    import sys
-
-    if "accelerate" in sys.modules:
-        from accelerate.state import AcceleratorState, PartialState
-
-        AcceleratorState._reset_state(True)
-        PartialState._reset_state()
-
-
 @pytest.fixture
 def qwen2vl_batch():
     """A tiny random Qwen2-VL and a collator-layout batch (2 pairs x 3 sequences) built by hand.
